@@ -1,0 +1,75 @@
+"""The text tower: a post-norm BERT encoder as HuggingFace builds it, plus open_clip's head.
+
+Two entry points, because prompt learning replaces some token embeddings by learned vectors:
+``embed_tokens`` (ids -> word embeddings) and ``encode_embeds`` (word embeddings + mask -> text
+features). ``__call__`` chains them. Positions are 0..L-1 and token types 0, as HF's defaults.
+
+Pad positions are masked out of every attention, so the [CLS] output does not depend on how many
+pads follow the prompt: training may run prompts at a short bucketed length instead of 256.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from biomedjax.models.config import TextConfig
+from biomedjax.models.layers import Attention, Mlp, activation
+
+
+class PostNormBlock(nn.Module):
+  cfg: TextConfig
+
+  @nn.compact
+  def __call__(self, x, mask):
+    c = self.cfg
+    x = nn.LayerNorm(c.ln_eps, name="attn_norm")(
+        x + Attention(c.width, c.heads, True, name="attn")(x, mask))
+    return nn.LayerNorm(c.ln_eps, name="mlp_norm")(x + Mlp(c.mlp_dim, c.act, name="mlp")(x))
+
+
+class TextTransformer(nn.Module):
+  cfg: TextConfig
+  embed_dim: int
+
+  def setup(self):
+    c = self.cfg
+    self.word_embeddings = nn.Embed(c.vocab_size, c.width)
+    self.position_embeddings = nn.Embed(c.max_positions, c.width)
+    self.token_type_embeddings = nn.Embed(c.type_vocab_size, c.width)
+    self.embed_norm = nn.LayerNorm(c.ln_eps)
+    self.blocks = [PostNormBlock(c, name=f"layer_{i}") for i in range(c.depth)]
+    if c.proj == "mlp":
+      self.proj_0 = nn.Dense((c.width + self.embed_dim) // 2, use_bias=c.proj_bias)
+      self.proj_2 = nn.Dense(self.embed_dim, use_bias=c.proj_bias)
+    elif c.proj == "linear":
+      self.proj_0 = nn.Dense(self.embed_dim, use_bias=c.proj_bias)
+    else:
+      raise ValueError(f"text proj {c.proj!r}: use 'mlp' or 'linear'")
+
+  def embed_tokens(self, ids):
+    """ids (N, L) int -> word embeddings (N, L, width), the rows prompt learning may replace."""
+    return self.word_embeddings(ids)
+
+  def encode_embeds(self, embeds, mask):
+    """word embeddings (N, L, width) + boolean mask (N, L) -> features (N, embed_dim)."""
+    c = self.cfg
+    length = embeds.shape[1]
+    if length > c.max_positions:
+      raise ValueError(f"text length {length} exceeds max_positions {c.max_positions}")
+    x = (embeds + self.position_embeddings.embedding[None, :length]
+         + self.token_type_embeddings.embedding[0])
+    x = self.embed_norm(x)
+    for block in self.blocks:
+      x = block(x, mask)
+    if c.pool != "cls":
+      raise ValueError(f"text pool {c.pool!r}: only 'cls' (open_clip cls_last_hidden_state) exists")
+    pooled = x[:, 0]
+    if c.proj == "mlp":
+      return self.proj_2(activation("gelu")(self.proj_0(pooled)))
+    return self.proj_0(pooled)
+
+  def __call__(self, ids, mask=None):
+    if mask is None:
+      mask = ids != self.cfg.pad_id
+    return self.encode_embeds(self.embed_tokens(ids), mask.astype(bool))

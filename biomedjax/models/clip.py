@@ -1,0 +1,52 @@
+"""The two-tower model: image tower, text tower and the learned logit scale.
+
+A Linen module, so its parameters are one plain pytree: the frozen backbone that methods receive
+as an argument (never closed over, never differentiated). ``method=`` selects the entry point::
+
+  module.apply({"params": p}, pixels, method=CLIP.encode_image)
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import linen as nn
+
+from biomedjax.models.bert import TextTransformer
+from biomedjax.models.config import CLIPConfig
+from biomedjax.models.vit import VisionTransformer
+
+
+def l2_normalize(x, eps=1e-12):
+  """As torch.nn.functional.normalize: x / max(||x||, eps)."""
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+class CLIP(nn.Module):
+  cfg: CLIPConfig
+
+  def setup(self):
+    self.visual = VisionTransformer(self.cfg.vision, self.cfg.embed_dim)
+    self.text = TextTransformer(self.cfg.text, self.cfg.embed_dim)
+    self.logit_scale = self.param(
+        "logit_scale", nn.initializers.constant(self.cfg.init_logit_scale), ())
+
+  def encode_image(self, pixels):
+    return self.visual(pixels)
+
+  def embed_tokens(self, ids):
+    return self.text.embed_tokens(ids)
+
+  def encode_text_embeds(self, embeds, mask):
+    return self.text.encode_embeds(embeds, mask)
+
+  def encode_text(self, ids, mask=None):
+    return self.text(ids, mask)
+
+  def scale(self):
+    return jnp.exp(self.logit_scale)
+
+  def __call__(self, pixels, ids, mask=None):
+    """logits_per_image (B, N) = exp(logit_scale) * cos(image, text), as open_clip."""
+    img = l2_normalize(self.encode_image(pixels))
+    txt = l2_normalize(self.encode_text(ids, mask))
+    return self.scale() * img @ txt.T

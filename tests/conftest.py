@@ -1,0 +1,29 @@
+"""Test-wide settings: CPU only, 8 simulated devices, exact fp32 matmuls.
+
+The device count must be fixed before JAX initialises its backends, hence the environment
+variables at import time rather than in a fixture.
+"""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+
+import pathlib  # noqa: E402
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+  """The reference material beside the repository; tests that need it skip when it is absent."""
+  if not SHARED.is_dir():
+    pytest.skip(f"{SHARED} is absent (reference material only exists in the development setup)")
+  return SHARED
