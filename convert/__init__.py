@@ -1,0 +1,1 @@
+"""PyTorch (open_clip) -> Flax weight conversion. Needs numpy; torch only to read ``.bin`` files."""

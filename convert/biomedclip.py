@@ -1,0 +1,201 @@
+"""Convert an open_clip BiomedCLIP checkpoint into a biomedjax model directory.
+
+  python -m convert.biomedclip --src hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224 --out DIR
+  python -m convert.biomedclip --src /path/to/downloaded/dir --out DIR [--force]
+
+Everything is checked before anything is written: every source key is consumed or deliberately
+ignored, every Flax parameter is filled, every shape matches. The output is written into a
+temporary sibling directory and renamed into place, so ``--out`` is either complete or untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+
+from biomedjax.models import biomedclip as bc
+from biomedjax.models import config as model_config
+from biomedjax.models.config import CLIPConfig
+from convert import mapping, sources
+from biomedjax.models.tokenizer import TOKENIZER_FILES, Tokenizer
+from convert.openclip_config import ConversionError, from_open_clip
+
+
+def _flat(tree, prefix=""):
+  for k, v in tree.items():
+    path = f"{prefix}/{k}" if prefix else k
+    if isinstance(v, dict):
+      yield from _flat(v, path)
+    else:
+      yield path, v
+
+
+def _unflat(flat: dict):
+  tree = {}
+  for path, v in flat.items():
+    node = tree
+    *parents, leaf = path.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = v
+  return tree
+
+
+def map_state_dict(state_dict: dict[str, np.ndarray], cfg: CLIPConfig, source: str = "source"):
+  """torch state dict -> Flax params pytree; raises ConversionError naming the key at fault."""
+  expected = dict(_flat(bc.abstract_params(cfg)))
+  rules = mapping.clip_rules(cfg)
+  unmapped = sorted(set(expected) - set(rules))
+  if unmapped:  # a bug in mapping.py, not in the user's file
+    raise ConversionError(f"Flax parameter(s) without a mapping rule: {unmapped[:5]}")
+  consumed = {k for r in rules.values() for k in r.keys}
+  missing = sorted(consumed - set(state_dict))
+  if missing:
+    raise ConversionError(f"{source}: missing key {missing[0]!r}"
+                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+  extra = sorted(set(state_dict) - consumed - set(mapping.IGNORED))
+  if extra:
+    raise ConversionError(f"{source}: unexpected key {extra[0]!r}"
+                          + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+                          + "; the checkpoint does not match the configured architecture")
+  flat = {}
+  for path, rule in rules.items():
+    for k in rule.keys:
+      if not np.issubdtype(state_dict[k].dtype, np.floating):
+        raise ConversionError(f"{source}: key {k!r} has dtype {state_dict[k].dtype}, not float")
+    value = np.asarray(rule.hook(*(state_dict[k] for k in rule.keys)), np.float32)
+    want = tuple(expected[path].shape)
+    if value.shape != want:
+      shapes = ", ".join(f"{k} {tuple(state_dict[k].shape)}" for k in rule.keys)
+      raise ConversionError(f"{source}: shape mismatch for {shapes} -> Flax {path}: "
+                            f"got {value.shape}, the config needs {want}")
+    flat[path] = value
+  return _unflat(flat)
+
+
+def _count(tree) -> int:
+  return int(sum(np.size(v) for _, v in _flat(tree)))
+
+
+def _versions() -> dict:
+  import importlib.metadata as md
+  out = {}
+  for pkg in ("biomedjax", "jax", "flax", "orbax-checkpoint", "numpy", "torch", "open_clip_torch"):
+    try:
+      out[pkg] = md.version(pkg)
+    except md.PackageNotFoundError:
+      pass
+  import biomedjax
+  out["biomedjax"] = biomedjax.__version__
+  return out
+
+
+def resolve_config(src_dir: pathlib.Path, preset: str | None, model_config_file: str | None):
+  if model_config_file:
+    try:
+      return CLIPConfig.from_json(pathlib.Path(model_config_file).read_text())
+    except (OSError, ValueError, TypeError) as e:
+      raise ConversionError(f"--model-config {model_config_file}: {e}") from e
+  if preset:
+    if preset not in model_config.PRESETS:
+      raise ConversionError(f"--preset {preset!r}: choose from {sorted(model_config.PRESETS)}")
+    return model_config.PRESETS[preset]()
+  config_file = src_dir / "open_clip_config.json"
+  if not config_file.is_file():
+    raise ConversionError(f"{config_file} not found; it names the architecture (or pass --preset)")
+  return from_open_clip(config_file)
+
+
+def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str | None = None,
+            model_config_file: str | None = None, tokenizer_dir: str | None = None) -> pathlib.Path:
+  out = pathlib.Path(out)
+  if out.exists() and not force:
+    raise ConversionError(f"--out {out} exists; pass --force to replace it")
+  weights, src_dir = sources.locate(src)
+  cfg = resolve_config(src_dir, preset, model_config_file)
+  tok_dir = pathlib.Path(tokenizer_dir) if tokenizer_dir else src_dir
+  tok_files = [tok_dir / n for n in TOKENIZER_FILES if (tok_dir / n).is_file()]
+  if not any(p.name in ("vocab.txt", "tokenizer.json") for p in tok_files):
+    raise ConversionError(f"{tok_dir}: no vocab.txt or tokenizer.json (pass --tokenizer DIR)")
+  state_dict = sources.read_state_dict(weights)
+  params = map_state_dict(state_dict, cfg, str(weights))
+  _check_tokenizer(tok_dir, cfg)
+
+  manifest = {
+      "format": "biomedjax-clip", "mapping_version": mapping.MAPPING_VERSION,
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "source": {"weights": str(weights), "sha256": sources.sha256(weights),
+                 "tensors": len(state_dict)},
+      "ignored_keys": sorted(set(state_dict) & set(mapping.IGNORED)),
+      "parameters": {"visual": _count(params["visual"]), "text": _count(params["text"]),
+                     "logit_scale": 1, "total": _count(params)},
+      "versions": _versions(),
+  }
+  out.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+  try:
+    (tmp / bc.CONFIG_FILE).write_text(cfg.to_json())
+    bc.save_params(tmp / bc.PARAMS_DIR, params)
+    (tmp / bc.TOKENIZER_DIR).mkdir()
+    for p in tok_files:
+      shutil.copy2(p, tmp / bc.TOKENIZER_DIR / p.name)
+    (tmp / bc.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    if out.exists():  # --force: keep the old one until the new one is in place
+      old = out.with_name(f".{out.name}.old-{os.getpid()}")
+      os.rename(out, old)
+      os.rename(tmp, out)
+      shutil.rmtree(old)
+    else:
+      os.rename(tmp, out)
+  finally:
+    if tmp.exists():
+      shutil.rmtree(tmp)
+  return out
+
+
+def _check_tokenizer(tok_dir: pathlib.Path, cfg: CLIPConfig) -> None:
+  """The tokenizer must load and its vocabulary fit the text tower's embedding table."""
+  try:
+    tok = Tokenizer(tok_dir, cfg.text.context_length)
+  except Exception as e:
+    raise ConversionError(f"{tok_dir}: tokenizer files do not load ({type(e).__name__}: {e})") from e
+  if len(tok.hf) > cfg.text.vocab_size:
+    raise ConversionError(f"{tok_dir}: vocabulary has {len(tok.hf)} tokens, the text tower only "
+                          f"{cfg.text.vocab_size} embeddings")
+  if tok.pad_id != cfg.text.pad_id:
+    raise ConversionError(f"{tok_dir}: pad token id {tok.pad_id} != model pad_id {cfg.text.pad_id}")
+
+
+def main(argv=None) -> int:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  ap.add_argument("--src", required=True,
+                  help="directory, weights file, or hf-hub:<repo id> of an open_clip checkpoint")
+  ap.add_argument("--out", required=True, help="directory to create")
+  ap.add_argument("--force", action="store_true", help="replace --out if it exists")
+  ap.add_argument("--preset", help="architecture preset instead of open_clip_config.json "
+                  f"({', '.join(model_config.PRESETS)})")
+  ap.add_argument("--model-config", help="a biomedjax config.json instead of open_clip_config.json")
+  ap.add_argument("--tokenizer", help="directory of the tokenizer files (default: next to weights)")
+  args = ap.parse_args(argv)
+  try:
+    out = convert(args.src, args.out, args.force, args.preset, args.model_config, args.tokenizer)
+  except (ConversionError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  manifest = bc.read_manifest(out)
+  print(f"wrote {out}: {manifest['parameters']['total']:,} parameters "
+        f"(visual {manifest['parameters']['visual']:,}, text {manifest['parameters']['text']:,})")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
