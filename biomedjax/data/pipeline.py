@@ -1,0 +1,139 @@
+"""Train and eval input pipelines on grain, yielding global ``jax.Array`` batches.
+
+Public functions:
+  ``train_dataset(source, *, global_batch_size, seed, ...)``: a grain ``IterDataset`` of this
+      process's batches (NumPy); deterministic for a seed, also with ``worker_count`` > 0.
+  ``eval_dataset(source, *, global_batch_size, ...)``: every example exactly once over all
+      processes; the last global batch is padded and ``mask`` is False on padding.
+  ``make_train_iterator(source, *, mesh, ...)`` / ``make_eval_iterator(...)``: the same as
+      iterators of global arrays sharded ``P('data')`` on ``mesh``. They are grain
+      ``DatasetIterator``s, so ``get_state``/``set_state`` and orbax's
+      ``grain.checkpoint.CheckpointSave/CheckpointRestore`` work on them directly.
+
+Batches are ``{"image": float32 (B, S, S, 3), "label": int32 (B,) | float32 (B, C),
+"mask": bool (B,)}`` with B the GLOBAL batch size; each process holds B / process_count rows.
+
+Order of operations (STYLE §8.7): source -> seeded shuffle (reshuffled every epoch) -> repeat ->
+augment -> ``[process_index::process_count]`` -> batch. Augmenting before the process slice
+seeds every example's augmentation by its global position, so the global batches are the same
+whatever the number of processes (process p holds rows p, p + n, ... of each global batch).
+``process_index``/``process_count`` default to JAX's and may be passed to simulate hosts.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+from absl import flags
+import grain
+import jax
+import numpy as np
+
+from biomedjax.data import transforms
+
+
+def _process(process_index, process_count) -> tuple[int, int]:
+  pi = jax.process_index() if process_index is None else process_index
+  pc = jax.process_count() if process_count is None else process_count
+  if not 0 <= pi < pc:
+    raise ValueError(f"process_index {pi} not in [0, {pc})")
+  return pi, pc
+
+
+def _local_batch_size(global_batch_size: int, process_count: int) -> int:
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(f"global batch size {global_batch_size} must be a positive multiple of "
+                     f"the process count {process_count}")
+  return global_batch_size // process_count
+
+
+def _stack(records):
+  """Batch function: images float32, labels int32 or float32 multi-hot, mask bool."""
+  labels = np.stack([r["label"] for r in records])
+  return {"image": np.stack([r["image"] for r in records]).astype(np.float32, copy=False),
+          "label": labels.astype(np.float32 if labels.ndim == 2 else np.int32),
+          "mask": np.array([r["mask"] for r in records], bool)}
+
+
+def _allow_unparsed_absl_flags():
+  """grain's worker processes read absl flags; outside an absl app they were never parsed."""
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def _finish(ds: grain.MapDataset, local_batch_size: int, drop_remainder: bool,
+            worker_count: int) -> grain.IterDataset:
+  ds = ds.batch(local_batch_size, drop_remainder=drop_remainder, batch_fn=_stack)
+  it = ds.to_iter_dataset()
+  if worker_count > 0:
+    _allow_unparsed_absl_flags()
+    it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=worker_count))
+  return it
+
+
+def train_dataset(source, *, global_batch_size: int, seed: int, image_size: int = 224,
+                  num_epochs: int | None = None, process_index: int | None = None,
+                  process_count: int | None = None, worker_count: int = 0) -> grain.IterDataset:
+  """Shuffled, augmented, repeated (forever unless ``num_epochs``) batches; last partial dropped."""
+  if len(source) == 0:
+    raise ValueError(f"empty training source {source!r}")
+  pi, pc = _process(process_index, process_count)
+  local = _local_batch_size(global_batch_size, pc)
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)
+  ds = ds.random_map(transforms.TrainTransform(image_size))[pi::pc]
+  return _finish(ds, local, True, worker_count)
+
+
+class _Padded:
+  """``source`` extended to ``length`` with padding records (label zeros of the right shape)."""
+
+  def __init__(self, source, length: int):
+    self.source, self.length = source, length
+    self.pad_label = np.zeros_like(source[0]["label"]) if len(source) else 0
+
+  def __len__(self):
+    return self.length
+
+  def __getitem__(self, index):
+    if index < len(self.source):
+      return self.source[index]
+    return {"image": b"", "label": self.pad_label, "path": "<padding>", "padding": True}
+
+
+def eval_dataset(source, *, global_batch_size: int, image_size: int = 224,
+                 process_index: int | None = None, process_count: int | None = None,
+                 worker_count: int = 0) -> grain.IterDataset:
+  """One pass in source order, padded to whole global batches; ``mask`` marks real examples."""
+  pi, pc = _process(process_index, process_count)
+  local = _local_batch_size(global_batch_size, pc)
+  padded_len = math.ceil(len(source) / global_batch_size) * global_batch_size
+  ds = grain.MapDataset.source(_Padded(source, padded_len))[pi::pc]
+  return _finish(ds.map(transforms.EvalTransform(image_size)), local, False, worker_count)
+
+
+def to_global(batch: dict, mesh: jax.sharding.Mesh) -> dict:
+  """Process-local NumPy batch -> global ``jax.Array``s sharded over the mesh's 'data' axis."""
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def _check_mesh(mesh, global_batch_size):
+  n = mesh.shape["data"]
+  if global_batch_size % n:
+    raise ValueError(f"global batch size {global_batch_size} is not divisible by the {n} "
+                     "devices of the mesh's 'data' axis")
+
+
+def make_train_iterator(source, *, mesh, global_batch_size: int, seed: int, **kwargs):
+  """``train_dataset`` as a checkpointable iterator of global arrays (kwargs: see there)."""
+  _check_mesh(mesh, global_batch_size)
+  ds = train_dataset(source, global_batch_size=global_batch_size, seed=seed, **kwargs)
+  return iter(ds.map(functools.partial(to_global, mesh=mesh)))
+
+
+def make_eval_iterator(source, *, mesh, global_batch_size: int, **kwargs):
+  """``eval_dataset`` as an iterator of global arrays (kwargs: see there)."""
+  _check_mesh(mesh, global_batch_size)
+  ds = eval_dataset(source, global_batch_size=global_batch_size, **kwargs)
+  return iter(ds.map(functools.partial(to_global, mesh=mesh)))
