@@ -49,6 +49,13 @@ def _entries_with_lines(text: str, where: str):
     json.loads(text)
   except json.JSONDecodeError as e:
     raise SplitError(f"{where}:{e.lineno}: invalid JSON: {e.msg}") from None
+  counted = [0, 1]  # (position, line there): counting incrementally keeps this linear
+
+  def line_at(pos):
+    counted[1] += text.count("\n", counted[0], pos)
+    counted[0] = pos
+    return counted[1]
+
   pos = expect(0, "{")
   if text[skip(pos)] == "}":
     return
@@ -59,7 +66,7 @@ def _entries_with_lines(text: str, where: str):
       while True:
         pos = skip(pos)
         entry, end = decoder.raw_decode(text, pos)
-        yield key, text.count("\n", 0, pos) + 1, entry
+        yield key, line_at(pos), entry
         pos = skip(end)
         if text[pos] == "]":
           break
