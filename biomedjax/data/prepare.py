@@ -42,6 +42,9 @@ class BiomedImages(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version("1.0.0")
   MANUAL_DOWNLOAD_INSTRUCTIONS = "Pass the examples of each split to the constructor."
+  # Nothing is downloaded, so no checksums file; TFDS would otherwise locate one beside this
+  # module through `importlib_resources`, which is not installed with TFDS.
+  _checksums_path = None
 
   def __init__(self, *, examples: dict[str, list[readers.Example]], num_labels: int | None,
                skip_bad_images: bool, **kwargs):
