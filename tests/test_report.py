@@ -1,0 +1,138 @@
+"""biomedjax.report on synthetic run workdirs, numbers checked by hand computation."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from biomedjax import report
+
+pytest.importorskip("matplotlib")
+
+
+def _acc(method, dataset, shots, seed):
+  """A deterministic, distinct accuracy per run (fraction)."""
+  return round(0.3 + 0.1 * (method == "coop") + 0.02 * shots + 0.01 * seed
+               + 0.05 * (dataset == "busi"), 6)
+
+
+def _write_fewshot_runs(root):
+  """coop and lp on btmri and busi, K in {1, 4}, seeds 1-3; lp/busi/K=4 lacks seed 3 and lp has
+  no btmri K=1 run at all."""
+  for method in ("coop", "lp"):
+    for dataset in ("btmri", "busi"):
+      for shots in (1, 4):
+        for seed in (1, 2, 3):
+          if method == "lp" and ((dataset, shots, seed) == ("busi", 4, 3)
+                                 or (dataset, shots) == ("btmri", 1)):
+            continue
+          acc = _acc(method, dataset, shots, seed)
+          report.write_run_results(
+              root / f"{method}_{dataset}_{shots}_{seed}",
+              dict(method=method, dataset=dataset, shots=shots, seed=seed, setting="few_shot",
+                   test=dict(accuracy=acc, macro_f1=acc - 0.1, num_examples=100)))
+
+
+def _fmt(values):
+  v = np.array(values) * 100
+  return f"{v.mean():.2f} ± {v.std():.2f}"
+
+
+def test_fewshot_tables_csv_and_plot(tmp_path):
+  _write_fewshot_runs(tmp_path / "runs")
+  text = report.make_report([tmp_path / "runs"], tmp_path / "out")
+
+  complete = [_acc("coop", "busi", 4, s) for s in (1, 2, 3)]
+  assert f"| coop | {_fmt([_acc('coop', 'busi', 1, s) for s in (1, 2, 3)])} | {_fmt(complete)} |" in text
+  partial = [_acc("lp", "busi", 4, s) for s in (1, 2)]
+  assert f"{_fmt(partial)} (n=2)" in text
+
+  # Average over datasets at K=1: lp has busi only -> flagged as 1/2 datasets.
+  lp_k1 = np.mean([_acc("lp", "busi", 1, s) for s in (1, 2, 3)]) * 100
+  assert f"{lp_k1:.2f} (1/2 datasets)" in text
+  coop_k4 = np.mean([np.mean([_acc("coop", d, 4, s) for s in (1, 2, 3)])
+                     for d in ("btmri", "busi")]) * 100
+  assert f"| coop | 46.50 | {coop_k4:.2f} |" in text
+  lp_k4 = np.mean([np.mean([_acc("lp", "btmri", 4, s) for s in (1, 2, 3)]), np.mean(partial)])
+  assert f"| lp | {lp_k1:.2f} (1/2 datasets) | {lp_k4 * 100:.2f} (1 with n<3) |" in text
+
+  with open(tmp_path / "out" / "summary.csv") as f:
+    rows = {(r["method"], r["dataset"], r["shots"]): r for r in csv.DictReader(f)}
+  row = rows[("lp", "busi", "4")]
+  assert row["n"] == "2" and row["seeds"] == "1 2"
+  assert float(row["mean"]) == pytest.approx(np.mean(partial) * 100, abs=1e-4)
+  assert float(row["std"]) == pytest.approx(np.std(partial) * 100, abs=1e-4)
+
+  png = (tmp_path / "out" / "fewshot_curve.png").read_bytes()
+  assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_other_metric(tmp_path):
+  _write_fewshot_runs(tmp_path)
+  text = report.make_report([tmp_path], tmp_path / "out", metric="macro_f1")
+  vals = [_acc("coop", "btmri", 1, s) - 0.1 for s in (1, 2, 3)]
+  assert _fmt(vals) in text
+
+
+def test_base2novel_table(tmp_path):
+  base = {1: 0.80, 2: 0.76}
+  novel = {1: 0.60, 2: 0.70}
+  for seed in (1, 2):
+    report.write_run_results(tmp_path / f"r{seed}", dict(
+        method="biomedcoop", dataset="btmri", shots=16, seed=seed, setting="base2novel",
+        base=dict(accuracy=base[seed]), novel=dict(accuracy=novel[seed])))
+  run = json.loads((tmp_path / "r1" / "results.json").read_text())
+  assert run["hm"] == pytest.approx(2 * 0.8 * 0.6 / 1.4)
+  assert "Harmonic mean" in (tmp_path / "r1" / "results.md").read_text()
+  text = report.make_report([tmp_path], tmp_path / "out")
+  b, n = np.mean([80, 76]), np.mean([60, 70])
+  hm = 2 * b * n / (b + n)
+  assert f"| biomedcoop | {_fmt([0.80, 0.76])} | {_fmt([0.60, 0.70])} | {hm:.2f} |" in text
+  assert not (tmp_path / "out" / "fewshot_curve.png").exists()
+
+
+def _good():
+  return dict(method="coop", dataset="btmri", shots=1, seed=1, setting="few_shot",
+              test=dict(accuracy=0.5))
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda r: r.pop("seed"), "missing key 'seed'"),
+    (lambda r: r.update(shots="16"), "key 'shots' must be int"),
+    (lambda r: r.update(setting="fewshot"), "key 'setting' is 'fewshot'"),
+    (lambda r: r.pop("test"), "missing key 'test'"),
+    (lambda r: r.update(test=dict(acc=0.5)), "key 'test.accuracy'"),
+])
+def test_malformed_results_name_file_and_key(tmp_path, mutate, message):
+  results = _good()
+  mutate(results)
+  path = tmp_path / "run" / "results.json"
+  path.parent.mkdir()
+  path.write_text(json.dumps(results))
+  with pytest.raises(report.ResultsError, match=message) as info:
+    report.load_runs([tmp_path])
+  assert str(path) in str(info.value)
+  with pytest.raises(report.ResultsError, match=message):
+    report.write_run_results(tmp_path / "other", results)
+
+
+def test_invalid_json_and_duplicates(tmp_path):
+  (tmp_path / "a").mkdir()
+  (tmp_path / "a" / "results.json").write_text("{not json")
+  with pytest.raises(report.ResultsError, match=r"a/results.json: invalid JSON"):
+    report.load_runs([tmp_path / "a"])
+  report.write_run_results(tmp_path / "b", _good())
+  report.write_run_results(tmp_path / "c", _good())
+  with pytest.raises(report.ResultsError, match="same run"):
+    report.load_runs([tmp_path / "b", tmp_path / "c"])
+  with pytest.raises(FileNotFoundError, match="nothing_here"):
+    report.load_runs([tmp_path / "nothing_here"])
+
+
+def test_write_is_atomic_and_cli(tmp_path, capsys):
+  report.write_run_results(tmp_path / "run", _good())
+  assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["results.json", "results.md"]
+  assert report.main([str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 0
+  assert "## Few-shot accuracy" in capsys.readouterr().out
+  assert report.main([str(tmp_path / "missing")]) == 1
