@@ -60,7 +60,8 @@ def map_state_dict(state_dict: dict[str, np.ndarray], cfg: CLIPConfig, source: s
   missing = sorted(consumed - set(state_dict))
   if missing:
     raise ConversionError(f"{source}: missing key {missing[0]!r}"
-                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+                          + (f" (and {len(missing) - 1} more; the checkpoint does not match the "
+                             "configured architecture)" if len(missing) > 1 else ""))
   extra = sorted(set(state_dict) - consumed - set(mapping.IGNORED))
   if extra:
     raise ConversionError(f"{source}: unexpected key {extra[0]!r}"

@@ -1,9 +1,11 @@
 """Eval-time image preprocessing, identical to open_clip's BiomedCLIP transform.
 
-open_clip (and so every BiomedCLIP number in the literature) evaluates with torchvision's
-``Resize(224, BICUBIC)`` on the short side, ``CenterCrop(224)``, ``ToTensor`` and ``Normalize``,
-after converting the image to RGB. torchvision applies those ops to PIL images through PIL itself,
-so doing the same PIL calls here reproduces its pixels exactly without importing torch.
+open_clip 3.3 (and so every BiomedCLIP number in the literature) evaluates with torchvision's
+``Resize(224, BICUBIC)`` on the short side, ``CenterCrop(224)``, then ``convert("RGB")``,
+``ToTensor`` and ``Normalize``. The RGB conversion comes *after* the resize, so RGBA, greyscale and
+16-bit images are resampled in their own mode (PIL premultiplies alpha, keeps 16 bits) before they
+become RGB. torchvision applies those ops to PIL images through PIL itself, so doing the same PIL
+calls in the same order reproduces its pixels exactly without importing torch.
 The output is HWC float32 (JAX convolutions are NHWC), not torchvision's CHW.
 """
 
@@ -51,9 +53,8 @@ def normalize(pixels_uint8: np.ndarray, mean=OPENAI_MEAN, std=OPENAI_STD) -> np.
 
 def preprocess(image: Image.Image, size: int = 224, mean=OPENAI_MEAN, std=OPENAI_STD) -> np.ndarray:
   """PIL image -> normalised float32 array of shape (size, size, 3)."""
-  image = to_rgb(image)
   new_size = resized_size(image.width, image.height, size)
   if new_size != (image.width, image.height):
     image = image.resize(new_size, Image.Resampling.BICUBIC)
-  image = image.crop(center_crop_box(image.width, image.height, size))
+  image = to_rgb(image.crop(center_crop_box(image.width, image.height, size)))
   return normalize(np.asarray(image, dtype=np.uint8), mean, std)

@@ -1,0 +1,84 @@
+"""Image- and text-encoding throughput: biomedjax (Flax) vs open_clip (PyTorch), one run.
+
+Both sides hold the same full-size BiomedCLIP weights (random, converted in memory by the real
+mapping), fp32, batch 32, warm (compiled / first call done) before timing; the median of
+``--repeats`` timed batches is reported. Text is padded to 256 tokens on both sides (what
+open_clip does); the Flax line at a bucketed length shows what prompt learning uses.
+
+  python benchmarks/encode.py [--batch 32] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from biomedjax.models import biomedclip as bc  # noqa: E402
+from biomedjax.models import config as model_config  # noqa: E402
+from convert.biomedclip import map_state_dict  # noqa: E402
+from tests.parity import openclip_fixture as fx  # noqa: E402
+
+
+def _median_seconds(fn, repeats):
+  fn()  # warm: compile / allocate
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--batch", type=int, default=32)
+  ap.add_argument("--repeats", type=int, default=5)
+  args = ap.parse_args()
+  jax.config.update("jax_default_matmul_precision", "highest")
+  cfg = model_config.biomedclip()
+  with tempfile.TemporaryDirectory() as tmp:
+    src, torch_model = fx.make_checkpoint(pathlib.Path(tmp), "biomedclip", seed=0)
+    sd = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+    from biomedjax.models.tokenizer import Tokenizer
+    tok = Tokenizer(src, 256)
+  m = bc.BiomedCLIP(cfg, jax.device_put(map_state_dict(sd, cfg)), tok)
+  del sd
+
+  b = args.batch
+  pixels = np.random.default_rng(0).normal(size=(b, 224, 224, 3)).astype(np.float32)
+  t_pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+  texts = [f"a photo of a {w} tumor with cyst in the brain." for w in fx.WORDS[:b]]
+  ids, mask = m.tokenize(texts)
+  ids_b, mask_b = m.tokenize(texts, length="bucket")
+  t_ids = torch.from_numpy(ids.astype(np.int64))
+
+  rows = []
+  with torch.inference_mode():
+    t_img = _median_seconds(lambda: torch_model.encode_image(t_pixels), args.repeats)
+    t_txt = _median_seconds(lambda: torch_model.encode_text(t_ids), args.repeats)
+  j_img = _median_seconds(lambda: m.encode_image(pixels).block_until_ready(), args.repeats)
+  j_txt = _median_seconds(lambda: m.encode_text(ids, mask).block_until_ready(), args.repeats)
+  j_txt_b = _median_seconds(lambda: m.encode_text(ids_b, mask_b).block_until_ready(),
+                            args.repeats)
+  rows.append(("image encoding", b / t_img, b / j_img))
+  rows.append(("text encoding (256 tokens)", b / t_txt, b / j_txt))
+  rows.append((f"text encoding (Flax at {ids_b.shape[1]} tokens)", b / t_txt, b / j_txt_b))
+  print(f"device: {jax.devices()[0].device_kind}, torch threads {torch.get_num_threads()}, "
+        f"batch {b}, median of {args.repeats}")
+  print(f"{'':34s} {'open_clip/s':>12s} {'biomedjax/s':>12s} {'ratio':>7s}")
+  for name, ref, ours in rows:
+    print(f"{name:34s} {ref:12.1f} {ours:12.1f} {ours / ref:6.2f}x")
+
+
+if __name__ == "__main__":
+  main()
