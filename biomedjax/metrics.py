@@ -1,4 +1,4 @@
-"""Classification metrics as pure numpy functions, defined as scikit-learn and torchmetrics define them.
+"""Classification metrics as pure numpy functions, defined as scikit-learn and torchmetrics do.
 
 Papers in this field report numbers computed with scikit-learn (accuracy, macro-F1, ...) and
 torchmetrics (ECE). Reproducing their definitions exactly, including the corner cases, is what makes
@@ -56,7 +56,8 @@ def _check(scores, labels, mask=None) -> tuple[np.ndarray, np.ndarray]:
                      f"[0, {scores.shape[1]})")
   nonfinite = np.flatnonzero(~np.isfinite(scores).all(axis=1))
   if nonfinite.size:
-    raise ValueError(f"{nonfinite.size} rows of scores are not finite (first: index {nonfinite[0]})")
+    raise ValueError(f"{nonfinite.size} rows of scores are not finite "
+                     f"(first: index {nonfinite[0]})")
   if labels.size == 0:
     raise ValueError("no examples to evaluate (empty input or all-False mask)")
   return scores, labels

@@ -79,7 +79,8 @@ def test_matches_sklearn_protocol(num_classes, dim, separation, seed):
 
   test_x = test[0].astype(np.float64)
   np.testing.assert_array_equal(lp.predict(ours, test[0]), ref_clf.predict(test_x))
-  assert np.mean(lp.predict(ours, test[0]) == test[1]) == np.mean(ref_clf.predict(test_x) == test[1])
+  ours_acc = np.mean(lp.predict(ours, test[0]) == test[1])
+  assert ours_acc == np.mean(ref_clf.predict(test_x) == test[1])
 
   ref_w = ref_clf.coef_.T
   ref_b = ref_clf.intercept_

@@ -1,4 +1,4 @@
-"""biomedjax.train.optim against torch.optim + torch.optim.lr_scheduler with a Dassl-style warmup."""
+"""biomedjax.train.optim vs torch.optim + torch.optim.lr_scheduler with a Dassl-style warmup."""
 
 import jax
 import jax.numpy as jnp

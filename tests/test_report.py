@@ -44,7 +44,8 @@ def test_fewshot_tables_csv_and_plot(tmp_path):
   text = report.make_report([tmp_path / "runs"], tmp_path / "out")
 
   complete = [_acc("coop", "busi", 4, s) for s in (1, 2, 3)]
-  assert f"| coop | {_fmt([_acc('coop', 'busi', 1, s) for s in (1, 2, 3)])} | {_fmt(complete)} |" in text
+  k1 = [_acc("coop", "busi", 1, s) for s in (1, 2, 3)]
+  assert f"| coop | {_fmt(k1)} | {_fmt(complete)} |" in text
   partial = [_acc("lp", "busi", 4, s) for s in (1, 2)]
   assert f"{_fmt(partial)} (n=2)" in text
 
