@@ -15,15 +15,15 @@ declares, in the manner of big_vision's ``configs/common.py``:
 ``arg(**kw)`` is the inverse used by ``sweep(add, arg)`` functions: it packs values into the one
 config-string argument, and refuses values that could not be parsed back unchanged.
 
-``DATASETS`` holds the per-dataset facts of the reference (METHODS.md §2). Per-method settings
-(epochs, batch size, loss weights) are added next to it by the method configs' owners.
+``DATASETS`` lists the dataset keys of ``biomedjax.data.catalog`` (class names and split files
+live there, once); ``fewshot_grid`` is the datasets x K x seeds sweep every method config uses.
 """
 
 from __future__ import annotations
 
-import dataclasses
-
 import ml_collections
+
+from biomedjax.data import catalog
 
 _TRUE = ("true", "1")
 _FALSE = ("false", "0")
@@ -107,35 +107,15 @@ def arg(**kw) -> dict[str, str]:
   return {"arg": format_arg(**kw)}
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """Facts of one dataset of the reference benchmark (METHODS.md §2)."""
-  name: str          # Directory and split-file name: <root>/<name>/<name>/, split_<name>.json.
-  num_classes: int
-
-
-# Keys are what users type (``dataset=btmri``); label order lives in the split files.
-DATASETS = {
-    "btmri": DatasetInfo("BTMRI", 4),
-    "busi": DatasetInfo("BUSI", 3),
-    "chmnist": DatasetInfo("CHMNIST", 8),
-    "covid": DatasetInfo("COVID_19", 4),
-    "ctkidney": DatasetInfo("CTKidney", 4),
-    "dermamnist": DatasetInfo("DermaMNIST", 7),
-    "kneexray": DatasetInfo("KneeXray", 5),
-    "kvasir": DatasetInfo("Kvasir", 8),
-    "lungcolon": DatasetInfo("LungColon", 5),
-    "octmnist": DatasetInfo("OCTMNIST", 4),
-    "retina": DatasetInfo("RETINA", 4),
-}
-
+# The dataset keys users type (``dataset=btmri``): the catalog's; classes live there.
+DATASETS = tuple(catalog.DATASETS)
 SHOTS = (1, 2, 4, 8, 16)
 SEEDS = (1, 2, 3)
 
 
-def dataset_info(key: str) -> DatasetInfo:
-  """The table entry for ``key``; an unknown key is an error listing the known ones."""
-  try:
-    return DATASETS[key]
-  except KeyError:
-    raise KeyError(f"unknown dataset {key!r}; known: {sorted(DATASETS)}") from None
+def fewshot_grid(add, datasets=DATASETS, shots=SHOTS, seeds=SEEDS, **fixed) -> None:
+  """Adds the datasets x K x seeds grid of the few-shot benchmark (``fixed`` args appended)."""
+  for dataset in datasets:
+    for k in shots:
+      for seed in seeds:
+        add(**arg(dataset=dataset, shots=k, seed=seed, **fixed))

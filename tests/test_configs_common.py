@@ -1,6 +1,4 @@
-"""configs/common.py: the config-string parser, the sweep packer and the dataset table."""
-
-import json
+"""configs/common.py: the config-string parser, the sweep packer and the dataset grid."""
 
 import pytest
 
@@ -66,21 +64,11 @@ def test_arg_refuses_unpackable_values():
     common.arg(name="a,b")
 
 
-def test_dataset_table_matches_split_files(shared_dir):
-  """Class counts and names in the table agree with the published split files."""
-  checked = 0
-  for key, info in common.DATASETS.items():
-    path = shared_dir / "data" / "biomedcoop" / "splits" / f"split_{info.name}.json"
-    if not path.exists():
-      continue  # OCTMNIST's split file is not published.
-    splits = json.loads(path.read_text())
-    labels = {item[1] for split in splits.values() for item in split}
-    assert labels == set(range(info.num_classes)), key
-    checked += 1
-  assert checked == 10
-
-
-def test_dataset_info_unknown_key():
-  assert common.dataset_info("busi").num_classes == 3
-  with pytest.raises(KeyError, match="btrmi"):
-    common.dataset_info("btrmi")
+def test_fewshot_grid_covers_every_dataset_shot_and_seed():
+  runs = []
+  common.fewshot_grid(lambda **kw: runs.append(common.parse_arg(
+      kw["arg"], dataset="", shots=0, seed=0, setting="").to_dict()), setting="few_shot")
+  assert len(runs) == 11 * 5 * 3
+  assert {(r["dataset"], r["shots"], r["seed"]) for r in runs} == {
+      (d, k, s) for d in common.DATASETS for k in (1, 2, 4, 8, 16) for s in (1, 2, 3)}
+  assert {r["setting"] for r in runs} == {"few_shot"}

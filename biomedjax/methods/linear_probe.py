@@ -213,3 +213,33 @@ def fit_linear_probe(train_feats, train_labels, val_feats, val_labels, *, grid=G
     C = c_peak
     W, b, _ = fit_and_score(C)
   return LinearProbeResult(C=float(C), W=W, b=b, search_log=log, normalize=normalize)
+
+
+class LinearProbe:
+  """The linear probe as a training-free method of the engine (``fit`` on cached features)."""
+  requires_training = False
+  eval_on_features = True
+
+  def __init__(self, backbone, task, cfg):
+    self.num_classes = task.num_classes
+    self.max_iter = cfg.max_iter
+
+  def prepare(self, backbone_params) -> dict:
+    return {}
+
+  def fit(self, frozen, train_features, train_labels, val_features, val_labels) -> dict:
+    r = fit_linear_probe(train_features, train_labels, val_features, val_labels,
+                         max_iter=self.max_iter)
+    if r.W.shape[1] != self.num_classes:
+      raise ValueError(f"fitted {r.W.shape[1]} classes, the task has {self.num_classes}")
+    return {"W": np.asarray(r.W, np.float32), "b": np.asarray(r.b, np.float32),
+            "C": np.float32(r.C)}
+
+  def logits(self, trainable, frozen, features):
+    import jax.numpy as jnp
+    x = features / jnp.linalg.norm(features, axis=-1, keepdims=True)
+    return x @ trainable["W"] + trainable["b"]
+
+
+def build(backbone, task, cfg) -> LinearProbe:
+  return LinearProbe(backbone, task, cfg)

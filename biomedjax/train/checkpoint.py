@@ -1,0 +1,105 @@
+"""Resumable run state with orbax: what trains, the optimizer, the step, the RNG and the data.
+
+Only the trainable pytree and its optimizer state are saved: the backbone is the converted
+directory the config names, recorded in the run's ``config.json``. The grain iterator state is
+saved beside them, so a resumed run sees exactly the batches an uninterrupted one would.
+Orbax writes each step into a temporary directory and renames it when complete, so a run killed
+mid-save leaves the previous checkpoint intact.
+
+A checkpoint that cannot be restored, or a workdir whose ``config.json`` disagrees with the new
+config, is an error that leaves everything on disk untouched: resuming never overwrites a run
+it does not understand.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import grain
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+CONFIG_FILE = "config.json"
+# Keys that may change between a run and its resumption without changing its result.
+OPERATIONAL_KEYS = ("train.log_every_steps", "train.ckpt_every_steps", "train.progress",
+                    "data.workers")
+
+
+class CheckpointError(RuntimeError):
+  """A workdir that cannot be resumed; the message names the path and what is wrong."""
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+  return out
+
+
+def check_or_write_config(workdir: pathlib.Path, config) -> bool:
+  """Writes ``config.json`` for a new run; for an existing one, checks it is the same run.
+
+  Returns True when the workdir already held this run.
+  """
+  path = workdir / CONFIG_FILE
+  new = json.loads(config.to_json_best_effort())
+  if not path.exists():
+    workdir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(new, indent=2, sort_keys=True))
+    tmp.replace(path)
+    return False
+  try:
+    old = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{path} is not valid JSON ({e}); not resuming over it") from e
+  a, b = _flat(old), _flat(new)
+  differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in OPERATIONAL_KEYS)
+  if differ:
+    detail = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in differ[:5])
+    raise CheckpointError(f"{workdir} holds a run with a different config ({detail}); use another "
+                          "--workdir, or delete this one to start over")
+  return True
+
+
+class Checkpointer:
+  """Saves and restores ``{trainable, opt_state, step, rng}`` plus a grain iterator."""
+
+  def __init__(self, workdir: pathlib.Path, keep: int = 2):
+    self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, trainable, opt_state, rng, data_iter) -> None:
+    state = {"trainable": trainable, "opt_state": opt_state, "step": np.int64(step),
+             "rng": jax.random.key_data(rng)}
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter)),
+        force=True)
+    self.manager.wait_until_finished()
+
+  def restore(self, step: int, trainable, opt_state, rng, data_iter):
+    """Restores into the structure (and shardings) of the given freshly-initialised values."""
+    target = {"trainable": trainable, "opt_state": opt_state, "step": np.int64(0),
+              "rng": jax.random.key_data(rng)}
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract),
+          data_iter=grain.checkpoint.CheckpointRestore(data_iter)))
+    except Exception as e:  # orbax raises many types; all mean "this one cannot be used"
+      raise CheckpointError(
+          f"cannot restore checkpoint {self.directory / str(step)} ({type(e).__name__}: "
+          f"{str(e).splitlines()[0][:300]}). It was left untouched; move it away, or use another "
+          "--workdir, to start over") from e
+    s = restored["state"]
+    return s["trainable"], s["opt_state"], int(s["step"]), jax.random.wrap_key_data(s["rng"])
+
+  def close(self) -> None:
+    self.manager.close()

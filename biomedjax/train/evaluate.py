@@ -1,0 +1,45 @@
+"""Evaluation: frozen image features computed once per split, then logits and metrics.
+
+Methods whose logits depend on the image only through the frozen, unaugmented image features
+(``eval_on_features``) get those features, encoded once per run and reused for val and test
+(and by training-free methods to fit). Others get logits batch by batch from pixels.
+Every example is counted exactly once: eval batches are padded and the padding is masked out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from biomedjax import metrics
+from biomedjax.data.pipeline import make_eval_iterator
+from biomedjax.data.sources import ImageFileSource
+
+
+def eval_batch_size(requested: int, mesh) -> int:
+  """The eval batch rounded up to a multiple of the mesh size (the padding is masked)."""
+  n = mesh.shape["data"]
+  return math.ceil(requested / n) * n
+
+
+def map_images(fn, examples, mesh, data_cfg, desc: str, progress: bool = True):
+  """Applies ``fn(pixels) -> (B, ...)`` to every example once; returns (outputs, labels)."""
+  batch = eval_batch_size(data_cfg.test_batch_size, mesh)
+  it = make_eval_iterator(ImageFileSource(examples), mesh=mesh, global_batch_size=batch,
+                          image_size=data_cfg.image_size, worker_count=data_cfg.workers)
+  outs, labels = [], []
+  for b in tqdm(it, total=math.ceil(len(examples) / batch), desc=desc, disable=not progress,
+                leave=False):
+    out = multihost_utils.process_allgather(fn(b["image"]), tiled=True)
+    mask = multihost_utils.process_allgather(b["mask"], tiled=True).astype(bool)
+    label = multihost_utils.process_allgather(b["label"], tiled=True)
+    outs.append(np.asarray(out)[mask])
+    labels.append(np.asarray(label)[mask])
+  return np.concatenate(outs), np.concatenate(labels)
+
+
+def report(logits, labels, classnames) -> dict:
+  return metrics.classification_report(np.asarray(logits, np.float64), labels, classnames)

@@ -1,0 +1,155 @@
+"""``train_and_evaluate(config, workdir)``: one experiment from config to ``results.json``.
+
+build data, backbone, task and method -> train (gradient steps with checkpoints, or a closed-form
+fit for training-free methods) -> evaluate val and test on frozen image features -> write the
+results. The loop knows the method only through ``biomedjax.methods.base.Method``.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+from biomedjax import report as report_lib
+from biomedjax.data.pipeline import make_train_iterator
+from biomedjax.methods import METHODS
+from biomedjax.train import checkpoint, evaluate, setup, sharding, step as step_lib
+from biomedjax.train.optim import make_optimizer
+
+log = logging.getLogger("biomedjax")
+
+
+class TrainingDiverged(FloatingPointError):
+  pass
+
+
+def _batch_and_steps(num_train: int, config) -> tuple[int, int, int]:
+  """(global batch, steps per epoch, total steps), as Dassl: keep a short set's one batch."""
+  batch = min(config.data.batch_size, num_train)
+  per_epoch = max(1, num_train // batch)
+  return batch, per_epoch, per_epoch * config.optim.epochs
+
+
+def _log_metrics(writer, step: int, values: dict, prefix: str) -> None:
+  for k, v in values.items():
+    if isinstance(v, (int, float, np.number)) or (isinstance(v, np.ndarray) and v.ndim == 0):
+      writer.add_scalar(f"{prefix}/{k}", float(v), step)
+  writer.flush()
+
+
+def train(method, frozen, data, config, workdir, mesh, writer):
+  """Gradient training with periodic checkpoints; resumes from the workdir's latest one."""
+  batch, per_epoch, total = _batch_and_steps(len(data.splits["train"]), config)
+  tx, schedule = make_optimizer(config.optim, per_epoch)
+  rng = jax.random.key(config.seed)
+  trainable = sharding.replicate(method.init(jax.random.fold_in(rng, 1), frozen), mesh)
+  opt_state = sharding.replicate(tx.init(trainable), mesh)
+  it = make_train_iterator(setup.source(data.splits["train"]), mesh=mesh, global_batch_size=batch,
+                           seed=config.seed, image_size=config.data.image_size,
+                           worker_count=config.data.workers)
+  ckpt = checkpoint.Checkpointer(workdir)
+  start = 0
+  if ckpt.latest_step() is not None:
+    trainable, opt_state, start, rng = ckpt.restore(ckpt.latest_step(), trainable, opt_state,
+                                                    rng, it)
+    log.info("resumed from step %d of %d", start, total)
+  step_fn = step_lib.make_train_step(method, tx, mesh)
+  log.info("training %d steps (%d epochs x %d) at global batch %d on %d device(s)", total,
+           config.optim.epochs, per_epoch, batch, mesh.shape["data"])
+  bar = tqdm(range(start, total), initial=start, total=total, desc="train",
+             disable=not config.train.progress)
+  t0 = time.time()
+  for i in bar:
+    trainable, opt_state, m = step_fn(trainable, opt_state, frozen, next(it), rng, jnp.int32(i))
+    done = i + 1
+    if done % config.train.log_every_steps == 0 or done == total:
+      m = jax.device_get(m)
+      m["lr"] = float(schedule(i))
+      if not all(np.isfinite(v) for v in m.values()):
+        raise TrainingDiverged(f"non-finite metrics at step {done}: {m}; the last checkpoint in "
+                               f"{ckpt.directory} is intact")
+      _log_metrics(writer, done, m, "train")
+      bar.set_postfix(loss=f"{m['loss']:.4f}")
+      log.info("step %d/%d epoch %d: %s (%.1f steps/s)", done, total, i // per_epoch + 1,
+               ", ".join(f"{k}={v:.4g}" for k, v in m.items()), (done - start) / (time.time() - t0))
+    if done % config.train.ckpt_every_steps == 0 or done == total:
+      ckpt.save(done, trainable, opt_state, rng, it)
+  ckpt.close()
+  return trainable
+
+
+def train_and_evaluate(config, workdir) -> dict:
+  from tensorboardX import SummaryWriter
+  workdir = pathlib.Path(workdir)
+  checkpoint.check_or_write_config(workdir, config)
+  data = setup.build_data(config.data, config.seed, workdir)
+  words = " ".join(data.classnames + data.novel_classnames + (config.data.template,)).split()
+  backbone, params = setup.build_backbone(config.model, workdir, words)
+  method = METHODS[config.method.name](backbone, setup.make_task(data.classnames, config.data),
+                                       config.method)
+  batch, _, _ = _batch_and_steps(len(data.splits["train"]), config)
+  mesh = sharding.make_mesh(batch)
+  frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
+  writer = SummaryWriter(str(workdir / "tensorboard")) if jax.process_index() == 0 else _NoWriter()
+
+  feature_fn = step_lib.make_feature_fn(backbone)
+  params_r = frozen["backbone"]
+  features = {}
+
+  def image_features(split, examples):
+    if split not in features:
+      features[split] = evaluate.map_images(lambda px: feature_fn(params_r, px), examples, mesh,
+                                            config.data, f"features {split}",
+                                            config.train.progress)
+    return features[split]
+
+  if method.requires_training:
+    trainable = train(method, frozen, data, config, workdir, mesh, writer)
+  else:
+    (tr_f, tr_y), (va_f, va_y) = (image_features(s, data.splits[s]) for s in ("train", "val"))
+    trainable = sharding.replicate(method.fit(frozen, tr_f, tr_y, va_f, va_y), mesh)
+
+  results = {"method": config.method.name, "dataset": config.data.dataset,
+             "shots": config.data.shots, "seed": config.seed, "setting": config.data.setting}
+  logits_fn = step_lib.make_logits_fn(method)
+  splits = [("val", "val", method, data.splits.get("val"), data.classnames),
+            ("test" if config.data.setting == "few_shot" else "base", "test", method,
+             data.splits["test"], data.classnames)]
+  if config.data.setting == "base2novel":
+    novel = METHODS[config.method.name](
+        backbone, setup.make_task(data.novel_classnames, config.data), config.method)
+    novel_frozen = sharding.replicate({"backbone": params, **novel.prepare(params)}, mesh)
+    splits.append(("novel", "novel_test", novel, data.novel_test, data.novel_classnames))
+  for name, cache_key, m, examples, classnames in splits:
+    if not examples:
+      continue
+    fz = novel_frozen if m is not method else frozen
+    if m.eval_on_features:
+      feats, labels = image_features(cache_key, examples)
+      logits = np.asarray(logits_fn(trainable, fz, jnp.asarray(feats)))
+    else:
+      logits, labels = evaluate.map_images(lambda px: logits_fn(trainable, fz, px), examples,
+                                           mesh, config.data, f"eval {name}",
+                                           config.train.progress)
+    results[name] = evaluate.report(logits, labels, classnames)
+    _log_metrics(writer, 0, results[name], name)
+    log.info("%s: accuracy %.2f%%, macro-F1 %.2f%%, ECE %.2f%%", name,
+             100 * results[name]["accuracy"], 100 * results[name]["macro_f1"],
+             100 * results[name]["ece"])
+  writer.close()
+  if jax.process_index() == 0:
+    report_lib.write_run_results(workdir, results)
+  return results
+
+
+class _NoWriter:
+  """Processes other than 0 log nothing (the metrics are global)."""
+  def add_scalar(self, *a, **k): pass
+  def flush(self): pass
+  def close(self): pass

@@ -1,0 +1,116 @@
+"""Everything a run builds from its config before the first step: backbone, data, task.
+
+Kept apart from the loop so that the loop reads as the training algorithm only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+
+import jax
+
+from biomedjax.data import catalog, fewshot, readers, synthetic
+from biomedjax.data import splits as splits_lib
+from biomedjax.data.sources import ImageFileSource, validate_images
+from biomedjax.methods.base import Backbone, Task
+from biomedjax.models import biomedclip as bc
+from biomedjax.models import config as model_config
+from biomedjax.models.clip import CLIP
+from biomedjax.models.tokenizer import Tokenizer
+from biomedjax.models.vocab import write_vocab
+
+log = logging.getLogger("biomedjax")
+
+
+def build_backbone(model_cfg, workdir: pathlib.Path, words=()) -> tuple[Backbone, dict]:
+  """The frozen backbone: converted weights from ``model.init``, or random ``model.preset``.
+
+  Random weights exist for the offline demo and smoke tests; every number they produce is
+  meaningless for medical images, and the log says so loudly.
+  """
+  if model_cfg.init:
+    m = bc.load(model_cfg.init)
+    return Backbone(m.module, m.tokenizer), m.params
+  cfg = model_config.PRESETS[model_cfg.preset]()
+  log.warning("model.init is empty: using RANDOM weights of preset %r (no pretrained knowledge; "
+              "for real runs pass --config.model.init=<converted BiomedCLIP dir>)", model_cfg.preset)
+  vocab = write_vocab(workdir / "random_tokenizer", words, size=cfg.text.vocab_size,
+                      context_length=cfg.text.context_length)
+  return Backbone(CLIP(cfg), Tokenizer(vocab, cfg.text.context_length)), bc.init_params(cfg)
+
+
+@dataclasses.dataclass
+class RunData:
+  classnames: tuple[str, ...]
+  splits: dict[str, list]              # split -> list of readers.Example
+  novel_classnames: tuple[str, ...] = ()
+  novel_test: list = dataclasses.field(default_factory=list)
+
+
+def _split_file_and_root(data_cfg, workdir: pathlib.Path):
+  if data_cfg.dataset == "synthetic":
+    out = workdir / "synthetic_data"
+    if not (out / synthetic.SPLIT_FILE).exists():
+      s = data_cfg.synthetic
+      synthetic.generate(out, s.classes, s.per_class, s.size, seed=0)
+    return out / synthetic.SPLIT_FILE, out, None
+  if data_cfg.dataset in catalog.DATASETS:
+    info = catalog.get(data_cfg.dataset)
+    return (pathlib.Path(data_cfg.split_file or info.split_file(data_cfg.root)),
+            pathlib.Path(data_cfg.image_root or info.image_root(data_cfg.root)), info.classnames)
+  if data_cfg.split_file:
+    return pathlib.Path(data_cfg.split_file), pathlib.Path(data_cfg.image_root), None
+  raise ValueError(f"config.data.dataset={data_cfg.dataset!r} is not one of "
+                   f"{sorted(catalog.DATASETS)} or 'synthetic', and config.data.split_file is empty")
+
+
+def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
+  """Reads the split file, draws the reference's few-shot sets, writes them for audit."""
+  split_file, image_root, classnames = _split_file_and_root(data_cfg, workdir)
+  items = splits_lib.read_split_file(split_file, classnames, image_root)
+  lines = splits_lib.entry_lines(split_file)
+  origin = {(k, it.path): f"{split_file}:{n}" for k in items for it, n in zip(items[k], lines[k])}
+  if data_cfg.shots > 0:
+    items = fewshot.fewshot_splits(items, data_cfg.shots, seed)
+  novel = {}
+  if data_cfg.setting == "base2novel":
+    novel = fewshot.subsample_classes(items, "new")
+    items = fewshot.subsample_classes(items, "base")
+  elif data_cfg.setting != "few_shot":
+    raise ValueError(f"config.data.setting={data_cfg.setting!r}: 'few_shot' or 'base2novel'")
+  if jax.process_index() == 0:
+    fewshot.write_selection(workdir / "fewshot_selection.json", items, shots=data_cfg.shots,
+                            seed=seed, split_file=str(split_file))
+
+  def examples(split, its):
+    ex = readers.from_items(its, image_root, [origin.get((split, it.path), it.path) for it in its])
+    return validate_images(ex, data_cfg.skip_bad_images)
+
+  return RunData(
+      classnames=tuple(fewshot.classnames_of(items["train"])),
+      splits={k: examples(k, v) for k, v in items.items() if v},
+      novel_classnames=tuple(fewshot.classnames_of(novel["test"])) if novel else (),
+      novel_test=examples("test", novel["test"]) if novel else [])
+
+
+def load_llm_prompts(path: str) -> dict[str, tuple[str, ...]] | None:
+  """A prompt-ensemble file: ``{"llm_prompts": {classname: [prompt, ...]}}`` (BiomedCoOp)."""
+  if not path:
+    return None
+  try:
+    data = json.loads(pathlib.Path(path).read_text())
+    return {k: tuple(v) for k, v in data["llm_prompts"].items()}
+  except (OSError, json.JSONDecodeError, KeyError, AttributeError) as e:
+    raise ValueError(f"{path}: not a prompt-ensemble file with an 'llm_prompts' object "
+                     f"({type(e).__name__}: {e})") from e
+
+
+def make_task(classnames, data_cfg) -> Task:
+  return Task(tuple(classnames), data_cfg.template, load_llm_prompts(data_cfg.llm_prompts))
+
+
+def source(examples) -> ImageFileSource:
+  return ImageFileSource(examples)

@@ -1,0 +1,58 @@
+"""Every config key with its default: the only place defaults live.
+
+Method configs (``configs/<method>.py``) call ``get_config(arg)`` here and override their block.
+Field names equal what the consuming code reads, and launch.py locks the config, so a typo in
+``--config.optim.lr`` is an error instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import ml_collections as mlc
+
+from configs import common
+
+# Every config file's string argument accepts these (plus its own extras).
+RUN_ARGS = dict(dataset="btmri", shots=16, seed=1, setting="few_shot", root="data",
+                model="", runlocal=False)
+
+
+def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
+  """The base config for the parsed run arguments ``a`` (see ``RUN_ARGS``)."""
+  c = mlc.ConfigDict()
+  c.seed = a.seed
+  c.run_sweep = False  # True: launch.py runs this file's sweep (the demo does)
+
+  c.model = mlc.ConfigDict(dict(
+      init=a.model,          # converted BiomedCLIP dir (python -m convert.biomedclip); "" = random
+      preset="biomedclip",   # architecture used when init is "" (random weights)
+  ))
+  c.data = mlc.ConfigDict(dict(
+      dataset=a.dataset,     # catalog key, "synthetic", or anything with split_file + image_root
+      root=a.root,           # reference layout: <root>/<Name>/<Name>/... and split_<Name>.json
+      split_file="",         # overrides the catalog's split file
+      image_root="",         # overrides the catalog's image folder
+      shots=a.shots,         # K per class (0 = the whole training split)
+      setting=a.setting,     # "few_shot" or "base2novel"
+      batch_size=32,         # GLOBAL train batch
+      test_batch_size=100,
+      image_size=224,
+      workers=0,             # grain worker processes for decoding/augmentation
+      skip_bad_images=False,
+      template="a photo of a {}.",
+      llm_prompts="",        # prompt-ensemble JSON ({"llm_prompts": {class: [...]}})
+      synthetic=mlc.ConfigDict(dict(classes=4, per_class=40, size=64)),
+  ))
+  c.method = mlc.ConfigDict(dict(name=""))
+  c.optim = mlc.ConfigDict(dict(
+      name="sgd", lr=0.002, momentum=0.9, weight_decay=5e-4, epochs=100, warmup_epochs=1,
+      warmup_lr=1e-5, schedule="cosine", grad_clip=0.0,
+  ))
+  c.train = mlc.ConfigDict(dict(log_every_steps=20, ckpt_every_steps=500, progress=True))
+  if a.runlocal:  # a smoke run of the same code path
+    c.optim.epochs = 2
+    c.data.test_batch_size = 16
+  return c
+
+
+def parse(arg, **extra) -> mlc.ConfigDict:
+  return common.parse_arg(arg, **RUN_ARGS, **extra)

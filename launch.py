@@ -1,0 +1,83 @@
+"""Runs one experiment, or a config file's sweep.
+
+  python launch.py --config configs/coop.py:dataset=btmri,shots=16,seed=1 --workdir runs/x
+  python launch.py --config configs/coop.py --config.optim.lr=0.001 --workdir runs/coop --sweep=print
+  python launch.py --config configs/demo.py --workdir /tmp/demo
+
+An existing --workdir resumes its run. On a multi-host TPU VM the same command runs on every host;
+``jax.distributed`` is initialised when the environment names more than one process.
+"""
+
+import logging
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "configs/<method>.py[:args]", lock_config=True)
+flags.DEFINE_string("workdir", None, "run directory (created; resumed if it exists)")
+flags.DEFINE_enum("sweep", "", ["", "print", "run"],
+                  "print: one command per point of the config file's sweep; run: run them")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _multiprocess() -> bool:
+  env = os.environ
+  return bool(env.get("JAX_COORDINATOR_ADDRESS") or "," in env.get("TPU_WORKER_HOSTNAMES", "")
+              or int(env.get("SLURM_NTASKS", "1")) > 1)
+
+
+def _sweep_commands(argv) -> list[tuple[list[str], pathlib.Path]]:
+  """One launch command per sweep point, with this command's --config.* overrides kept."""
+  import importlib.util
+  file = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
+  spec = importlib.util.spec_from_file_location("sweep_config", file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  points = []
+  module.sweep(lambda **kw: points.append(kw["arg"]), None)
+  overrides = [a for a in argv[1:] if a.startswith("--config.")]
+  out = []
+  for point in points:
+    workdir = pathlib.Path(FLAGS.workdir) / point.replace(",", "_").replace("=", "-")
+    cmd = [sys.executable, __file__, f"--config={file}:{point}", *overrides,
+           f"--workdir={workdir}"]
+    out.append((cmd, workdir))
+  return out
+
+
+def run_sweep(argv, mode: str) -> None:
+  from biomedjax import report
+  commands = _sweep_commands(argv)
+  for cmd, workdir in commands:
+    if (workdir / "results.json").exists():
+      logging.info("done, skipping: %s", workdir)
+      continue
+    if mode == "print":
+      print(shlex.join(cmd))
+    else:
+      logging.info("running %s", shlex.join(cmd))
+      subprocess.run(cmd, check=True)
+  if mode == "run":
+    print(report.make_report([FLAGS.workdir], pathlib.Path(FLAGS.workdir) / "report"))
+
+
+def main(argv):
+  logging.getLogger("biomedjax").setLevel(logging.INFO)
+  if _multiprocess():
+    import jax
+    jax.distributed.initialize()
+  mode = FLAGS.sweep or ("run" if FLAGS.config.run_sweep else "")
+  if mode:
+    return run_sweep(argv, mode)
+  from biomedjax.train.loop import train_and_evaluate
+  train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  app.run(main)
