@@ -1,0 +1,24 @@
+"""A method's config block -> its typed options, strictly.
+
+Each method declares its hyperparameters as a frozen dataclass whose defaults are the reference's
+values. Reading the block through it turns a misspelt key into an error naming the key and the
+method, instead of a silently ignored setting that changes the experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+SELECTOR_KEYS = ("name",)  # chooses the method (``config.method.name``); not an option
+
+
+def read(cls, cfg: Mapping[str, Any] | None, method: str):
+  """``cfg`` (an ml_collections ConfigDict, a dict or None) -> ``cls(**cfg)``."""
+  values = {} if cfg is None else {k: v for k, v in cfg.items() if k not in SELECTOR_KEYS}
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - known)
+  if unknown:
+    raise ValueError(f"config.method for {method!r}: unknown key(s) {unknown}; "
+                     f"expected some of {sorted(known)}")
+  return cls(**values)
