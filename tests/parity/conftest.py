@@ -10,3 +10,31 @@ def pytest_collection_modifyitems(items):
   for item in items:
     if "tests/parity" in str(item.fspath):
       item.add_marker(pytest.mark.parity)
+
+
+@pytest.fixture(scope="session")
+def full_checkpoint(tmp_path_factory):
+  """Full-size BiomedCLIP with random weights, built once per test session and shared.
+
+  Returns (open_clip checkpoint dir, torch model in eval mode, converted biomedjax dir). The
+  conversion goes through the real CLI in a subprocess, as a user runs it.
+  """
+  import pathlib
+  import subprocess
+  import sys
+
+  from tests.parity import openclip_fixture as fx
+  src, torch_model = fx.make_checkpoint(tmp_path_factory.mktemp("full_src"), "biomedclip", seed=3)
+  out = tmp_path_factory.mktemp("full_out") / "biomedclip"
+  repo = pathlib.Path(__file__).resolve().parents[2]
+  run = subprocess.run([sys.executable, "-m", "convert.biomedclip", "--src", str(src),
+                        "--out", str(out)], cwd=repo, capture_output=True, text=True)
+  assert run.returncode == 0, run.stderr
+  return src, torch_model, out
+
+
+@pytest.fixture(scope="session")
+def full_model(full_checkpoint):
+  """The converted full-size model loaded with ``biomedjax.load`` (shared, read-only)."""
+  import biomedjax
+  return biomedjax.load(full_checkpoint[2])

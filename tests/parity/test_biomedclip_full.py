@@ -6,9 +6,6 @@ PubMedBERT hub id, .bin weights, tokenizer files), so the converter takes the sa
 """
 
 import json
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,17 +19,10 @@ pytestmark = pytest.mark.slow
 TEXTS = ["a photo of a glioma tumor.", "a photo of a normal brain.",
          "an mri scan showing a pituitary tumour", "kidney stone " * 40]
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def full(tmp_path_factory):
-  src, torch_model = fx.make_checkpoint(tmp_path_factory.mktemp("src"), "biomedclip", seed=3)
-  out = tmp_path_factory.mktemp("out") / "biomedclip"
-  run = subprocess.run([sys.executable, "-m", "convert.biomedclip", "--src", str(src),
-                        "--out", str(out)], cwd=REPO, capture_output=True, text=True)
-  assert run.returncode == 0, run.stderr
-  return src, torch_model, out
+def full(full_checkpoint):
+  return full_checkpoint
 
 
 def _cos(a, b):
@@ -57,7 +47,7 @@ def test_manifest_counts_and_sha(full):
 
 def test_full_size_parity(full):
   src, torch_model, out = full
-  m = biomedjax.load(out)
+  m = biomedjax.load(out)  # a fresh load, as a user does
   pixels = np.random.default_rng(1).normal(size=(2, 224, 224, 3)).astype(np.float32)
   ids, _ = m.tokenize(TEXTS)
   np.testing.assert_array_equal(ids, fx.openclip_tokenizer(src, 256)(TEXTS).numpy())
@@ -73,3 +63,11 @@ def test_full_size_parity(full):
   assert _cos(img, img_ref).min() > 0.99999 and _max_rel(img, img_ref) < 1e-3
   assert _cos(txt, txt_ref).min() > 0.99999 and _max_rel(txt, txt_ref) < 1e-3
   np.testing.assert_allclose(logits, logits_ref, atol=1e-2)
+
+
+def test_full_size_text_features_do_not_depend_on_pad_length(full_model):
+  texts = TEXTS[:3]
+  at_256 = np.asarray(full_model.encode_text(*full_model.tokenize(texts)))
+  for length in ("bucket", 48):
+    short = np.asarray(full_model.encode_text(*full_model.tokenize(texts, length=length)))
+    assert _cos(at_256, short).min() > 0.999999
