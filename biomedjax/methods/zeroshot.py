@@ -1,0 +1,112 @@
+"""Zero-shot classification: cosine similarity to the text features of class prompts.
+
+Training-free (METHODS.md §3). The class text features are computed once per run in ``prepare``
+and live in the frozen pytree; ``logits`` is then one matmul on cached image features.
+
+Two prompt sources:
+
+* the task's hand-crafted template ("a photo of a {}.", '_' in class names read as spaces);
+* ``ensemble=True``: the task's LLM prompts per class (BiomedCoOp's ``prompt_ensembles.json``).
+  The reference encodes the i-th prompt of every class, L2-normalises, averages over i and
+  renormalises. Each class's result depends only on its own prompts, so here every class averages
+  over its own prompts: identical when all classes have the same count, and still defined when
+  they do not (one class of the published file has 47 prompts, the rest 50).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from biomedjax.methods import options
+from biomedjax.methods.base import Backbone, Task
+from biomedjax.models.clip import l2_normalize
+
+ENCODE_BATCH = 64  # prompts per encoder call; one fixed shape, so one compilation
+
+
+@dataclasses.dataclass(frozen=True)
+class ZeroShotOptions:
+  ensemble: bool = False  # average the task's LLM prompts instead of the single template
+  n_prompts: int = 0      # ensemble: the first n prompts of each class (0: all of them)
+
+
+def encode_prompts(backbone: Backbone, params, texts) -> np.ndarray:
+  """(N, D) L2-normalised text features of ``texts``, in fixed-size batches.
+
+  All texts are tokenized at one bucketed length and the last batch is padded by repeating its
+  final row (the padding rows are dropped), so any number of prompts compiles once.
+  """
+  ids, mask = backbone.tokenize(list(texts), length="bucket")
+  n = len(ids)
+  pad = -n % ENCODE_BATCH
+  ids = np.concatenate([ids, np.repeat(ids[-1:], pad, 0)])
+  mask = np.concatenate([mask, np.repeat(mask[-1:], pad, 0)])
+  out = [backbone.encode_texts(params, ids[i:i + ENCODE_BATCH], mask[i:i + ENCODE_BATCH])
+         for i in range(0, len(ids), ENCODE_BATCH)]
+  return np.concatenate([np.asarray(o) for o in out])[:n]
+
+
+def class_prompts(task: Task, n_prompts: int = 0) -> list[tuple[str, ...]]:
+  """Each class's LLM prompts; a class without prompts, or with fewer than asked, is an error."""
+  if task.llm_prompts is None:
+    raise ValueError("zeroshot ensemble=True needs the task's LLM prompts (data.llm_prompts, "
+                     "a prompt_ensembles.json file); none were given")
+  out = []
+  for name in task.classnames:
+    prompts = task.llm_prompts.get(name) or task.llm_prompts.get(name.replace("_", " "))
+    if not prompts:
+      raise ValueError(f"no LLM prompts for class {name!r}; the prompt file has "
+                       f"{len(task.llm_prompts)} classes, e.g. {sorted(task.llm_prompts)[:5]}")
+    if n_prompts and len(prompts) < n_prompts:
+      raise ValueError(f"class {name!r} has {len(prompts)} LLM prompts, fewer than "
+                       f"n_prompts={n_prompts}")
+    out.append(tuple(prompts[:n_prompts] if n_prompts else prompts))
+  return out
+
+
+class ZeroShot:
+  requires_training = False
+  eval_on_features = True
+
+  def __init__(self, backbone: Backbone, task: Task, opts: ZeroShotOptions):
+    self.backbone = backbone
+    self.task = task
+    self.opts = opts
+    self.prompts = class_prompts(task, opts.n_prompts) if opts.ensemble else None
+
+  def class_text_features(self, backbone_params) -> np.ndarray:
+    """(n_cls, D) normalised class embeddings (single template or ensemble mean)."""
+    if self.prompts is None:
+      return encode_prompts(self.backbone, backbone_params, self.task.prompts())
+    feats = encode_prompts(self.backbone, backbone_params, [p for ps in self.prompts for p in ps])
+    bounds = np.cumsum([0] + [len(ps) for ps in self.prompts])
+    means = np.stack([feats[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])
+    return np.asarray(l2_normalize(jnp.asarray(means)))
+
+  def prepare(self, backbone_params) -> dict:
+    return {"text_features": jnp.asarray(self.class_text_features(backbone_params))}
+
+  def init(self, rng, frozen) -> dict:
+    return {}
+
+  def fit(self, frozen, train_features, train_labels, val_features, val_labels) -> dict:
+    return {}  # nothing to fit: the classifier is the text features
+
+  def logits(self, trainable, frozen, image_features):
+    scale = self.backbone.logit_scale(frozen["backbone"])
+    return scale * l2_normalize(image_features) @ frozen["text_features"].T
+
+  def loss(self, trainable, frozen, batch, rng):
+    """Cross-entropy on a pixel batch; not trained, but a validation loss is still useful."""
+    feats = self.backbone.image_features(frozen["backbone"], batch["image"])
+    logits = self.logits(trainable, frozen, feats)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    return loss, {"accuracy": (logits.argmax(-1) == batch["label"]).mean()}
+
+
+def build(backbone: Backbone, task: Task, cfg=None) -> ZeroShot:
+  return ZeroShot(backbone, task, options.read(ZeroShotOptions, cfg, "zeroshot"))
