@@ -1,0 +1,100 @@
+"""CoCoOp: CoOp whose context is shifted per image by a small meta-network (METHODS.md §5).
+
+A fixed learned context overfits the base classes; conditioning it on the image (ctx_i = ctx +
+pi(x_i), pi = Linear(D -> D/16) -> ReLU -> Linear(D/16 -> width) on the normalised image feature)
+is what lets CoCoOp generalise to novel classes. The price: every image has its own prompts, so
+the text tower runs images x classes times per step (the reference uses batch 1 for that reason).
+
+Here the per-image context goes through ``prompt_embeddings`` vmapped over images, and the
+(B, n_cls) prompts are encoded as ONE text-tower batch rather than the reference's Python loop
+over images. Evaluation still needs only the frozen image features, so the engine's cached
+features serve (``eval_on_features``); ``logits`` walks them in chunks of ``eval_chunk`` images
+to bound the text tower's memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from biomedjax.methods import coop, options
+from biomedjax.methods.base import Backbone, Task
+from biomedjax.methods.prompt_learner import prompt_embeddings
+from biomedjax.models.clip import l2_normalize
+
+
+@dataclasses.dataclass(frozen=True)
+class CoCoOpOptions(coop.CoOpOptions):
+  """CoOp's options (reference: N_CTX 4, "a photo of a", unified, end) plus the eval chunk."""
+  eval_chunk: int = 32  # images per text-tower call in ``logits`` (memory, not maths)
+
+
+def torch_linear_init(rng: jax.Array, fan_in: int, fan_out: int) -> dict:
+  """``torch.nn.Linear``'s default init: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in)
+  kw, kb = jax.random.split(rng)
+  return {"kernel": jax.random.uniform(kw, (fan_in, fan_out), jnp.float32, -bound, bound),
+          "bias": jax.random.uniform(kb, (fan_out,), jnp.float32, -bound, bound)}
+
+
+def meta_net(net: dict, image: jax.Array) -> jax.Array:
+  """(B, D) normalised image features -> (B, width) context bias."""
+  h = jax.nn.relu(image @ net["linear1"]["kernel"] + net["linear1"]["bias"])
+  return h @ net["linear2"]["kernel"] + net["linear2"]["bias"]
+
+
+class CoCoOp(coop.CoOp):
+
+  def __init__(self, backbone: Backbone, task: Task, opts: CoCoOpOptions):
+    super().__init__(backbone, task, opts)
+    if opts.eval_chunk < 1:
+      raise ValueError(f"cocoop eval_chunk={opts.eval_chunk}: must be >= 1")
+
+  def init(self, rng, frozen) -> dict:
+    k_ctx, k1, k2 = jax.random.split(rng, 3)
+    dim, width = self.backbone.cfg.embed_dim, self.backbone.cfg.text.width
+    hidden = dim // 16
+    return {"ctx": self.learner.init_context(k_ctx, frozen["backbone"]),
+            "meta_net": {"linear1": torch_linear_init(k1, dim, hidden),
+                         "linear2": torch_linear_init(k2, hidden, width)}}
+
+  def image_text_features(self, trainable, frozen, image: jax.Array) -> jax.Array:
+    """(B, D) normalised image features -> (B, n_cls, D) normalised per-image text features."""
+    bias = meta_net(trainable["meta_net"], image)            # (B, width)
+    ctx = trainable["ctx"]
+    ctx = ctx[None] + bias.reshape(bias.shape[:1] + (1,) * (ctx.ndim - 1) + bias.shape[1:])
+    positions = self.learner.layout.ctx_positions
+    embeds = jax.vmap(prompt_embeddings, in_axes=(0, None, None))(
+        ctx, frozen["token_embeddings"], positions)          # (B, n_cls, L, width)
+    b, c, length, width = embeds.shape
+    mask = jnp.broadcast_to(jnp.asarray(self.learner.layout.mask), (b, c, length))
+    feats = self.backbone.text_features_from_embeds(
+        frozen["backbone"], embeds.reshape(b * c, length, width), mask.reshape(b * c, length))
+    return l2_normalize(feats.reshape(b, c, -1))
+
+  def _logits(self, trainable, frozen, image: jax.Array) -> jax.Array:
+    scale = self.backbone.logit_scale(frozen["backbone"])
+    return scale * jnp.einsum("bd,bcd->bc", image, self.image_text_features(trainable, frozen,
+                                                                             image))
+
+  def logits(self, trainable, frozen, image_features) -> jax.Array:
+    image = l2_normalize(image_features)
+    n, chunk = image.shape[0], min(self.opts.eval_chunk, image.shape[0])
+    pad = -n % chunk
+    chunks = jnp.pad(image, ((0, pad), (0, 0))).reshape(-1, chunk, image.shape[-1])
+    out = jax.lax.map(lambda x: self._logits(trainable, frozen, x), chunks)
+    return out.reshape(n + pad, -1)[:n]
+
+  def loss(self, trainable, frozen, batch, rng):
+    feats = self.backbone.image_features(frozen["backbone"], batch["image"])
+    logits = self._logits(trainable, frozen, l2_normalize(feats))
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    return loss, {"accuracy": (logits.argmax(-1) == batch["label"]).mean()}
+
+
+def build(backbone: Backbone, task: Task, cfg=None) -> CoCoOp:
+  return CoCoOp(backbone, task, options.read(CoCoOpOptions, cfg, "cocoop"))
