@@ -103,7 +103,8 @@ def build_layout(backbone: Backbone, classnames, n_ctx: int, ctx_init: str = "",
     rows.append(row)
     positions.append(pos)
   return PromptLayout(prompts=prompts, ids=np.stack(rows).astype(np.int32),
-                      mask=mask.astype(np.int32), ctx_positions=np.stack(positions).astype(np.int32),
+                      mask=mask.astype(np.int32),
+                      ctx_positions=np.stack(positions).astype(np.int32),
                       name_lens=tuple(len(n) for n in name_ids), init_ids=init_ids)
 
 
