@@ -69,6 +69,8 @@ def run_sweep(argv, mode: str) -> None:
 
 def main(argv):
   logging.getLogger("biomedjax").setLevel(logging.INFO)
+  for noisy in ("orbax", "absl", "jax._src.xla_bridge", "grain"):  # keep the console readable
+    logging.getLogger(noisy).setLevel(logging.WARNING)
   if _multiprocess():
     import jax
     jax.distributed.initialize()

@@ -89,8 +89,8 @@ def train_and_evaluate(config, workdir) -> dict:
   workdir = pathlib.Path(workdir)
   checkpoint.check_or_write_config(workdir, config)
   data = setup.build_data(config.data, config.seed, workdir)
-  words = " ".join(data.classnames + data.novel_classnames + (config.data.template,)).split()
-  backbone, params = setup.build_backbone(config.model, workdir, words)
+  backbone, params = setup.build_backbone(config.model, workdir,
+                                         setup.vocabulary_words(config, data))
   method = METHODS[config.method.name](backbone, setup.make_task(data.classnames, config.data),
                                        config.method)
   batch, _, _ = _batch_and_steps(len(data.splits["train"]), config)

@@ -96,6 +96,14 @@ def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
       novel_test=examples("test", novel["test"]) if novel else [])
 
 
+def vocabulary_words(config, data: RunData) -> list[str]:
+  """Words a random-weight model's generated vocabulary needs as whole tokens: the class names,
+  the template and the method's text settings (e.g. CoOp's ctx_init must keep its token count)."""
+  texts = [*data.classnames, *data.novel_classnames, config.data.template]
+  texts += [v for v in config.method.values() if isinstance(v, str)]
+  return " ".join(texts).replace("{}", " ").replace(".", " ").split()
+
+
 def load_llm_prompts(path: str) -> dict[str, tuple[str, ...]] | None:
   """A prompt-ensemble file: ``{"llm_prompts": {classname: [prompt, ...]}}`` (BiomedCoOp)."""
   if not path:

@@ -1,0 +1,154 @@
+"""The training engine end to end: resume after SIGKILL, multi-device equality, bad workdirs.
+
+Runs go through ``launch.py`` in subprocesses (as a user runs them) on the offline demo setup:
+the tiny random-weight preset and synthetic images, so each run takes seconds.
+"""
+
+import hashlib
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+COOP = "configs/demo.py:method=coop"
+FAST = ["--config.optim.epochs=10", "--config.train.ckpt_every_steps=2",
+        "--config.train.log_every_steps=2", "--config.train.progress=False"]
+TOTAL = 20  # 10 epochs x 2 steps (64 few-shot images, batch 32)
+
+
+def _cmd(workdir, *extra, config=COOP):
+  return [sys.executable, "launch.py", f"--config={config}", f"--workdir={workdir}", *FAST,
+          *extra]
+
+
+def _run(workdir, *extra, config=COOP, check=True):
+  run = subprocess.run(_cmd(workdir, *extra, config=config), cwd=REPO, capture_output=True,
+                       text=True, timeout=600)
+  if check:
+    assert run.returncode == 0, run.stderr[-3000:]
+  return run
+
+
+def _final_trainable(workdir, step=TOTAL):
+  with ocp.CheckpointManager(pathlib.Path(workdir).absolute() / "checkpoints") as mngr:
+    state = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  return state["state"]["trainable"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  """An uninterrupted run (the reference for resumption)."""
+  workdir = tmp_path_factory.mktemp("runs") / "uninterrupted"
+  _run(workdir)
+  return workdir
+
+
+def test_run_writes_results_and_loss_falls(finished):
+  results = json.loads((finished / "results.json").read_text())
+  assert results["method"] == "coop" and results["setting"] == "few_shot"
+  assert results["test"]["accuracy"] > 0.5  # 4 classes: chance is 0.25
+  assert (finished / "results.md").exists() and (finished / "fewshot_selection.json").exists()
+  assert list((finished / "tensorboard").iterdir())
+
+
+def test_sigkill_and_resume_gives_the_same_parameters(finished, tmp_path):
+  workdir = tmp_path / "killed"
+  proc = subprocess.Popen(_cmd(workdir), cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while not (workdir / "checkpoints" / "4").is_dir():  # the first finalised checkpoints
+    assert proc.poll() is None and time.time() < deadline, "run ended before it was killed"
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)
+  assert proc.wait() == -signal.SIGKILL
+  assert not (workdir / "checkpoints" / str(TOTAL)).exists()
+  _run(workdir)  # the same command resumes
+  np.testing.assert_array_equal(_final_trainable(workdir)["ctx"],
+                                _final_trainable(finished)["ctx"])
+  ours = json.loads((workdir / "results.json").read_text())["test"]["accuracy"]
+  assert ours == json.loads((finished / "results.json").read_text())["test"]["accuracy"]
+
+
+def _tree_hash(path):
+  h = hashlib.sha256()
+  for f in sorted(p for p in pathlib.Path(path).rglob("*") if p.is_file()):
+    h.update(f.name.encode() + f.read_bytes())
+  return h.hexdigest()
+
+
+def test_changed_config_is_refused_and_nothing_is_touched(finished):
+  before = _tree_hash(finished)
+  run = _run(finished, "--config.optim.lr=0.5", check=False)
+  assert run.returncode != 0
+  assert "holds a run with a different config (optim.lr: 0.02 -> 0.5)" in run.stderr
+  assert _tree_hash(finished) == before
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_kept(finished, tmp_path):
+  import shutil
+  workdir = tmp_path / "corrupt"
+  shutil.copytree(finished, workdir)
+  for f in (workdir / "checkpoints" / str(TOTAL) / "state").rglob("*"):
+    if f.is_file() and f.name != "commit_success.txt":
+      f.write_bytes(b"garbage")  # a disk error or a partial copy of the run
+  before = _tree_hash(workdir / "checkpoints")
+  run = _run(workdir, check=False)
+  assert run.returncode != 0
+  assert f"cannot restore checkpoint {workdir.absolute() / 'checkpoints' / str(TOTAL)}" in run.stderr
+  assert "left untouched" in run.stderr
+  assert _tree_hash(workdir / "checkpoints") == before
+
+
+def test_coop_on_8_devices_equals_1_device(tmp_path):
+  from biomedjax.data.pipeline import make_train_iterator
+  from biomedjax.methods import METHODS
+  from biomedjax.train import setup, sharding, step as step_lib
+  from biomedjax.train.optim import make_optimizer
+  from configs import demo
+
+  assert jax.device_count() == 8, "tests/conftest.py simulates 8 CPU devices"
+  cfg = demo.get_config("method=coop")
+  data = setup.build_data(cfg.data, 1, tmp_path)
+  backbone, params = setup.build_backbone(cfg.model, tmp_path, setup.vocabulary_words(cfg, data))
+  method = METHODS["coop"](backbone, setup.make_task(data.classnames, cfg.data), cfg.method)
+  tx, _ = make_optimizer(cfg.optim, 2)
+  finals = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    mesh = sharding.make_mesh(32, devices)
+    assert mesh.shape["data"] == len(devices)
+    frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
+    trainable = sharding.replicate(method.init(jax.random.key(0), frozen), mesh)
+    opt_state = sharding.replicate(tx.init(trainable), mesh)
+    it = make_train_iterator(setup.source(data.splits["train"]), mesh=mesh, global_batch_size=32,
+                             seed=1)
+    step = step_lib.make_train_step(method, tx, mesh)
+    for i in range(4):
+      batch = next(it)
+      assert len(batch["image"].sharding.device_set) == len(devices)
+      trainable, opt_state, _ = step(trainable, opt_state, frozen, batch, jax.random.key(1), i)
+    finals.append(np.asarray(trainable["ctx"]))
+  assert np.abs(finals[0] - np.asarray(method.init(jax.random.key(0), frozen)["ctx"])).max() > 1e-4
+  np.testing.assert_allclose(finals[1], finals[0], rtol=1e-5, atol=1e-6)
+
+
+def test_sweep_prints_the_grid_and_skips_finished_runs(tmp_path):
+  done = tmp_path / "dataset-btmri_shots-1_seed-1"
+  done.mkdir(parents=True)
+  (done / "results.json").write_text("{}")
+  run = subprocess.run([sys.executable, "launch.py", "--config=configs/coop.py",
+                        "--config.optim.lr=0.001", f"--workdir={tmp_path}", "--sweep=print"],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert run.returncode == 0, run.stderr[-2000:]
+  lines = run.stdout.strip().splitlines()
+  assert len(lines) == 11 * 5 * 3 - 1
+  assert not any("dataset=btmri,shots=1,seed=1 " in line for line in lines)
+  assert all("--config.optim.lr=0.001" in line for line in lines)
