@@ -1,0 +1,145 @@
+"""BiomedCoOp vs a PyTorch transcription of the reference training forward, same weights.
+
+The torch side follows METHODS.md §8 as the reference computes it: CoOp prompts ("a photo of a"
+context, class token at the end) padded to 256 tokens, the LLM prompt features encoded at 256
+tokens with open_clip, the image tower run TWICE (student and zero-shot features), the per-index
+prompt scores in a Python loop, ``torch.median`` / ``torch.std`` for the robust z-score, and the
+loss CE + l1 * mse_loss + l2 * kl_div(reduction="sum", log_target=True) / numel. biomedjax runs
+the prompts at a bucketed length and reuses one image forward. Loss and d loss / d ctx must agree
+to 1e-4 relative, and the kept-prompt mask exactly, on prompts built so that some are outliers.
+"""
+
+import jax
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from biomedjax.methods import biomedcoop
+from biomedjax.methods.base import Backbone, Task
+from tests.parity import method_fixture
+from tests.parity import openclip_fixture as fx
+
+BTMRI = ("glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain")
+# Per class: ordinary descriptions plus two odd ones that score far from the rest.
+FORMS = ("a photo of a {}.", "an mri scan showing a {}.", "a brain mri with {}.",
+         "the scan shows {}.", "mri of the brain: {}.", "an image of {} in the brain.",
+         "x", "{0} " * 30)
+
+
+def llm_prompts(classnames):
+  return {c: tuple(f.format(c) for f in FORMS) for c in classnames}
+
+
+class TorchBiomedCoOp(torch.nn.Module):
+  """The reference CustomCLIP training forward of BiomedCoOp for an open_clip BiomedCLIP."""
+
+  def __init__(self, model, tokenizer, classnames, prompts, ctx, opts):
+    super().__init__()
+    self.model, self.opts = model, opts
+    n_ctx = ctx.shape[-2]
+    self.tokenized = tokenizer([f"a photo of a {c}." for c in classnames])  # (n_cls, 256)
+    with torch.no_grad():
+      emb = model.text.transformer.embeddings.word_embeddings(self.tokenized)
+      # fixed_embeddings: (n_cls, P, 512), encoded once, stored unnormalised.
+      self.fixed = torch.stack([model.encode_text(tokenizer(list(prompts[c])))
+                                for c in classnames])
+    self.token_prefix, self.token_suffix = emb[:, :1], emb[:, 1 + n_ctx:]
+    self.ctx = torch.nn.Parameter(torch.from_numpy(np.array(ctx)))
+
+  def forward(self, image_nchw, label):
+    n_cls = self.token_prefix.shape[0]
+    ctx = self.ctx.unsqueeze(0).expand(n_cls, -1, -1)
+    prompts = torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
+    mask = (self.tokenized != self.model.text.config.pad_token_id).long()
+    hidden = self.model.text.transformer(inputs_embeds=prompts, attention_mask=mask)
+    text = F.normalize(self.model.text.proj(hidden.last_hidden_state[:, 0]), dim=-1)
+    scale = self.model.logit_scale.exp()
+    with torch.no_grad():
+      image = F.normalize(self.model.encode_image(image_nchw), dim=-1)
+    logits = scale * image @ text.t()
+    fixed = self.fixed / self.fixed.norm(dim=-1, keepdim=True)
+    with torch.no_grad():
+      zs_image = F.normalize(self.model.encode_image(image_nchw), dim=-1)  # second pass
+      scores = []
+      for i in range(fixed.shape[1]):
+        scores.append((scale * zs_image @ fixed[:, i].t()).max(dim=1).values.mean().item())
+      scores = torch.tensor(scores)
+      med = torch.median(scores)
+      mad = torch.median(torch.abs(scores - med))
+      z = (scores - med) / mad
+      z = (z - z.mean()) / z.std()
+      keep = torch.abs(z) <= self.opts["tau"]
+      selected = fixed[:, keep].mean(dim=1)
+      selected = selected / selected.norm(dim=-1, keepdim=True)
+      zs_logits = scale * zs_image @ selected.t()
+    mean_llm = fixed.mean(dim=1)
+    mean_llm = mean_llm / mean_llm.norm(dim=-1, keepdim=True)
+    loss = (F.cross_entropy(logits, label)
+            + self.opts["lambda_sccm"] * F.mse_loss(text, mean_llm)
+            + self.opts["lambda_kdsp"] * F.kl_div(F.log_softmax(logits, dim=1),
+                                                  F.log_softmax(zs_logits, dim=1),
+                                                  reduction="sum", log_target=True)
+            / logits.numel())
+    return loss, keep.numpy(), z.numpy()
+
+
+def _rel(a, b):
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def run_both(backbone, params, torch_model, tokenizer, classnames, opts, batch_size, seed=0):
+  prompts = llm_prompts(classnames)
+  method = biomedcoop.build(backbone, Task(classnames, llm_prompts=prompts), opts)
+  frozen = {"backbone": params, **method.prepare(params)}
+  trainable = method.init(jax.random.key(seed), frozen)
+  rng = np.random.default_rng(seed)
+  # Move ctx off its init so that CE, SCCM and KDSP all have gradients of similar size.
+  trainable = {"ctx": trainable["ctx"] + 0.02 * rng.normal(size=trainable["ctx"].shape)
+               .astype(np.float32)}
+  pixels = rng.normal(size=(batch_size, 224, 224, 3)).astype(np.float32)
+  labels = rng.integers(0, len(classnames), batch_size).astype(np.int32)
+  (loss, aux), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(
+      trainable, frozen, {"image": pixels, "label": labels}, jax.random.key(0))
+  image = biomedcoop.l2_normalize(backbone.image_features(params, pixels))
+  _, keep = biomedcoop.teacher_logits(image, frozen["llm_features"],
+                                      backbone.logit_scale(params), method.opts.tau)
+
+  ref = TorchBiomedCoOp(torch_model, tokenizer, classnames, prompts, trainable["ctx"],
+                        dict(tau=method.opts.tau, lambda_sccm=method.opts.lambda_sccm,
+                             lambda_kdsp=method.opts.lambda_kdsp))
+  ref_loss, ref_keep, ref_z = ref(torch.from_numpy(pixels).permute(0, 3, 1, 2),
+                                  torch.from_numpy(labels).long())
+  ref_loss.backward()
+  # The case must be one where the teacher prunes, and not on the threshold's edge.
+  assert 0 < ref_keep.sum() < len(FORMS), ref_z
+  assert np.abs(np.abs(ref_z) - method.opts.tau).min() > 1e-3, ref_z
+  np.testing.assert_array_equal(np.asarray(keep), ref_keep)
+  assert int(aux["kept_prompts"]) == ref_keep.sum()
+  assert _rel(loss, ref_loss.detach().numpy()) < 1e-4
+  assert _rel(grads["ctx"], ref.ctx.grad.numpy()) < 1e-4, _rel(grads["ctx"], ref.ctx.grad.numpy())
+  return aux
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  return method_fixture.build(tmp_path_factory.mktemp("tiny"), "tiny", seed=2)
+
+
+@pytest.mark.parametrize("opts", [
+    {"lambda_sccm": 0.5, "lambda_kdsp": 0.25, "tau": 1.5},
+    {"lambda_sccm": 5.0, "lambda_kdsp": 20.0, "tau": 1.0},
+])
+def test_tiny_matches_reference(tiny, opts):
+  torch_model, tokenizer, backbone, params = tiny
+  run_both(backbone, params, torch_model, tokenizer, BTMRI, dict(opts, n_prompts=len(FORMS)),
+           batch_size=4)
+
+
+@pytest.mark.slow
+def test_full_size_matches_reference(full_checkpoint, full_model):
+  src, torch_model, _ = full_checkpoint
+  backbone = Backbone(full_model.module, full_model.tokenizer)
+  run_both(backbone, full_model.params, torch_model, fx.openclip_tokenizer(src, 256), BTMRI,
+           {"n_prompts": len(FORMS), "lambda_sccm": 1.0, "lambda_kdsp": 2.0}, batch_size=2)
