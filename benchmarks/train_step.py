@@ -1,0 +1,172 @@
+"""Prompt-learning train-step time: biomedjax (jitted JAX) vs the PyTorch reference, one run.
+
+Full-size BiomedCLIP (random weights, converted in memory by the real mapping), fp32 on both
+sides, a BTMRI-sized problem: batch 32 of 224x224 pixels, 4 classes. One step = frozen image
+tower forward, all class prompts through the text tower, CE loss, gradient w.r.t. the context,
+SGD momentum 0.9 + weight decay 5e-4 update.
+
+* JAX: ``value_and_grad`` of ``method.loss`` w.r.t. the trainable pytree + the optax update in
+  one ``jax.jit``; the backbone is an argument (never closed over); prompts at the bucketed
+  length (16 tokens for these class names).
+* PyTorch: the reference CoOp forward (``tests/parity/reference_coop.py``, prompts padded to
+  256 tokens as the reference does), ``loss.backward()``, ``torch.optim.SGD.step()``.
+
+Both warm (compiled / first step done) before timing; the median of ``--steps`` steps is
+reported. ``--breakdown`` adds the two halves of a step: image-tower forward (same work on both
+sides) and text tower forward + backward. Each method is one row of ``ROWS``: add BiomedCoOp or
+CoCoOp by writing its two step builders.
+
+  python benchmarks/train_step.py [--batch 32] [--steps 3] [--breakdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from biomedjax.methods import coop  # noqa: E402
+from biomedjax.methods.base import Task  # noqa: E402
+from tests.parity import method_fixture  # noqa: E402
+from tests.parity.reference_coop import TorchCoOp  # noqa: E402
+
+BTMRI = ("glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain")
+LR, MOMENTUM, WD = 0.002, 0.9, 5e-4
+
+
+def median_seconds(step, steps):
+  step()  # warm: compile / allocate
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def jax_train_step(method, params, batch):
+  """-> a zero-argument callable running one jitted, donated train step of ``method``."""
+  frozen = {"backbone": params, **method.prepare(params)}
+  tx = optax.chain(optax.add_decayed_weights(WD), optax.sgd(LR, momentum=MOMENTUM))
+  state = {"trainable": method.init(jax.random.key(0), frozen)}
+  state["opt"] = tx.init(state["trainable"])
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(trainable, opt_state, frozen, batch):
+    (loss, _), grads = jax.value_and_grad(method.loss, has_aux=True)(
+        trainable, jax.lax.stop_gradient(frozen), batch, jax.random.key(0))
+    updates, opt_state = tx.update(grads, opt_state, trainable)
+    return optax.apply_updates(trainable, updates), opt_state, loss
+
+  batch = jax.device_put(batch)
+
+  def run():
+    state["trainable"], state["opt"], loss = step(state["trainable"], state["opt"], frozen, batch)
+    loss.block_until_ready()
+  return run
+
+
+def torch_train_step(model, batch):
+  """-> a zero-argument callable running one reference step (forward, backward, SGD)."""
+  params = [p for p in model.parameters() if p.requires_grad]
+  opt = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD)
+  pixels = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous()
+  labels = torch.from_numpy(batch["label"]).long()
+
+  def run():
+    loss = F.cross_entropy(model(pixels), labels)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+  return run
+
+
+def coop_row(side, batch):
+  torch_model, tokenizer, backbone, params = side
+  method = coop.build(backbone, Task(BTMRI), {"n_ctx": 4, "ctx_init": "a photo of a"})
+  ctx = np.asarray(method.init(jax.random.key(0), {"backbone": params})["ctx"])
+  ref = TorchCoOp(torch_model, tokenizer, BTMRI, ctx)
+  length = method.learner.layout.ids.shape[1]
+  return (f"CoOp (N_CTX 4, JAX prompts at {length} tokens)", jax_train_step(method, params, batch),
+          torch_train_step(ref, batch))
+
+
+ROWS = (coop_row,)  # BiomedCoOp, CoCoOp: add (name, jax step, torch step) builders here
+
+
+def breakdown(side, batch, steps):
+  """Image-tower forward and text-tower forward+backward timed separately, both sides."""
+  torch_model, tokenizer, backbone, params = side
+  method = coop.build(backbone, Task(BTMRI), {})
+  frozen = {"backbone": params, **method.prepare(params)}
+  trainable = method.init(jax.random.key(0), frozen)
+  pixels = jax.device_put(batch["image"])
+  img_fn = jax.jit(backbone.image_features)
+
+  def text_loss(trainable, frozen):
+    return method.text_features(trainable, frozen).sum()
+  txt_fn = jax.jit(jax.grad(text_loss))
+  ref = TorchCoOp(torch_model, tokenizer, BTMRI, np.asarray(trainable["ctx"]))
+  t_pixels = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous()
+  mask = (ref.tokenized != 0).long()
+
+  def torch_text():
+    hidden = torch_model.text.transformer(inputs_embeds=ref.prompts(),
+                                          attention_mask=mask).last_hidden_state
+    torch_model.text.proj(hidden[:, 0]).sum().backward()
+
+  def torch_image():
+    with torch.no_grad():
+      torch_model.encode_image(t_pixels)
+  return [
+      ("  image tower forward", median_seconds(
+          lambda: img_fn(params, pixels).block_until_ready(), steps),
+       median_seconds(torch_image, steps)),
+      ("  text tower fwd+bwd (all classes)", median_seconds(
+          lambda: jax.block_until_ready(txt_fn(trainable, frozen)), steps),
+       median_seconds(torch_text, steps)),
+  ]
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--batch", type=int, default=32)
+  ap.add_argument("--steps", type=int, default=3)
+  ap.add_argument("--breakdown", action="store_true")
+  args = ap.parse_args()
+  jax.config.update("jax_default_matmul_precision", "highest")  # fp32 like torch; no TF32
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.normal(size=(args.batch, 224, 224, 3)).astype(np.float32),
+           "label": (np.arange(args.batch) % len(BTMRI)).astype(np.int32)}
+  print(f"device: {jax.devices()[0].device_kind}, torch threads {torch.get_num_threads()}, "
+        f"batch {args.batch}, {len(BTMRI)} classes, median of {args.steps} warm steps")
+  print(f"{'':44s} {'jax s':>8s} {'torch s':>8s} {'speed-up':>9s}", flush=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    side = method_fixture.build(pathlib.Path(tmp), "biomedclip", seed=0)
+    for make_row in ROWS:
+      name, jax_step, torch_step = make_row(side, batch)
+      _print_row(name, median_seconds(jax_step, args.steps),
+                 median_seconds(torch_step, args.steps))
+    if args.breakdown:
+      for row in breakdown(side, batch, args.steps):
+        _print_row(*row)
+
+
+def _print_row(name, ours, ref):
+  print(f"{name:44s} {ours:8.3f} {ref:8.3f} {ref / ours:8.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+  main()
