@@ -31,6 +31,7 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       root=a.root,           # reference layout: <root>/<Name>/<Name>/... and split_<Name>.json
       split_file="",         # overrides the catalog's split file
       image_root="",         # overrides the catalog's image folder
+      prepared="",           # dir written by `python -m biomedjax.data.prepare` (ArrayRecord)
       shots=a.shots,         # K per class (0 = the whole training split)
       setting=a.setting,     # "few_shot" or "base2novel"
       batch_size=32,         # GLOBAL train batch

@@ -60,6 +60,31 @@ def test_run_writes_results_and_loss_falls(finished):
   assert list((finished / "tensorboard").iterdir())
 
 
+def test_demo_main_command_trains_both_methods_and_writes_the_report(tmp_path):
+  """The README's main command, verbatim (only the workdir differs)."""
+  run = subprocess.run([sys.executable, "launch.py", "--config", "configs/demo.py", "--workdir",
+                        str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert run.returncode == 0, run.stderr[-3000:]
+  coop = json.loads((tmp_path / "method-coop" / "results.json").read_text())
+  lp = json.loads((tmp_path / "method-linear_probe" / "results.json").read_text())
+  losses = [loss for _, loss in coop["train_loss"]]
+  assert losses[-1] < 0.5 * losses[0]
+  assert coop["test"]["accuracy"] > 0.6 and lp["test"]["accuracy"] > 0.6  # chance: 0.25
+  report = (tmp_path / "report" / "report.md").read_text()
+  assert "coop" in report and "linear_probe" in report
+  assert (tmp_path / "report" / "fewshot_curve.png").stat().st_size > 1000
+
+
+def test_base_to_novel_run_reports_base_novel_and_hm(tmp_path):
+  _run(tmp_path, "--config.data.setting=base2novel", "--config.optim.epochs=4")
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert {"base", "novel", "hm"} <= set(results)
+  assert results["base"]["confusion_matrix"] and len(results["base"]["classnames"]) == 2
+  assert len(results["novel"]["classnames"]) == 2
+  b, n = results["base"]["accuracy"], results["novel"]["accuracy"]
+  assert results["hm"] == pytest.approx(0 if b + n == 0 else 2 * b * n / (b + n))
+
+
 def test_sigkill_and_resume_gives_the_same_parameters(finished, tmp_path):
   workdir = tmp_path / "killed"
   proc = subprocess.Popen(_cmd(workdir), cwd=REPO, stdout=subprocess.DEVNULL,
@@ -128,7 +153,7 @@ def test_coop_on_8_devices_equals_1_device(tmp_path):
     frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
     trainable = sharding.replicate(method.init(jax.random.key(0), frozen), mesh)
     opt_state = sharding.replicate(tx.init(trainable), mesh)
-    it = make_train_iterator(setup.source(data.splits["train"]), mesh=mesh, global_batch_size=32,
+    it = make_train_iterator(data.splits["train"], mesh=mesh, global_batch_size=32,
                              seed=1)
     step = step_lib.make_train_step(method, tx, mesh)
     for i in range(4):
@@ -152,3 +177,19 @@ def test_sweep_prints_the_grid_and_skips_finished_runs(tmp_path):
   assert len(lines) == 11 * 5 * 3 - 1
   assert not any("dataset=btmri,shots=1,seed=1 " in line for line in lines)
   assert all("--config.optim.lr=0.001" in line for line in lines)
+
+
+def test_prepared_arrayrecord_data_gives_the_same_results_as_image_files(tmp_path):
+  from biomedjax.data import prepare, synthetic
+  raw = tmp_path / "raw"
+  split_file = synthetic.generate(raw, num_classes=4, per_class=40, size=64, seed=0)
+  prepared = prepare.prepare("synth", raw, tmp_path / "prepared", split_file=split_file)
+  common = ["--config.data.dataset=mine", f"--config.data.split_file={split_file}"]
+  lp = "configs/demo.py:method=linear_probe"
+  _run(tmp_path / "files", *common, f"--config.data.image_root={raw}", config=lp)
+  _run(tmp_path / "records", *common, "--config.data.image_root=/nonexistent",
+       f"--config.data.prepared={prepared}", config=lp)
+  a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("files", "records"))
+  assert a["test"]["num_examples"] == b["test"]["num_examples"] == 48
+  assert a["test"]["confusion_matrix"] == b["test"]["confusion_matrix"]
+  assert a["test"]["nll"] == pytest.approx(b["test"]["nll"], rel=1e-5)

@@ -16,7 +16,6 @@ from tqdm import tqdm
 
 from biomedjax import metrics
 from biomedjax.data.pipeline import make_eval_iterator
-from biomedjax.data.sources import ImageFileSource
 
 
 def eval_batch_size(requested: int, mesh) -> int:
@@ -25,13 +24,13 @@ def eval_batch_size(requested: int, mesh) -> int:
   return math.ceil(requested / n) * n
 
 
-def map_images(fn, examples, mesh, data_cfg, desc: str, progress: bool = True):
-  """Applies ``fn(pixels) -> (B, ...)`` to every example once; returns (outputs, labels)."""
+def map_images(fn, source, mesh, data_cfg, desc: str, progress: bool = True):
+  """Applies ``fn(pixels) -> (B, ...)`` to every example of a source once -> (outputs, labels)."""
   batch = eval_batch_size(data_cfg.test_batch_size, mesh)
-  it = make_eval_iterator(ImageFileSource(examples), mesh=mesh, global_batch_size=batch,
+  it = make_eval_iterator(source, mesh=mesh, global_batch_size=batch,
                           image_size=data_cfg.image_size, worker_count=data_cfg.workers)
   outs, labels = [], []
-  for b in tqdm(it, total=math.ceil(len(examples) / batch), desc=desc, disable=not progress,
+  for b in tqdm(it, total=math.ceil(len(source) / batch), desc=desc, disable=not progress,
                 leave=False):
     out = multihost_utils.process_allgather(fn(b["image"]), tiled=True)
     mask = multihost_utils.process_allgather(b["mask"], tiled=True).astype(bool)

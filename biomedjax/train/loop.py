@@ -50,7 +50,7 @@ def train(method, frozen, data, config, workdir, mesh, writer):
   rng = jax.random.key(config.seed)
   trainable = sharding.replicate(method.init(jax.random.fold_in(rng, 1), frozen), mesh)
   opt_state = sharding.replicate(tx.init(trainable), mesh)
-  it = make_train_iterator(setup.source(data.splits["train"]), mesh=mesh, global_batch_size=batch,
+  it = make_train_iterator(data.splits["train"], mesh=mesh, global_batch_size=batch,
                            seed=config.seed, image_size=config.data.image_size,
                            worker_count=config.data.workers)
   ckpt = checkpoint.Checkpointer(workdir)
@@ -65,6 +65,7 @@ def train(method, frozen, data, config, workdir, mesh, writer):
   bar = tqdm(range(start, total), initial=start, total=total, desc="train",
              disable=not config.train.progress)
   t0 = time.time()
+  history = []  # (step, loss) at logging steps of this process's life, for results.json
   for i in bar:
     trainable, opt_state, m = step_fn(trainable, opt_state, frozen, next(it), rng, jnp.int32(i))
     done = i + 1
@@ -75,13 +76,14 @@ def train(method, frozen, data, config, workdir, mesh, writer):
         raise TrainingDiverged(f"non-finite metrics at step {done}: {m}; the last checkpoint in "
                                f"{ckpt.directory} is intact")
       _log_metrics(writer, done, m, "train")
+      history.append((done, float(m["loss"])))
       bar.set_postfix(loss=f"{m['loss']:.4f}")
       log.info("step %d/%d epoch %d: %s (%.1f steps/s)", done, total, i // per_epoch + 1,
                ", ".join(f"{k}={v:.4g}" for k, v in m.items()), (done - start) / (time.time() - t0))
     if done % config.train.ckpt_every_steps == 0 or done == total:
       ckpt.save(done, trainable, opt_state, rng, it)
   ckpt.close()
-  return trainable
+  return trainable, history
 
 
 def train_and_evaluate(config, workdir) -> dict:
@@ -109,14 +111,16 @@ def train_and_evaluate(config, workdir) -> dict:
                                             config.train.progress)
     return features[split]
 
+  history = []
   if method.requires_training:
-    trainable = train(method, frozen, data, config, workdir, mesh, writer)
+    trainable, history = train(method, frozen, data, config, workdir, mesh, writer)
   else:
     (tr_f, tr_y), (va_f, va_y) = (image_features(s, data.splits[s]) for s in ("train", "val"))
     trainable = sharding.replicate(method.fit(frozen, tr_f, tr_y, va_f, va_y), mesh)
 
   results = {"method": config.method.name, "dataset": config.data.dataset,
-             "shots": config.data.shots, "seed": config.seed, "setting": config.data.setting}
+             "shots": config.data.shots, "seed": config.seed, "setting": config.data.setting,
+             "train_loss": history}
   logits_fn = step_lib.make_logits_fn(method)
   splits = [("val", "val", method, data.splits.get("val"), data.classnames),
             ("test" if config.data.setting == "few_shot" else "base", "test", method,
@@ -127,7 +131,7 @@ def train_and_evaluate(config, workdir) -> dict:
     novel_frozen = sharding.replicate({"backbone": params, **novel.prepare(params)}, mesh)
     splits.append(("novel", "novel_test", novel, data.novel_test, data.novel_classnames))
   for name, cache_key, m, examples, classnames in splits:
-    if not examples:
+    if examples is None:
       continue
     fz = novel_frozen if m is not method else frozen
     if m.eval_on_features:

@@ -14,7 +14,7 @@ import jax
 
 from biomedjax.data import catalog, fewshot, readers, synthetic
 from biomedjax.data import splits as splits_lib
-from biomedjax.data.sources import ImageFileSource, validate_images
+from biomedjax.data.sources import ArrayRecordSource, ImageFileSource, validate_images
 from biomedjax.methods.base import Backbone, Task
 from biomedjax.models import biomedclip as bc
 from biomedjax.models import config as model_config
@@ -44,10 +44,11 @@ def build_backbone(model_cfg, workdir: pathlib.Path, words=()) -> tuple[Backbone
 
 @dataclasses.dataclass
 class RunData:
+  """Class names and one grain random-access source per split (few-shot selection applied)."""
   classnames: tuple[str, ...]
-  splits: dict[str, list]              # split -> list of readers.Example
+  splits: dict[str, object]            # split -> ImageFileSource | SubsetSource of ArrayRecord
   novel_classnames: tuple[str, ...] = ()
-  novel_test: list = dataclasses.field(default_factory=list)
+  novel_test: object = None
 
 
 def _split_file_and_root(data_cfg, workdir: pathlib.Path):
@@ -70,7 +71,8 @@ def _split_file_and_root(data_cfg, workdir: pathlib.Path):
 def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
   """Reads the split file, draws the reference's few-shot sets, writes them for audit."""
   split_file, image_root, classnames = _split_file_and_root(data_cfg, workdir)
-  items = splits_lib.read_split_file(split_file, classnames, image_root)
+  prepared = pathlib.Path(data_cfg.prepared) if data_cfg.prepared else None
+  items = splits_lib.read_split_file(split_file, classnames, None if prepared else image_root)
   lines = splits_lib.entry_lines(split_file)
   origin = {(k, it.path): f"{split_file}:{n}" for k in items for it, n in zip(items[k], lines[k])}
   if data_cfg.shots > 0:
@@ -85,15 +87,17 @@ def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
     fewshot.write_selection(workdir / "fewshot_selection.json", items, shots=data_cfg.shots,
                             seed=seed, split_file=str(split_file))
 
-  def examples(split, its):
+  def source(split, its):
+    if prepared:  # records written (and validated) by biomedjax.data.prepare
+      return ArrayRecordSource(prepared, split).select(its)
     ex = readers.from_items(its, image_root, [origin.get((split, it.path), it.path) for it in its])
-    return validate_images(ex, data_cfg.skip_bad_images)
+    return ImageFileSource(validate_images(ex, data_cfg.skip_bad_images))
 
   return RunData(
       classnames=tuple(fewshot.classnames_of(items["train"])),
-      splits={k: examples(k, v) for k, v in items.items() if v},
+      splits={k: source(k, v) for k, v in items.items() if v},
       novel_classnames=tuple(fewshot.classnames_of(novel["test"])) if novel else (),
-      novel_test=examples("test", novel["test"]) if novel else [])
+      novel_test=source("test", novel["test"]) if novel else None)
 
 
 def vocabulary_words(config, data: RunData) -> list[str]:
@@ -119,6 +123,3 @@ def load_llm_prompts(path: str) -> dict[str, tuple[str, ...]] | None:
 def make_task(classnames, data_cfg) -> Task:
   return Task(tuple(classnames), data_cfg.template, load_llm_prompts(data_cfg.llm_prompts))
 
-
-def source(examples) -> ImageFileSource:
-  return ImageFileSource(examples)
