@@ -1,9 +1,9 @@
 """BiomedCoOp (METHODS.md §8): CoOp + LLM prompt-ensemble teacher (SCCM MSE, KDSP KL, tau pruning).
 
-  python launch.py --config configs/biomedcoop.py:dataset=btmri,shots=16,seed=1,model=ckpt/biomedclip,prompts=prompt_ensembles.json \
-      --workdir runs/biomedcoop/btmri/16shot/seed1
-  python launch.py --config configs/biomedcoop.py:setting=base2novel,dataset=kvasir,model=ckpt/biomedclip,prompts=prompt_ensembles.json \
-      --workdir runs/biomedcoop_b2n/kvasir/seed1
+  python launch.py --config configs/biomedcoop.py:dataset=btmri,shots=16,seed=1,\
+model=ckpt/biomedclip,prompts=prompt_ensembles.json --workdir runs/biomedcoop/btmri/16shot/seed1
+  python launch.py --config configs/biomedcoop.py:setting=base2novel,dataset=kvasir,\
+model=ckpt/biomedclip,prompts=prompt_ensembles.json --workdir runs/biomedcoop_b2n/kvasir/seed1
   python launch.py --config configs/biomedcoop.py --config.model.init=ckpt/biomedclip \
       --config.data.llm_prompts=prompt_ensembles.json --workdir runs/biomedcoop --sweep=run
 

@@ -2,8 +2,8 @@
 
   python launch.py --config configs/cocoop.py:dataset=btmri,shots=16,seed=1,model=ckpt/biomedclip \
       --workdir runs/cocoop/btmri/16shot/seed1
-  python launch.py --config configs/cocoop.py:setting=base2novel,dataset=btmri,model=ckpt/biomedclip \
-      --workdir runs/cocoop_b2n/btmri/seed1
+  python launch.py --config configs/cocoop.py:setting=base2novel,dataset=btmri,\
+model=ckpt/biomedclip --workdir runs/cocoop_b2n/btmri/seed1
   python launch.py --config configs/cocoop.py --config.model.init=ckpt/biomedclip \
       --workdir runs/cocoop --sweep=run
 

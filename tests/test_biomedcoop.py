@@ -221,3 +221,34 @@ def test_train_and_evaluate_end_to_end(tmp_path):
   assert (tmp_path / "run" / "results.json").is_file()
   assert results["method"] == "biomedcoop"
   assert results["test"]["accuracy"] > 0.4, results["test"]  # 4 classes: chance is 0.25
+
+
+def test_config_tables_and_sweeps():
+  from configs import biomedcoop as cfg_lib
+  # METHODS.md §8, typed here from the spec: (lambda_sccm, lambda_kdsp, tau) few-shot.
+  spec = {"btmri": (0.5, 0.25, 1.5), "busi": (0.75, 0.75, 1.5), "chmnist": (0.25, 0.25, 1.5),
+          "covid_19": (0.5, 2.0, 1.5), "ctkidney": (1.0, 0.5, 1.5),
+          "dermamnist": (5.0, 20.0, 1.5), "kneexray": (5.0, 20.0, 1.75),
+          "kvasir": (0.75, 0.75, 1.5), "lungcolon": (0.5, 0.5, 1.5),
+          "octmnist": (1.0, 0.75, 1.5), "retina": (0.25, 0.25, 1.5)}
+  for dataset, want in spec.items():
+    c = cfg_lib.get_config(f"dataset={dataset},prompts=p.json")
+    m = c.method
+    assert (m.lambda_sccm, m.lambda_kdsp, m.tau) == want, dataset
+    assert (c.data.batch_size, c.optim.lr, c.optim.epochs, c.optim.warmup_lr) == (
+        4, 0.0025, 100, 1e-5)
+    assert (m.n_ctx, m.ctx_init, m.csc, m.n_prompts) == (4, "a photo of a", False, 50)
+    assert c.data.llm_prompts == "p.json"
+  for dataset, want in {"btmri": (0.5, 0.5, 1.25), "kvasir": (1.0, 1.0, 1.25)}.items():
+    c = cfg_lib.get_config(f"dataset={dataset},setting=base2novel")
+    assert (c.method.lambda_sccm, c.method.lambda_kdsp, c.method.tau) == want
+    assert c.optim.epochs == 50 and c.data.setting == "base2novel"
+  points = []
+  cfg_lib.sweep(lambda **kw: points.append(kw["arg"]), None)
+  assert len(points) == 11 * 5 * 3 and len(set(points)) == len(points)
+  points = []
+  cfg_lib.sweep(lambda **kw: points.append(kw["arg"]), "setting=base2novel,prompts=/x.json")
+  assert len(points) == 11 * 3 and all("setting=base2novel" in p and "shots=16" in p
+                                       and "prompts=/x.json" in p for p in points)
+  with pytest.raises(ValueError, match="setting='zero'"):
+    cfg_lib.get_config("setting=zero")

@@ -135,3 +135,18 @@ def test_train_and_evaluate_end_to_end(tmp_path):
   assert (tmp_path / "run" / "results.json").is_file()
   assert results["method"] == "cocoop"
   assert results["test"]["accuracy"] > 0.4, results["test"]  # 4 classes: chance is 0.25
+
+
+def test_config_and_sweeps():
+  from configs import cocoop as cfg_lib
+  c = cfg_lib.get_config("dataset=kvasir,shots=4,seed=2")
+  assert (c.method.name, c.method.n_ctx, c.method.ctx_init, c.method.csc) == (
+      "cocoop", 4, "a photo of a", False)
+  assert (c.data.batch_size, c.optim.lr, c.optim.epochs, c.data.shots, c.seed) == (
+      1, 0.001, 10, 4, 2)
+  points = []
+  cfg_lib.sweep(lambda **kw: points.append(kw["arg"]), None)
+  assert len(points) == 11 * 5 * 3
+  points = []
+  cfg_lib.sweep(lambda **kw: points.append(kw["arg"]), "setting=base2novel")
+  assert len(points) == 11 * 3 and all("setting=base2novel" in p for p in points)

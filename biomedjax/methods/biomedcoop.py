@@ -1,4 +1,4 @@
-"""BiomedCoOp: CoOp regularised by a frozen teacher built from LLM prompt ensembles (METHODS.md §8).
+"""BiomedCoOp: CoOp regularised by a frozen teacher from LLM prompt ensembles (METHODS.md §8).
 
 CoOp's learned prompts are pulled towards what an LLM says each class looks like, in two ways:
 
@@ -73,7 +73,7 @@ def teacher_logits(image: jax.Array, llm_features: jax.Array, scale, tau: float)
 
 
 def kl_per_logit(student_logits: jax.Array, teacher_logits: jax.Array) -> jax.Array:
-  """torch ``kl_div(log_softmax(student), log_softmax(teacher), "sum", log_target=True)`` / numel."""
+  """``kl_div(log_softmax(student), log_softmax(teacher), "sum", log_target=True) / numel``."""
   log_q = jax.nn.log_softmax(teacher_logits, axis=-1)
   log_p = jax.nn.log_softmax(student_logits, axis=-1)
   return jnp.sum(jnp.exp(log_q) * (log_q - log_p)) / student_logits.size
