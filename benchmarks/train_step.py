@@ -13,10 +13,10 @@ SGD momentum 0.9 + weight decay 5e-4 update.
 
 Both warm (compiled / first step done) before timing; the median of ``--steps`` steps is
 reported. ``--breakdown`` adds the two halves of a step: image-tower forward (same work on both
-sides) and text tower forward + backward. Each method is one row of ``ROWS``: add BiomedCoOp or
-CoCoOp by writing its two step builders.
+sides) and text tower forward + backward. Each method is one row of ``ROWS``. BiomedCoOp (batch 4)
+and CoCoOp (batch 1) run at their reference batch sizes, the first rows of the batch.
 
-  python benchmarks/train_step.py [--batch 32] [--steps 3] [--breakdown]
+  python benchmarks/train_step.py [--batch 32] [--steps 3] [--breakdown] [--rows biomedcoop,cocoop]
 """
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ import optax  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from biomedjax.methods import coop  # noqa: E402
+from biomedjax.methods import biomedcoop, cocoop, coop  # noqa: E402
 from biomedjax.methods.base import Task  # noqa: E402
 from tests.parity import method_fixture  # noqa: E402
+from tests.parity.reference_biomedcoop import TorchBiomedCoOp  # noqa: E402
+from tests.parity.reference_cocoop import TorchCoCoOp  # noqa: E402
 from tests.parity.reference_coop import TorchCoOp  # noqa: E402
 
 BTMRI = ("glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain")
@@ -103,7 +105,57 @@ def coop_row(side, batch):
           torch_train_step(ref, batch))
 
 
-ROWS = (coop_row,)  # BiomedCoOp, CoCoOp: add (name, jax step, torch step) builders here
+def torch_loss_step(model, batch):
+  """-> one reference step of a module whose ``forward(pixels, labels)`` returns (loss, ...)."""
+  params = [p for p in model.parameters() if p.requires_grad]
+  opt = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD)
+  pixels = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous()
+  labels = torch.from_numpy(batch["label"]).long()
+
+  def run():
+    loss = model(pixels, labels)[0]
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+  return run
+
+
+def biomedcoop_row(side, batch):
+  """BiomedCoOp at its reference batch 4 with 50 LLM prompts per class.
+
+  The LLM prompt features are encoded once, untimed, on both sides (the reference does it at
+  construction); torch then runs the image tower twice per step, prompts at 256 tokens and the
+  prompt scores in a Python loop; JAX one image forward and bucketed prompts.
+  """
+  torch_model, tokenizer, backbone, params = side
+  batch = {k: v[:4] for k, v in batch.items()}
+  prompts = {c: tuple(f"a photo of a {c}, description number {i}." for i in range(50))
+             for c in BTMRI}
+  method = biomedcoop.build(backbone, Task(BTMRI, llm_prompts=prompts), {"n_prompts": 50})
+  llm = np.array(method.prepare(params)["llm_features"])
+  ctx = np.asarray(method.init(jax.random.key(0), {"backbone": params})["ctx"])
+  torch_model.requires_grad_(False)  # the reference trains the prompt learner only
+  ref = TorchBiomedCoOp(torch_model, tokenizer, BTMRI, prompts, ctx,
+                        dict(tau=1.5, lambda_sccm=0.5, lambda_kdsp=0.25),
+                        fixed=torch.from_numpy(llm))
+  return ("BiomedCoOp (batch 4, 50 LLM prompts/class)", jax_train_step(method, params, batch),
+          torch_loss_step(ref, batch))
+
+
+def cocoop_row(side, batch):
+  """CoCoOp at its reference batch 1: torch runs the text tower once per image, 256 tokens."""
+  torch_model, tokenizer, backbone, params = side
+  batch = {k: v[:1] for k, v in batch.items()}
+  method = cocoop.build(backbone, Task(BTMRI), {})
+  frozen = {"backbone": params, **method.prepare(params)}
+  trainable = jax.tree.map(np.asarray, method.init(jax.random.key(0), frozen))
+  torch_model.requires_grad_(False)
+  ref = TorchCoCoOp(torch_model, tokenizer, BTMRI, trainable["ctx"], trainable["meta_net"],
+                    "a photo of a")
+  return ("CoCoOp (batch 1)", jax_train_step(method, params, batch), torch_loss_step(ref, batch))
+
+
+ROWS = {"coop": coop_row, "biomedcoop": biomedcoop_row, "cocoop": cocoop_row}
 
 
 def breakdown(side, batch, steps):
@@ -145,6 +197,7 @@ def main():
   ap.add_argument("--batch", type=int, default=32)
   ap.add_argument("--steps", type=int, default=3)
   ap.add_argument("--breakdown", action="store_true")
+  ap.add_argument("--rows", default=",".join(ROWS), help="comma-separated subset of ROWS")
   args = ap.parse_args()
   jax.config.update("jax_default_matmul_precision", "highest")  # fp32 like torch; no TF32
   rng = np.random.default_rng(0)
@@ -155,8 +208,8 @@ def main():
   print(f"{'':44s} {'jax s':>8s} {'torch s':>8s} {'speed-up':>9s}", flush=True)
   with tempfile.TemporaryDirectory() as tmp:
     side = method_fixture.build(pathlib.Path(tmp), "biomedclip", seed=0)
-    for make_row in ROWS:
-      name, jax_step, torch_step = make_row(side, batch)
+    for row in args.rows.split(","):
+      name, jax_step, torch_step = ROWS[row](side, batch)
       _print_row(name, median_seconds(jax_step, args.steps),
                  median_seconds(torch_step, args.steps))
     if args.breakdown:
