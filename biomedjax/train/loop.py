@@ -86,6 +86,24 @@ def train(method, frozen, data, config, workdir, mesh, writer):
   return trainable, history
 
 
+def _eval_targets(config, data, backbone, params, method, frozen, mesh):
+  """(result key, feature-cache key, method, its frozen pytree, source, classnames) per split.
+
+  Base-to-novel evaluates the novel classes with a second method object built for their names
+  and the same trained pytree (a unified context transfers to unseen class names).
+  """
+  test_key = "test" if config.data.setting == "few_shot" else "base"
+  targets = [("val", "val", method, frozen, data.splits.get("val"), data.classnames),
+             (test_key, "test", method, frozen, data.splits["test"], data.classnames)]
+  if config.data.setting == "base2novel":
+    novel = METHODS[config.method.name](
+        backbone, setup.make_task(data.novel_classnames, config.data), config.method)
+    novel_frozen = sharding.replicate({"backbone": params, **novel.prepare(params)}, mesh)
+    targets.append(("novel", "novel_test", novel, novel_frozen, data.novel_test,
+                    data.novel_classnames))
+  return [t for t in targets if t[4] is not None]
+
+
 def train_and_evaluate(config, workdir) -> dict:
   from tensorboardX import SummaryWriter
   workdir = pathlib.Path(workdir)
@@ -121,24 +139,14 @@ def train_and_evaluate(config, workdir) -> dict:
   results = {"method": config.method.name, "dataset": config.data.dataset,
              "shots": config.data.shots, "seed": config.seed, "setting": config.data.setting,
              "train_loss": history}
-  logits_fn = step_lib.make_logits_fn(method)
-  splits = [("val", "val", method, data.splits.get("val"), data.classnames),
-            ("test" if config.data.setting == "few_shot" else "base", "test", method,
-             data.splits["test"], data.classnames)]
-  if config.data.setting == "base2novel":
-    novel = METHODS[config.method.name](
-        backbone, setup.make_task(data.novel_classnames, config.data), config.method)
-    novel_frozen = sharding.replicate({"backbone": params, **novel.prepare(params)}, mesh)
-    splits.append(("novel", "novel_test", novel, data.novel_test, data.novel_classnames))
-  for name, cache_key, m, examples, classnames in splits:
-    if examples is None:
-      continue
-    fz = novel_frozen if m is not method else frozen
+  for name, cache_key, m, fz, source, classnames in _eval_targets(config, data, backbone, params,
+                                                                  method, frozen, mesh):
+    logits_fn = step_lib.make_logits_fn(m)
     if m.eval_on_features:
-      feats, labels = image_features(cache_key, examples)
+      feats, labels = image_features(cache_key, source)
       logits = np.asarray(logits_fn(trainable, fz, jnp.asarray(feats)))
     else:
-      logits, labels = evaluate.map_images(lambda px: logits_fn(trainable, fz, px), examples,
+      logits, labels = evaluate.map_images(lambda px: logits_fn(trainable, fz, px), source,
                                            mesh, config.data, f"eval {name}",
                                            config.train.progress)
     results[name] = evaluate.report(logits, labels, classnames)
