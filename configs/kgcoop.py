@@ -2,7 +2,8 @@
 
   python launch.py --config configs/kgcoop.py:dataset=btmri,shots=16,seed=1,model=ckpt/biomedclip \
       --workdir runs/kgcoop/btmri/16shot/seed1
-  python launch.py --config configs/kgcoop.py:setting=base2novel,dataset=btmri,model=ckpt/biomedclip \
+  python launch.py \
+      --config configs/kgcoop.py:setting=base2novel,dataset=btmri,model=ckpt/biomedclip \
       --workdir runs/kgcoop_b2n/btmri/seed1
   python launch.py --config configs/kgcoop.py --config.model.init=ckpt/biomedclip \
       --workdir runs/kgcoop --sweep=print

@@ -2,7 +2,8 @@
 
   python launch.py --config configs/prograd.py:dataset=btmri,shots=16,seed=1,model=ckpt/biomedclip \
       --workdir runs/prograd/btmri/16shot/seed1
-  python launch.py --config configs/prograd.py:setting=base2novel,dataset=btmri,model=ckpt/biomedclip \
+  python launch.py \
+      --config configs/prograd.py:setting=base2novel,dataset=btmri,model=ckpt/biomedclip \
       --workdir runs/prograd_b2n/btmri/seed1
   python launch.py --config configs/prograd.py --config.model.init=ckpt/biomedclip \
       --workdir runs/prograd --sweep=print

@@ -29,8 +29,8 @@ def test_prepare_holds_template_features(tiny):
                              pmc.template_features(backbone, params, CLASSES), atol=1e-6)
   # ctx initialised from "a photo of a": the learned prompts ARE the template, drift is 0.
   full = {"backbone": params, **frozen}
-  _, aux = method.loss(method.init(jax.random.key(0), full), full,
-                       pmc.synthetic_batch(4), jax.random.key(0))
+  _, aux = jax.jit(method.loss)(method.init(jax.random.key(0), full), full,
+                                pmc.synthetic_batch(4), jax.random.key(0))
   assert abs(float(aux["kg"])) < 1e-6
 
 
@@ -108,6 +108,6 @@ def test_config_reference_values_and_sweeps():
 def test_end_to_end_tiny_run(tmp_path):
   config = kgcoop_config.get_config("dataset=synthetic,shots=16,seed=1")
   config.method.csc = True
-  results = pmc.tiny_run(config, tmp_path / "run", epochs=20, lr=0.02)
+  results = pmc.tiny_run(config, tmp_path / "run", epochs=10, lr=0.02)
   assert results["method"] == "kgcoop"
   assert results["test"]["accuracy"] > 0.4  # 4 classes: chance is 0.25

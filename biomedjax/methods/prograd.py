@@ -1,4 +1,4 @@
-"""ProGrad: CoOp whose cross-entropy gradient never opposes a teacher's KL gradient (METHODS.md §7).
+"""ProGrad: CoOp whose CE gradient never opposes a teacher's KL gradient (METHODS.md §7).
 
 Per step, with student logits s (CoOp's) and teacher logits z:
 

@@ -65,7 +65,8 @@ def run_both(torch_model, tokenizer, backbone, params, classnames, opts, batch_s
                                                     opts.get("w", 2.0))
   ref_loss.backward()
   assert float(ref_penalty) > 1e-4  # the W term is active
-  pairs = {"loss": (loss, ref_loss), "ce": (aux["ce"], ref_ce), "grad": (grads["ctx"], ref.ctx.grad)}
+  pairs = {"loss": (loss, ref_loss), "ce": (aux["ce"], ref_ce),
+           "grad": (grads["ctx"], ref.ctx.grad)}
   for name, (ours, theirs) in pairs.items():
     theirs = theirs.detach().numpy()
     assert np.shape(ours) == np.shape(theirs), name

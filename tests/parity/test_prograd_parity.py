@@ -1,4 +1,4 @@
-"""ProGrad vs a PyTorch transcription of the reference ProGrad update (METHODS.md §7), same weights.
+"""ProGrad vs a PyTorch transcription of the reference ProGrad step (METHODS.md §7), same weights.
 
 The torch side is the reference trainer's step, written out: student logits from the reference
 prompt learner at 256 tokens (``reference_coop.TorchCoOp``); the teacher either the zero-shot
@@ -144,7 +144,8 @@ def tiny(tmp_path_factory):
       if p.ndim == 2:
         p.mul_(4.0)
   state = {k: v.numpy() for k, v in torch_model.state_dict().items()}
-  return torch_model, tokenizer, backbone, jax.device_put(map_state_dict(state, model_config.tiny()))
+  params = jax.device_put(map_state_dict(state, model_config.tiny()))
+  return torch_model, tokenizer, backbone, params
 
 
 CLASSES = ("glioma tumor", "kidney_cyst", "normal brain", "x ray of lungs")
