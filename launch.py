@@ -32,21 +32,28 @@ def _multiprocess() -> bool:
               or int(env.get("SLURM_NTASKS", "1")) > 1)
 
 
+def _merge_args(base: str, point: str) -> str:
+  """The command's config-string arguments with a sweep point's on top (point wins)."""
+  items = dict(i.partition("=")[::2] for i in base.split(",") if i)
+  items.update(i.partition("=")[::2] for i in point.split(",") if i)
+  return ",".join(f"{k}={v}" if v else k for k, v in items.items())
+
+
 def _sweep_commands(argv) -> list[tuple[list[str], pathlib.Path]]:
   """One launch command per sweep point, with this command's --config.* overrides kept."""
   import importlib.util
-  file = config_flags.get_config_filename(FLAGS["config"]).split(":")[0]
+  file, _, base_arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")
   spec = importlib.util.spec_from_file_location("sweep_config", file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   points = []
-  module.sweep(lambda **kw: points.append(kw["arg"]), None)
+  module.sweep(lambda **kw: points.append(kw["arg"]), base_arg or None)
   overrides = [a for a in argv[1:] if a.startswith("--config.")]
   out = []
   for point in points:
     workdir = pathlib.Path(FLAGS.workdir) / point.replace(",", "_").replace("=", "-")
-    cmd = [sys.executable, __file__, f"--config={file}:{point}", *overrides,
-           f"--workdir={workdir}"]
+    cmd = [sys.executable, __file__, f"--config={file}:{_merge_args(base_arg, point)}",
+           *overrides, f"--workdir={workdir}"]
     out.append((cmd, workdir))
   return out
 

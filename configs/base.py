@@ -57,3 +57,16 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
 
 def parse(arg, **extra) -> mlc.ConfigDict:
   return common.parse_arg(arg, **RUN_ARGS, **extra)
+
+
+def sweep(add, arg=None, **extra_args) -> None:
+  """The benchmark grid every method config sweeps: datasets x K x seeds, or with
+  ``setting=base2novel`` in ``arg`` datasets x seeds at 16 shots (the reference's protocol).
+
+  launch.py merges the command's own config arguments (``model``, ``root``, ...) into every
+  point, so they need no carrying here. ``extra_args`` declares a config file's extra keys.
+  """
+  if parse(arg, **extra_args).setting == "base2novel":
+    common.fewshot_grid(add, shots=(16,), setting="base2novel")
+  else:
+    common.fewshot_grid(add)

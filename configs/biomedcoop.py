@@ -19,7 +19,7 @@ Datasets outside the tables (``synthetic``, custom split files) use the referenc
 
 import ml_collections as mlc
 
-from configs import base, common
+from configs import base
 
 # dataset: (lambda_sccm, lambda_kdsp, tau), few-shot configs of the reference.
 FEW_SHOT = {
@@ -72,10 +72,4 @@ def get_config(arg=None):
 
 
 def sweep(add, arg=None):
-  """Few-shot grid (datasets x K x seeds); ``setting=base2novel`` in ``arg``: 16 shots x seeds."""
-  a = common.parse_arg(arg, setting="few_shot", prompts="")
-  fixed = {"prompts": a.prompts} if a.prompts else {}
-  if a.setting == "base2novel":
-    common.fewshot_grid(add, shots=(16,), setting="base2novel", **fixed)
-  else:
-    common.fewshot_grid(add, **fixed)
+  base.sweep(add, arg, prompts="")

@@ -14,7 +14,7 @@ every dataset and does not give separate base-to-novel values, so base-to-novel 
 
 import ml_collections as mlc
 
-from configs import base, common
+from configs import base
 
 
 def get_config(arg=None):
@@ -29,9 +29,4 @@ def get_config(arg=None):
 
 
 def sweep(add, arg=None):
-  """Few-shot grid (datasets x K x seeds); ``setting=base2novel`` in ``arg``: 16 shots x seeds."""
-  a = common.parse_arg(arg, setting="few_shot")
-  if a.setting == "base2novel":
-    common.fewshot_grid(add, shots=(16,), setting="base2novel")
-  else:
-    common.fewshot_grid(add)
+  base.sweep(add, arg)

@@ -10,7 +10,7 @@ N_CTX 4 initialised from "a photo of a", unified context, class token at the end
 
 import ml_collections as mlc
 
-from configs import base, common
+from configs import base
 
 
 def get_config(arg=None):
@@ -25,4 +25,4 @@ def get_config(arg=None):
 
 
 def sweep(add, arg=None):
-  common.fewshot_grid(add)
+  base.sweep(add, arg)

@@ -6,7 +6,7 @@
 
 import ml_collections as mlc
 
-from configs import base, common
+from configs import base
 
 
 def get_config(arg=None):
@@ -17,4 +17,4 @@ def get_config(arg=None):
 
 
 def sweep(add, arg=None):
-  common.fewshot_grid(add)
+  base.sweep(add, arg)

@@ -19,14 +19,13 @@ configs are read into the spec).
 
 import ml_collections as mlc
 
-from configs import base, common
+from configs import base
 
 # setting -> hyperparameters (the same for every dataset; see the docstring).
 SETTINGS = {
     "few_shot": dict(temperature=2.0, lam=1.0, batch_size=128, lr=0.002, epochs=100),
     "base2novel": dict(temperature=2.0, lam=1.0, batch_size=128, lr=0.002, epochs=100),
 }
-BASE2NOVEL_SHOTS = 16
 
 
 def get_config(arg=None):
@@ -45,13 +44,4 @@ def get_config(arg=None):
 
 
 def sweep(add, arg=None):
-  """Few-shot: datasets x K x seeds; ``setting=base2novel``: datasets x seeds at 16 shots.
-
-  ``model`` and ``root`` given in ``arg`` are carried into every point.
-  """
-  a = base.parse(arg)
-  fixed = {k: a[k] for k in ("model", "root") if a[k] != base.RUN_ARGS[k]}
-  if a.setting == "base2novel":
-    common.fewshot_grid(add, shots=(BASE2NOVEL_SHOTS,), setting="base2novel", **fixed)
-  else:
-    common.fewshot_grid(add, **fixed)
+  base.sweep(add, arg)

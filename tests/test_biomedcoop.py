@@ -248,7 +248,18 @@ def test_config_tables_and_sweeps():
   assert len(points) == 11 * 5 * 3 and len(set(points)) == len(points)
   points = []
   cfg_lib.sweep(lambda **kw: points.append(kw["arg"]), "setting=base2novel,prompts=/x.json")
+  # launch.py merges the command's own args (prompts=...) into each point (tests/test_train.py)
   assert len(points) == 11 * 3 and all("setting=base2novel" in p and "shots=16" in p
-                                       and "prompts=/x.json" in p for p in points)
+                                       for p in points)
   with pytest.raises(ValueError, match="setting='zero'"):
     cfg_lib.get_config("setting=zero")
+
+
+def test_every_catalog_dataset_has_llm_prompts_in_the_published_file(shared_dir):
+  from biomedjax.data import catalog
+  path = shared_dir / "data" / "biomedcoop" / "prompt_ensembles.json"
+  if not path.exists():
+    pytest.skip(f"{path} absent")
+  keys = set(json.loads(path.read_text())["llm_prompts"])
+  for key, info in catalog.DATASETS.items():
+    assert set(info.classnames) <= keys, (key, sorted(set(info.classnames) - keys))

@@ -14,6 +14,7 @@ from scipy.special import log_softmax, softmax
 
 from biomedjax.methods import METHODS, prograd
 from biomedjax.methods.base import Task
+from configs import common
 from configs import prograd as prograd_config
 from tests import prompt_method_checks as pmc
 from tests import tiny_backbone
@@ -187,7 +188,7 @@ def test_config_reference_values_and_sweeps():
   few, base2novel = [], []
   prograd_config.sweep(lambda **kw: few.append(kw["arg"]))
   prograd_config.sweep(lambda **kw: base2novel.append(kw["arg"]), "setting=base2novel")
-  n_datasets = len(prograd_config.common.DATASETS)
+  n_datasets = len(common.DATASETS)
   assert len(few) == n_datasets * 15 and len(base2novel) == n_datasets * 3
   for point in few[:3] + base2novel[:3]:
     assert prograd_config.get_config(point).method.name == "prograd"

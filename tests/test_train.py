@@ -169,7 +169,7 @@ def test_sweep_prints_the_grid_and_skips_finished_runs(tmp_path):
   done = tmp_path / "dataset-btmri_shots-1_seed-1"
   done.mkdir(parents=True)
   (done / "results.json").write_text("{}")
-  run = subprocess.run([sys.executable, "launch.py", "--config=configs/coop.py",
+  run = subprocess.run([sys.executable, "launch.py", "--config=configs/coop.py:model=ckpt/x",
                         "--config.optim.lr=0.001", f"--workdir={tmp_path}", "--sweep=print"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
   assert run.returncode == 0, run.stderr[-2000:]
@@ -177,6 +177,7 @@ def test_sweep_prints_the_grid_and_skips_finished_runs(tmp_path):
   assert len(lines) == 11 * 5 * 3 - 1
   assert not any("dataset=btmri,shots=1,seed=1 " in line for line in lines)
   assert all("--config.optim.lr=0.001" in line for line in lines)
+  assert all(":model=ckpt/x,dataset=" in line for line in lines)  # the command's own args kept
 
 
 def test_prepared_arrayrecord_data_gives_the_same_results_as_image_files(tmp_path):

@@ -58,8 +58,10 @@ DATASETS = {
     "lungcolon": _info("LungColon", "colon adenocarcinoma", "colon benign tissue",
                        "lung adenocarcinoma", "lung benign tissue",
                        "lung squamous cell carcinoma"),
-    # No published split file: prepare.py generates one from the class folders (sorted order).
-    "octmnist": _info("OCTMNIST", "CNV", "DME", "drusen", "normal"),
+    # No published split file: prepare.py generates one from the class folders (sorted order:
+    # CNV, DME, DRUSEN, NORMAL). The names are the reference's, as its LLM prompt file keys them.
+    "octmnist": _info("OCTMNIST", "choroidal neovascularization", "diabetic macular edema",
+                      "drusen", "normal OCT scan"),
     "retina": _info("RETINA", "diabetic retinopathy", "glaucoma", "cataract", "normal retina"),
 }
 

@@ -75,7 +75,8 @@ def test_missing_split_file_is_generated_from_folders(tmp_path):
       write_png(tmp_path / "raw/OCTMNIST/OCTMNIST" / c / f"{i}.png", i)
   out = prepare.prepare("octmnist", tmp_path / "raw", tmp_path / "out")
   generated = splits.read_split_file(tmp_path / "out/split_OCTMNIST.json",
-                                     ["CNV", "DME", "drusen", "normal"])
+                                     ["choroidal neovascularization", "diabetic macular edema",
+                                      "drusen", "normal OCT scan"])
   # per class: round(2.5) = 2 (Python rounds half to even, as in Dassl), round(1.0) = 1, rest 2
   assert [len(generated[s]) for s in splits.SPLITS] == [8, 4, 8]
   src = sources.ArrayRecordSource(out, "test")
