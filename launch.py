@@ -39,7 +39,16 @@ def _merge_args(base: str, point: str) -> str:
   return ",".join(f"{k}={v}" if v else k for k, v in items.items())
 
 
-def _sweep_commands(argv) -> list[tuple[list[str], pathlib.Path]]:
+def _config_overrides(args: list[str]) -> list[str]:
+  """This command's ``--config.x=y`` / ``--config.x y`` flags (absl strips them from argv)."""
+  out = []
+  for i, a in enumerate(args):
+    if a.startswith("--config."):
+      out.append(a if "=" in a or i + 1 == len(args) else f"{a}={args[i + 1]}")
+  return out
+
+
+def _sweep_commands() -> list[tuple[list[str], pathlib.Path]]:
   """One launch command per sweep point, with this command's --config.* overrides kept."""
   import importlib.util
   file, _, base_arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")
@@ -48,7 +57,7 @@ def _sweep_commands(argv) -> list[tuple[list[str], pathlib.Path]]:
   spec.loader.exec_module(module)
   points = []
   module.sweep(lambda **kw: points.append(kw["arg"]), base_arg or None)
-  overrides = [a for a in argv[1:] if a.startswith("--config.")]
+  overrides = _config_overrides(sys.argv[1:])
   out = []
   for point in points:
     workdir = pathlib.Path(FLAGS.workdir) / point.replace(",", "_").replace("=", "-")
@@ -58,9 +67,9 @@ def _sweep_commands(argv) -> list[tuple[list[str], pathlib.Path]]:
   return out
 
 
-def run_sweep(argv, mode: str) -> None:
+def run_sweep(mode: str) -> None:
   from biomedjax import report
-  commands = _sweep_commands(argv)
+  commands = _sweep_commands()
   for cmd, workdir in commands:
     if (workdir / "results.json").exists():
       logging.info("done, skipping: %s", workdir)
@@ -83,7 +92,7 @@ def main(argv):
     jax.distributed.initialize()
   mode = FLAGS.sweep or ("run" if FLAGS.config.run_sweep else "")
   if mode:
-    return run_sweep(argv, mode)
+    return run_sweep(mode)
   from biomedjax.train.loop import train_and_evaluate
   train_and_evaluate(FLAGS.config, FLAGS.workdir)
 

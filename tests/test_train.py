@@ -170,7 +170,7 @@ def test_sweep_prints_the_grid_and_skips_finished_runs(tmp_path):
   done.mkdir(parents=True)
   (done / "results.json").write_text("{}")
   run = subprocess.run([sys.executable, "launch.py", "--config=configs/coop.py:model=ckpt/x",
-                        "--config.optim.lr=0.001", f"--workdir={tmp_path}", "--sweep=print"],
+                        "--config.optim.lr", "0.001", f"--workdir={tmp_path}", "--sweep=print"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
   assert run.returncode == 0, run.stderr[-2000:]
   lines = run.stdout.strip().splitlines()
