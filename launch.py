@@ -18,6 +18,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+import biomedjax  # noqa: F401  (sets its XLA CPU flag before JAX starts)
+
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "configs/<method>.py[:args]", lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory (created; resumed if it exists)")

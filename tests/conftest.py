@@ -12,6 +12,7 @@ os.environ["XLA_FLAGS"] = (
 
 import pathlib  # noqa: E402
 
+import biomedjax  # noqa: E402,F401  (adds its XLA CPU flag before JAX starts)
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
