@@ -11,7 +11,6 @@ import statistics
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import torch
 
@@ -182,19 +181,7 @@ def test_sgd_reduces_loss_and_changes_only_ctx(tiny):
   before = jax.tree.map(np.array, frozen)
   trainable = method.init(jax.random.key(0), frozen)
   ctx0 = np.array(trainable["ctx"])
-  tx = optax.sgd(0.5, momentum=0.9)
-
-  @jax.jit
-  def step(trainable, opt_state, frozen, batch):
-    (loss, _), grads = jax.value_and_grad(method.loss, has_aux=True)(
-        trainable, frozen, batch, jax.random.key(0))
-    updates, opt_state = tx.update(grads, opt_state, trainable)
-    return optax.apply_updates(trainable, updates), opt_state, loss
-
-  batch, opt_state, losses = _batch(), tx.init(trainable), []
-  for _ in range(5):
-    trainable, opt_state, loss = step(trainable, opt_state, frozen, batch)
-    losses.append(float(loss))
+  trainable, losses = tiny_backbone.sgd_steps(method, trainable, frozen, _batch())
   assert losses[-1] < losses[0] - 0.05, losses
   assert list(trainable) == ["ctx"] and not np.array_equal(trainable["ctx"], ctx0)
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, frozen), before)

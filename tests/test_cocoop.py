@@ -8,7 +8,6 @@ logits, cross-entropy.
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from biomedjax.methods import cocoop
@@ -101,19 +100,7 @@ def test_sgd_reduces_loss_and_changes_only_trainable(tiny):
   trainable = method.init(jax.random.key(0), frozen)
   trainable["meta_net"]["linear1"]["bias"] += 0.5  # 2 hidden units: keep ReLU alive (see above)
   start = jax.tree.map(np.array, trainable)
-  tx = optax.sgd(0.5, momentum=0.9)
-
-  @jax.jit
-  def step(trainable, opt_state, frozen, batch):
-    (loss, _), grads = jax.value_and_grad(method.loss, has_aux=True)(
-        trainable, frozen, batch, jax.random.key(0))
-    updates, opt_state = tx.update(grads, opt_state, trainable)
-    return optax.apply_updates(trainable, updates), opt_state, loss
-
-  batch, opt_state, losses = _batch(4), tx.init(trainable), []
-  for _ in range(5):
-    trainable, opt_state, loss = step(trainable, opt_state, frozen, batch)
-    losses.append(float(loss))
+  trainable, losses = tiny_backbone.sgd_steps(method, trainable, frozen, _batch(4))
   assert losses[-1] < losses[0] - 0.05, losses
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), trainable, start)
   assert all(jax.tree.leaves(changed)), changed  # ctx and every meta-net leaf train

@@ -28,3 +28,27 @@ def make(tmp_dir: pathlib.Path, seed: int = 0):
 
 def word_embeddings(params):
   return params["text"]["word_embeddings"]["embedding"]
+
+
+def sgd_steps(method, trainable, frozen, batch, steps: int = 5, lr: float = 0.5):
+  """A few jitted SGD-momentum steps on one batch -> (trainable, losses).
+
+  For the "loss falls, only the trainable pytree changes" checks of every method test; the
+  engine's own step is exercised by tests/test_train.py.
+  """
+  import jax
+  import optax
+  tx = optax.sgd(lr, momentum=0.9)
+
+  @jax.jit
+  def step(trainable, opt_state, frozen, batch):
+    (loss, _), grads = jax.value_and_grad(method.loss, has_aux=True)(
+        trainable, frozen, batch, jax.random.key(0))
+    updates, opt_state = tx.update(grads, opt_state, trainable)
+    return optax.apply_updates(trainable, updates), opt_state, loss
+
+  opt_state, losses = tx.init(trainable), []
+  for _ in range(steps):
+    trainable, opt_state, loss = step(trainable, opt_state, frozen, batch)
+    losses.append(float(loss))
+  return trainable, losses

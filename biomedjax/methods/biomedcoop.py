@@ -27,8 +27,8 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from biomedjax import losses
 from biomedjax.methods import coop, options, zeroshot
 from biomedjax.methods.base import Backbone, Task
 from biomedjax.models.clip import l2_normalize
@@ -111,11 +111,11 @@ class BiomedCoOp(coop.CoOp):
     text = self.text_features(trainable, frozen)
     logits = scale * image @ text.T
     teacher, keep = teacher_logits(image, frozen["llm_features"], scale, self.opts.tau)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    ce, accuracy = losses.cross_entropy(logits, batch["label"])
     sccm = jnp.mean((text - frozen["llm_mean"]) ** 2)
     kdsp = kl_per_logit(logits, jax.lax.stop_gradient(teacher))
     loss = ce + self.opts.lambda_sccm * sccm + self.opts.lambda_kdsp * kdsp
-    return loss, {"accuracy": (logits.argmax(-1) == batch["label"]).mean(), "ce": ce,
+    return loss, {"accuracy": accuracy, "ce": ce,
                   "sccm": sccm, "kdsp": kdsp, "kept_prompts": keep.sum()}
 
 

@@ -19,8 +19,8 @@ import math
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from biomedjax import losses
 from biomedjax.methods import coop, options
 from biomedjax.methods.base import Backbone, Task
 from biomedjax.methods.prompt_learner import prompt_embeddings
@@ -92,8 +92,8 @@ class CoCoOp(coop.CoOp):
   def loss(self, trainable, frozen, batch, rng):
     feats = self.backbone.image_features(frozen["backbone"], batch["image"])
     logits = self._logits(trainable, frozen, l2_normalize(feats))
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-    return loss, {"accuracy": (logits.argmax(-1) == batch["label"]).mean()}
+    loss, accuracy = losses.cross_entropy(logits, batch["label"])
+    return loss, {"accuracy": accuracy}
 
 
 def build(backbone: Backbone, task: Task, cfg=None) -> CoCoOp:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import optax
 
+from biomedjax import losses
 from biomedjax.methods import options
 from biomedjax.methods.base import Backbone, Task
 from biomedjax.methods.prompt_learner import PromptLearner
@@ -58,8 +58,8 @@ class CoOp:
   def loss(self, trainable, frozen, batch, rng):
     feats = self.backbone.image_features(frozen["backbone"], batch["image"])
     logits = self.logits(trainable, frozen, feats)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-    return loss, {"accuracy": (logits.argmax(-1) == batch["label"]).mean()}
+    loss, accuracy = losses.cross_entropy(logits, batch["label"])
+    return loss, {"accuracy": accuracy}
 
 
 def build(backbone: Backbone, task: Task, cfg=None) -> CoOp:

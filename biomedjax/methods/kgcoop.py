@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 
 import jax.numpy as jnp
-import optax
 
+from biomedjax import losses
 from biomedjax.methods import coop, options
 from biomedjax.methods.base import Backbone, Task
 from biomedjax.methods.zeroshot import encode_prompts
@@ -54,11 +54,10 @@ class KgCoOp(coop.CoOp):
     img = l2_normalize(self.backbone.image_features(frozen["backbone"], batch["image"]))
     text = self.text_features(trainable, frozen)
     logits = self.backbone.logit_scale(frozen["backbone"]) * img @ text.T
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    ce, accuracy = losses.cross_entropy(logits, batch["label"])
     drift = 1.0 - jnp.mean(jnp.sum(text * frozen["clip_text_features"], axis=-1))
     loss = ce + self.opts.w * drift
-    return loss, {"ce": ce, "kg": drift,
-                  "accuracy": (logits.argmax(-1) == batch["label"]).mean()}
+    return loss, {"ce": ce, "kg": drift, "accuracy": accuracy}
 
 
 def build(backbone: Backbone, task: Task, cfg=None) -> KgCoOp:

@@ -19,8 +19,8 @@ import dataclasses
 
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from biomedjax import losses
 from biomedjax.methods import options
 from biomedjax.methods.base import Backbone, Task
 from biomedjax.models.clip import l2_normalize
@@ -104,8 +104,8 @@ class ZeroShot:
     """Cross-entropy on a pixel batch; not trained, but a validation loss is still useful."""
     feats = self.backbone.image_features(frozen["backbone"], batch["image"])
     logits = self.logits(trainable, frozen, feats)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-    return loss, {"accuracy": (logits.argmax(-1) == batch["label"]).mean()}
+    loss, accuracy = losses.cross_entropy(logits, batch["label"])
+    return loss, {"accuracy": accuracy}
 
 
 def build(backbone: Backbone, task: Task, cfg=None) -> ZeroShot:
