@@ -10,7 +10,6 @@ pads follow the prompt: training may run prompts at a short bucketed length inst
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 from flax import linen as nn
 
 from biomedjax.models.config import TextConfig

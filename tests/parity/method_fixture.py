@@ -27,3 +27,22 @@ def build(tmp_dir: pathlib.Path, preset: str, seed: int = 0):
   params = jax.device_put(map_state_dict(sd, cfg))
   backbone = Backbone(CLIP(cfg), Tokenizer(src, cfg.text.context_length))
   return torch_model, fx.openclip_tokenizer(src, cfg.text.context_length), backbone, params
+
+
+def max_rel(a, b) -> float:
+  """max |a - b| / max |b|, in float64: the relative error the parity tolerances bound."""
+  import numpy as np
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+def frozen_torch(model, fn):
+  """Runs ``fn`` with the (shared) torch backbone frozen, as the reference trains it: no
+  gradients for the 196M backbone weights (faster; the context gradients are the same)."""
+  flags = [p.requires_grad for p in model.parameters()]
+  model.requires_grad_(False)
+  try:
+    return fn()
+  finally:
+    for p, f in zip(model.parameters(), flags):
+      p.requires_grad_(f)

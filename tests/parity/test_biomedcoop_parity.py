@@ -31,23 +31,6 @@ def llm_prompts(classnames):
   return {c: tuple(f.format(c) for f in FORMS) for c in classnames}
 
 
-def frozen_torch(model, fn):
-  """Runs ``fn`` with the (shared) torch backbone frozen, as the reference trains it: no
-  gradients for the 196M backbone weights (faster; the context gradients are the same)."""
-  flags = [p.requires_grad for p in model.parameters()]
-  model.requires_grad_(False)
-  try:
-    return fn()
-  finally:
-    for p, f in zip(model.parameters(), flags):
-      p.requires_grad_(f)
-
-
-def _rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return float(np.abs(a - b).max() / np.abs(b).max())
-
-
 def run_both(backbone, params, torch_model, tokenizer, classnames, opts, batch_size, seed=0):
   prompts = llm_prompts(classnames)
   method = biomedcoop.build(backbone, Task(classnames, llm_prompts=prompts), opts)
@@ -68,15 +51,15 @@ def run_both(backbone, params, torch_model, tokenizer, classnames, opts, batch_s
   ref = TorchBiomedCoOp(torch_model, tokenizer, classnames, prompts, trainable["ctx"],
                         dict(tau=method.opts.tau, lambda_sccm=method.opts.lambda_sccm,
                              lambda_kdsp=method.opts.lambda_kdsp))
-  ref_loss, ref_keep, ref_z = frozen_torch(torch_model, lambda: ref.step(
+  ref_loss, ref_keep, ref_z = method_fixture.frozen_torch(torch_model, lambda: ref.step(
       torch.from_numpy(pixels).permute(0, 3, 1, 2), torch.from_numpy(labels).long()))
   # The case must be one where the teacher prunes, and not on the threshold's edge.
   assert 0 < ref_keep.sum() < len(FORMS), ref_z
   assert np.abs(np.abs(ref_z) - method.opts.tau).min() > 1e-3, ref_z
   np.testing.assert_array_equal(np.asarray(keep), ref_keep)
   assert int(aux["kept_prompts"]) == ref_keep.sum()
-  assert _rel(loss, ref_loss.detach().numpy()) < 1e-4
-  assert _rel(grads["ctx"], ref.ctx.grad.numpy()) < 1e-4, _rel(grads["ctx"], ref.ctx.grad.numpy())
+  assert method_fixture.max_rel(loss, ref_loss.detach().numpy()) < 1e-4
+  assert method_fixture.max_rel(grads["ctx"], ref.ctx.grad.numpy()) < 1e-4, method_fixture.max_rel(grads["ctx"], ref.ctx.grad.numpy())
   return aux
 
 

@@ -22,23 +22,6 @@ from tests.parity.reference_cocoop import TorchCoCoOp
 BTMRI = ("glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain")
 
 
-def frozen_torch(model, fn):
-  """Runs ``fn`` with the (shared) torch backbone frozen, as the reference trains it: no
-  gradients for the 196M backbone weights (faster; the context gradients are the same)."""
-  flags = [p.requires_grad for p in model.parameters()]
-  model.requires_grad_(False)
-  try:
-    return fn()
-  finally:
-    for p, f in zip(model.parameters(), flags):
-      p.requires_grad_(f)
-
-
-def _rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return float(np.abs(a - b).max() / np.abs(b).max())
-
-
 def run_both(backbone, params, torch_model, tokenizer, classnames, opts, batch_size,
              relu_shift=0.0, seed=0):
   method = cocoop.build(backbone, Task(classnames), opts)
@@ -54,14 +37,14 @@ def run_both(backbone, params, torch_model, tokenizer, classnames, opts, batch_s
 
   ref = TorchCoCoOp(torch_model, tokenizer, classnames, trainable["ctx"], trainable["meta_net"],
                     opts.get("ctx_init", "a photo of a"))
-  ref_loss, ref_logits = frozen_torch(torch_model, lambda: ref.step(
+  ref_loss, ref_logits = method_fixture.frozen_torch(torch_model, lambda: ref.step(
       torch.from_numpy(pixels).permute(0, 3, 1, 2), torch.from_numpy(labels).long()))
   ref_grads = {"ctx": ref.ctx.grad.numpy(), "meta_net": {
       f"linear{i}": {"kernel": layer.weight.grad.numpy().T, "bias": layer.bias.grad.numpy()}
       for i, layer in ((1, ref.meta_net[0]), (2, ref.meta_net[2]))}}
-  assert _rel(logits, ref_logits.detach().numpy()) < 1e-4
-  assert _rel(loss, ref_loss.detach().numpy()) < 1e-4
-  rel = jax.tree.map(_rel, grads, ref_grads)
+  assert method_fixture.max_rel(logits, ref_logits.detach().numpy()) < 1e-4
+  assert method_fixture.max_rel(loss, ref_loss.detach().numpy()) < 1e-4
+  rel = jax.tree.map(method_fixture.max_rel, grads, ref_grads)
   assert max(jax.tree.leaves(rel)) < 1e-4, rel
   assert min(np.abs(g).max() for g in jax.tree.leaves(ref_grads)) > 0  # every leaf has a gradient
 

@@ -23,11 +23,6 @@ from tests.parity.reference_coop import TorchCoOp
 BTMRI = ("glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain")
 
 
-def _rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return float(np.abs(a - b).max() / np.abs(b).max())
-
-
 def run_both(side, classnames, opts, batch_size=3, seed=0):
   """-> dict of (ours, reference) pairs: logits, loss and the gradient w.r.t. ctx."""
   torch_model, tokenizer, backbone, params = side
@@ -55,7 +50,7 @@ def run_both(side, classnames, opts, batch_size=3, seed=0):
 def _assert_close(pairs, tol=1e-4):
   for name, (ours, ref) in pairs.items():
     assert np.shape(ours) == np.shape(ref), name
-    assert _rel(ours, ref) < tol, (name, _rel(ours, ref))
+    assert method_fixture.max_rel(ours, ref) < tol, (name, method_fixture.max_rel(ours, ref))
 
 
 @pytest.fixture(scope="module")

@@ -41,11 +41,6 @@ def torch_kgcoop_loss(ref: TorchCoOp, tokenizer, classnames, pixels, labels, w):
   return ce + w * penalty, ce, penalty
 
 
-def _rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return float(np.abs(a - b).max() / np.abs(b).max())
-
-
 def run_both(torch_model, tokenizer, backbone, params, classnames, opts, batch_size, seed=0):
   method = kgcoop.build(backbone, Task(classnames), opts)
   frozen = {"backbone": params, **method.prepare(params)}
@@ -70,7 +65,7 @@ def run_both(torch_model, tokenizer, backbone, params, classnames, opts, batch_s
   for name, (ours, theirs) in pairs.items():
     theirs = theirs.detach().numpy()
     assert np.shape(ours) == np.shape(theirs), name
-    assert _rel(ours, theirs) < 1e-4, (name, _rel(ours, theirs))
+    assert method_fixture.max_rel(ours, theirs) < 1e-4, (name, method_fixture.max_rel(ours, theirs))
   # 1 - cos with cos within 1e-3 of 1 cancels: compare it at float32's resolution of cos instead.
   np.testing.assert_allclose(aux["kg"], ref_penalty.detach().numpy(), rtol=1e-4, atol=1e-6)
 

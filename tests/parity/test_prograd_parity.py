@@ -74,11 +74,6 @@ class TorchProGrad:
     return ce, kl, g_ce, g_kl, update, float(cos)
 
 
-def _rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return float(np.abs(a - b).max() / np.abs(b).max())
-
-
 def teacher_minus_student(ref: TorchProGrad, pixels):
   """(B, n_cls) softmax(z/T) - softmax(s/T) of the zero-shot teacher and the student."""
   images = torch.from_numpy(pixels).permute(0, 3, 1, 2)
@@ -122,9 +117,9 @@ def run_both(torch_model, tokenizer, backbone, params, classnames, opts, cases, 
                                ("update", grads["ctx"], update)]:
       theirs = theirs.detach().numpy()
       assert np.shape(ours) == np.shape(theirs), (case, name)
-      assert _rel(ours, theirs) < 1e-4, (case, name, _rel(ours, theirs))
+      assert method_fixture.max_rel(ours, theirs) < 1e-4, (case, name, method_fixture.max_rel(ours, theirs))
     if case == "conflict":  # the projection changed the update substantially
-      assert _rel(grads["ctx"], g_ce.numpy()) > 1e-2
+      assert method_fixture.max_rel(grads["ctx"], g_ce.numpy()) > 1e-2
 
 
 @pytest.fixture(scope="module")
