@@ -26,8 +26,8 @@ def make_train_step(method: Method, tx: optax.GradientTransformation, mesh):
     (loss, aux), grads = grad_fn(trainable, frozen, batch, jax.random.fold_in(rng, step))
     updates, opt_state = tx.update(grads, opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
-    metrics = {"loss": loss, **aux, "grad_norm": optax.global_norm(grads),
-               "update_norm": optax.global_norm(updates)}
+    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
+               "update_norm": optax.tree.norm(updates)}
     return trainable, opt_state, metrics
 
   repl = sharding.replicated(mesh)
