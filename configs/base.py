@@ -70,3 +70,14 @@ def sweep(add, arg=None, **extra_args) -> None:
     common.fewshot_grid(add, shots=(16,), setting="base2novel")
   else:
     common.fewshot_grid(add)
+
+
+# CoOp's prompt settings (METHODS.md §4: N_CTX 4 from "a photo of a", unified, class name at the
+# end, bucketed length), shared by every config of the CoOp family.
+COOP_PROMPT = dict(n_ctx=4, ctx_init="a photo of a", csc=False, class_token_position="end",
+                   prompt_length=0)
+
+
+def prompt_method(name: str, **fields) -> mlc.ConfigDict:
+  """``config.method`` of a CoOp-family method: CoOp's prompt settings plus its own fields."""
+  return mlc.ConfigDict(dict(name=name, **{**COOP_PROMPT, **fields}))

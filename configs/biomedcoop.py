@@ -17,8 +17,6 @@ Datasets outside the tables (``synthetic``, custom split files) use the referenc
 (0.5, 0.25) and tau 1.5 (few-shot) or 1.25 (base-to-novel).
 """
 
-import ml_collections as mlc
-
 from configs import base
 
 # dataset: (lambda_sccm, lambda_kdsp, tau), few-shot configs of the reference.
@@ -61,9 +59,8 @@ def get_config(arg=None):
   if a.setting not in EPOCHS:
     raise ValueError(f"configs/biomedcoop.py: setting={a.setting!r}, use one of {sorted(EPOCHS)}")
   sccm, kdsp, tau = table.get(a.dataset, DEFAULT[a.setting])
-  c.method = mlc.ConfigDict(dict(name="biomedcoop", n_ctx=4, ctx_init="a photo of a", csc=False,
-                                 class_token_position="end", prompt_length=0, n_prompts=50,
-                                 lambda_sccm=sccm, lambda_kdsp=kdsp, tau=tau))
+  c.method = base.prompt_method("biomedcoop", n_prompts=50, lambda_sccm=sccm,
+                                lambda_kdsp=kdsp, tau=tau)
   c.data.llm_prompts = a.prompts
   c.data.batch_size = 4
   c.optim.lr = 0.0025

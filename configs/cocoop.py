@@ -12,16 +12,13 @@ from "a photo of a", unified context, class token at the end, fp32. The spec giv
 every dataset and does not give separate base-to-novel values, so base-to-novel uses the same.
 """
 
-import ml_collections as mlc
-
 from configs import base
 
 
 def get_config(arg=None):
   a = base.parse(arg)
   c = base.get_config(a)
-  c.method = mlc.ConfigDict(dict(name="cocoop", n_ctx=4, ctx_init="a photo of a", csc=False,
-                                 class_token_position="end", prompt_length=0, eval_chunk=32))
+  c.method = base.prompt_method("cocoop", eval_chunk=32)
   c.data.batch_size = 1
   c.optim.lr = 0.001
   c.optim.epochs = 2 if a.runlocal else 10

@@ -8,16 +8,13 @@ Reference settings (vit_b16): batch 32, SGD 0.002, 100 epochs, cosine, 1 warmup 
 N_CTX 4 initialised from "a photo of a", unified context, class token at the end.
 """
 
-import ml_collections as mlc
-
 from configs import base
 
 
 def get_config(arg=None):
   a = base.parse(arg)
   c = base.get_config(a)
-  c.method = mlc.ConfigDict(dict(name="coop", n_ctx=4, ctx_init="a photo of a", csc=False,
-                                 class_token_position="end", prompt_length=0))
+  c.method = base.prompt_method("coop")
   c.data.batch_size = 32
   c.optim.lr = 0.002
   c.optim.epochs = 2 if a.runlocal else 100

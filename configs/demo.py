@@ -23,8 +23,7 @@ def get_config(arg=None):
   c.data.synthetic = mlc.ConfigDict(dict(classes=4, per_class=40, size=64))
   c.data.test_batch_size = 64
   if a.method == "coop":
-    c.method = mlc.ConfigDict(dict(name="coop", n_ctx=4, ctx_init="a photo of a", csc=True,
-                                   class_token_position="end", prompt_length=0))
+    c.method = base.prompt_method("coop", csc=True)
     c.optim.lr = 0.02
     c.optim.epochs = 30
   elif a.method == "linear_probe":

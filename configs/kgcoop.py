@@ -15,8 +15,6 @@ the row of its setting below, and the base2novel row repeats the few-shot values
 when the reference's base-to-novel configs are read into the spec).
 """
 
-import ml_collections as mlc
-
 from configs import base
 
 # setting -> hyperparameters (the same for every dataset; see the docstring).
@@ -32,8 +30,7 @@ def get_config(arg=None):
   if a.setting not in SETTINGS:
     raise ValueError(f"kgcoop config: setting={a.setting!r}; use one of {sorted(SETTINGS)}")
   s = SETTINGS[a.setting]
-  c.method = mlc.ConfigDict(dict(name="kgcoop", n_ctx=4, ctx_init="a photo of a", csc=False,
-                                 class_token_position="end", prompt_length=0, w=s["w"]))
+  c.method = base.prompt_method("kgcoop", w=s["w"])
   c.data.batch_size = s["batch_size"]
   c.optim.lr = s["lr"]
   c.optim.epochs = 2 if a.runlocal else s["epochs"]

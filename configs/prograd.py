@@ -17,8 +17,6 @@ base2novel row repeats the few-shot values (to be replaced when the reference's 
 configs are read into the spec).
 """
 
-import ml_collections as mlc
-
 from configs import base
 
 # setting -> hyperparameters (the same for every dataset; see the docstring).
@@ -34,9 +32,8 @@ def get_config(arg=None):
   if a.setting not in SETTINGS:
     raise ValueError(f"prograd config: setting={a.setting!r}; use one of {sorted(SETTINGS)}")
   s = SETTINGS[a.setting]
-  c.method = mlc.ConfigDict(dict(name="prograd", n_ctx=4, ctx_init="a photo of a", csc=False,
-                                 class_token_position="end", prompt_length=0, teacher="self",
-                                 temperature=s["temperature"], lam=s["lam"]))
+  c.method = base.prompt_method("prograd", teacher="self", temperature=s["temperature"],
+                                lam=s["lam"])
   c.data.batch_size = s["batch_size"]
   c.optim.lr = s["lr"]
   c.optim.epochs = 2 if a.runlocal else s["epochs"]
