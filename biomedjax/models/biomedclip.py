@@ -30,19 +30,22 @@ TOKENIZER_DIR = "tokenizer"
 MANIFEST_FILE = "manifest.json"
 
 
-def abstract_params(cfg: CLIPConfig):
-  """Shapes and dtypes of the parameter pytree, without allocating it."""
+def _init_fn(cfg: CLIPConfig):
+  """seed -> the parameter pytree of ``cfg`` (random init, traced on dummy inputs)."""
   module = CLIP(cfg)
   pixels = jnp.zeros((1, cfg.vision.image_size, cfg.vision.image_size, 3), jnp.float32)
   ids = jnp.zeros((1, 8), jnp.int32)
-  return jax.eval_shape(lambda: module.init(jax.random.key(0), pixels, ids))["params"]
+  return lambda seed: module.init(jax.random.key(seed), pixels, ids)["params"]
+
+
+def abstract_params(cfg: CLIPConfig):
+  """Shapes and dtypes of the parameter pytree, without allocating it."""
+  return jax.eval_shape(_init_fn(cfg), 0)
 
 
 def init_params(cfg: CLIPConfig, seed: int = 0):
   """Random parameters (for tests and the offline demo; no pretrained knowledge)."""
-  module = CLIP(cfg)
-  pixels = jnp.zeros((1, cfg.vision.image_size, cfg.vision.image_size, 3), jnp.float32)
-  return jax.jit(module.init)(jax.random.key(seed), pixels, jnp.zeros((1, 8), jnp.int32))["params"]
+  return jax.jit(_init_fn(cfg))(seed)
 
 
 def save_params(path: str | pathlib.Path, params) -> None:
