@@ -43,9 +43,12 @@ def _log_metrics(writer, step: int, values: dict, prefix: str) -> None:
   writer.flush()
 
 
-def train(method, frozen, data, config, workdir, mesh, writer):
-  """Gradient training with periodic checkpoints; resumes from the workdir's latest one."""
-  batch, per_epoch, total = _batch_and_steps(len(data.splits["train"]), config)
+def train(method, frozen, data, config, workdir, mesh, writer, steps):
+  """Gradient training with periodic checkpoints; resumes from the workdir's latest one.
+
+  ``steps``: (global batch, steps per epoch, total steps) from ``_batch_and_steps``.
+  """
+  batch, per_epoch, total = steps
   tx, schedule = make_optimizer(config.optim, per_epoch)
   rng = jax.random.key(config.seed)
   trainable = sharding.replicate(method.init(jax.random.fold_in(rng, 1), frozen), mesh)
@@ -113,8 +116,8 @@ def train_and_evaluate(config, workdir) -> dict:
                                          setup.vocabulary_words(config, data))
   method = METHODS[config.method.name](backbone, setup.make_task(data.classnames, config.data),
                                        config.method)
-  batch, _, _ = _batch_and_steps(len(data.splits["train"]), config)
-  mesh = sharding.make_mesh(batch)
+  steps = _batch_and_steps(len(data.splits["train"]), config)
+  mesh = sharding.make_mesh(steps[0])
   frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
   writer = SummaryWriter(str(workdir / "tensorboard")) if jax.process_index() == 0 else _NoWriter()
 
@@ -131,7 +134,7 @@ def train_and_evaluate(config, workdir) -> dict:
 
   history = []
   if method.requires_training:
-    trainable, history = train(method, frozen, data, config, workdir, mesh, writer)
+    trainable, history = train(method, frozen, data, config, workdir, mesh, writer, steps)
   else:
     (tr_f, tr_y), (va_f, va_y) = (image_features(s, data.splits[s]) for s in ("train", "val"))
     trainable = sharding.replicate(method.fit(frozen, tr_f, tr_y, va_f, va_y), mesh)
