@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ml_collections as mlc
 
+from biomedjax import objectives
+from biomedjax.methods import options as method_options
 from configs import common
 
 # Every config file's string argument accepts these (plus its own extras).
@@ -25,9 +27,11 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
   c.model = mlc.ConfigDict(dict(
       init=a.model,          # converted BiomedCLIP dir (python -m convert.biomedclip); "" = random
       preset="biomedclip",   # architecture used when init is "" (random weights)
+      compute_dtype="float32",  # dtype the towers compute in: "float32" or "bfloat16"
   ))
   c.data = mlc.ConfigDict(dict(
-      dataset=a.dataset,     # catalog key, "synthetic", or anything with split_file + image_root
+      dataset=a.dataset,     # catalog key, "synthetic", "synthetic_multilabel", or any name
+                             # with split_file + image_root
       root=a.root,           # reference layout: <root>/<Name>/<Name>/... and split_<Name>.json
       split_file="",         # overrides the catalog's split file
       image_root="",         # overrides the catalog's image folder
@@ -44,6 +48,9 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       synthetic=mlc.ConfigDict(dict(classes=4, per_class=40, size=64)),
   ))
   c.method = mlc.ConfigDict(dict(name=""))
+  # The data term of the training loss (biomedjax/objectives.py): "auto" = softmax CE for
+  # multiclass tasks, sigmoid BCE for multilabel ones; label smoothing in either convention.
+  c.loss = mlc.ConfigDict(dict(objectives.DEFAULTS))
   c.optim = mlc.ConfigDict(dict(
       name="sgd", lr=0.002, momentum=0.9, weight_decay=5e-4, epochs=100, warmup_epochs=1,
       warmup_lr=1e-5, schedule="cosine", grad_clip=0.0,
@@ -72,12 +79,7 @@ def sweep(add, arg=None, **extra_args) -> None:
     common.fewshot_grid(add)
 
 
-# CoOp's prompt settings (METHODS.md §4: N_CTX 4 from "a photo of a", unified, class name at the
-# end, bucketed length), shared by every config of the CoOp family.
-COOP_PROMPT = dict(n_ctx=4, ctx_init="a photo of a", csc=False, class_token_position="end",
-                   prompt_length=0)
-
-
-def prompt_method(name: str, **fields) -> mlc.ConfigDict:
-  """``config.method`` of a CoOp-family method: CoOp's prompt settings plus its own fields."""
-  return mlc.ConfigDict(dict(name=name, **{**COOP_PROMPT, **fields}))
+def method_config(options_cls, name: str, **overrides) -> mlc.ConfigDict:
+  """``config.method``: every field of the method's options dataclass (its defaults are the
+  reference's) with this config's ``overrides``; each can be set with --config.method.<field>."""
+  return method_options.config_block(options_cls, name, **overrides)

@@ -12,6 +12,7 @@ and a prepared dataset the same machinery runs for real, e.g.
 
 import ml_collections as mlc
 
+from biomedjax.methods import coop, linear_probe
 from configs import base, common
 
 
@@ -23,11 +24,11 @@ def get_config(arg=None):
   c.data.synthetic = mlc.ConfigDict(dict(classes=4, per_class=40, size=64))
   c.data.test_batch_size = 64
   if a.method == "coop":
-    c.method = base.prompt_method("coop", csc=True)
+    c.method = base.method_config(coop.Options, "coop", csc=True)
     c.optim.lr = 0.02
     c.optim.epochs = 30
   elif a.method == "linear_probe":
-    c.method = mlc.ConfigDict(dict(name="linear_probe", max_iter=1000))
+    c.method = base.method_config(linear_probe.Options, "linear_probe")
   else:
     raise ValueError(f"demo method {a.method!r}: coop or linear_probe")
   c.train.log_every_steps = 10

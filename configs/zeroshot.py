@@ -4,15 +4,14 @@
   ... --config.method.ensemble=True --config.data.llm_prompts=prompt_ensembles.json
 """
 
-import ml_collections as mlc
-
+from biomedjax.methods import zeroshot
 from configs import base, common
 
 
 def get_config(arg=None):
   a = base.parse(arg)
   c = base.get_config(a)
-  c.method = mlc.ConfigDict(dict(name="zeroshot", ensemble=False))
+  c.method = base.method_config(zeroshot.Options, "zeroshot")
   return c
 
 

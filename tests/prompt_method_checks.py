@@ -49,7 +49,7 @@ def template_features(backbone, params, classnames):
 
 def synthetic_batch(n=8, num_classes=4, seed=0):
   rng = np.random.default_rng(seed)
-  return {"image": rng.normal(size=(n, 224, 224, 3)).astype(np.float32),
+  return {"image": rng.integers(0, 256, size=(n, 224, 224, 3), dtype=np.uint8),
           "label": (np.arange(n) % num_classes).astype(np.int32),
           "mask": np.ones(n, bool)}
 
@@ -64,7 +64,7 @@ def engine_steps(method, frozen, batch, steps, lr=0.5):
   mesh = sharding.make_mesh(len(batch["label"]))
   trainable = sharding.replicate(method.init(jax.random.key(0), frozen), mesh)
   opt_state = sharding.replicate(tx.init(trainable), mesh)
-  step = step_lib.make_train_step(method, tx, mesh)
+  step = step_lib.make_train_step(method, method.backbone, tx, mesh)
   losses = []
   for i in range(steps):
     trainable, opt_state, metrics = step(trainable, opt_state, frozen, batch,

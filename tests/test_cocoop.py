@@ -24,7 +24,7 @@ def tiny(tmp_path_factory):
 
 def _batch(n=3, seed=0):
   rng = np.random.default_rng(seed)
-  return {"image": rng.normal(size=(n, 224, 224, 3)).astype(np.float32),
+  return {"image": rng.integers(0, 256, size=(n, 224, 224, 3), dtype=np.uint8),
           "label": np.arange(n, dtype=np.int32) % len(CLASSES)}
 
 
@@ -62,7 +62,8 @@ def test_logits_and_loss_match_per_image_reference(tiny, opts):
   ref = reference_logits(method, trainable, frozen, feats)
   # eval_chunk=2 with 3 images: one full chunk and one padded chunk
   np.testing.assert_allclose(method.logits(trainable, frozen, feats), ref, rtol=1e-5, atol=1e-5)
-  loss, aux = method.loss(trainable, frozen, batch, jax.random.key(0))
+  loss, aux = method.loss(trainable, frozen, tiny_backbone.with_features(method, batch, frozen),
+                          jax.random.key(0))
   lp = ref - ref.max(1, keepdims=True)
   lp = lp - np.log(np.exp(lp).sum(1, keepdims=True))
   np.testing.assert_allclose(loss, -lp[np.arange(3), batch["label"]].mean(), rtol=1e-5)
@@ -94,7 +95,7 @@ def test_meta_net_shapes_and_torch_default_init(tiny):
 def test_sgd_reduces_loss_and_changes_only_trainable(tiny):
   backbone, params = tiny
   method = cocoop.build(backbone, Task(CLASSES), {})
-  assert method.requires_training and method.eval_on_features
+  assert method.stages == ("train",) and method.inputs == "features"
   frozen = {"backbone": params, **method.prepare(params)}
   before = jax.tree.map(np.array, frozen)
   trainable = method.init(jax.random.key(0), frozen)

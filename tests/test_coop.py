@@ -108,7 +108,7 @@ def test_fixed_prompt_length_and_config_errors(tiny):
 
 def _batch(n=4, seed=0):
   rng = np.random.default_rng(seed)
-  return {"image": rng.normal(size=(n, 224, 224, 3)).astype(np.float32),
+  return {"image": rng.integers(0, 256, size=(n, 224, 224, 3), dtype=np.uint8),
           "label": np.arange(n, dtype=np.int32) % len(CLASSES)}
 
 
@@ -118,7 +118,8 @@ def test_loss_and_logits_match_numpy(tiny):
   frozen = {"backbone": params, **method.prepare(params)}
   trainable = method.init(jax.random.key(2), frozen)
   batch = _batch()
-  loss, aux = method.loss(trainable, frozen, batch, jax.random.key(0))
+  loss, aux = method.loss(trainable, frozen, tiny_backbone.with_features(method, batch, frozen),
+                          jax.random.key(0))
   ref, ref_mask = reference_prompts(backbone, params, trainable["ctx"], 4, "front")
   txt = np.asarray(backbone.text_features_from_embeds(params, jnp.asarray(ref),
                                                       jnp.asarray(ref_mask)), np.float64)
@@ -136,7 +137,7 @@ def test_loss_and_logits_match_numpy(tiny):
 def test_sgd_reduces_loss_and_changes_only_ctx(tiny):
   backbone, params = tiny
   method = coop.build(backbone, Task(CLASSES), {"csc": True})
-  assert method.requires_training and method.eval_on_features
+  assert method.stages == ("train",) and method.inputs == "features"
   frozen = {"backbone": params, **method.prepare(params)}
   before = jax.tree.map(np.array, frozen)
   trainable = method.init(jax.random.key(0), frozen)

@@ -30,8 +30,9 @@ def test_prepare_holds_template_features(tiny):
                              pmc.template_features(backbone, params, CLASSES), atol=1e-6)
   # ctx initialised from "a photo of a": the learned prompts ARE the template, drift is 0.
   full = {"backbone": params, **frozen}
-  _, aux = jax.jit(method.loss)(method.init(jax.random.key(0), full), full,
-                                pmc.synthetic_batch(4), jax.random.key(0))
+  batch = tiny_backbone.with_features(method, pmc.synthetic_batch(4), full)
+  _, aux = jax.jit(method.loss)(method.init(jax.random.key(0), full), full, batch,
+                                jax.random.key(0))
   assert abs(float(aux["kg"])) < 1e-6
 
 
@@ -43,7 +44,8 @@ def test_loss_matches_independent_rebuild(tiny, w):
   trainable = method.init(jax.random.key(3), frozen)
   assert trainable["ctx"].shape == (4, 64)
   batch = pmc.synthetic_batch(4)
-  loss, aux = method.loss(trainable, frozen, batch, jax.random.key(0))
+  loss, aux = method.loss(trainable, frozen, tiny_backbone.with_features(method, batch, frozen),
+                          jax.random.key(0))
 
   txt = np.asarray(pmc.reference_text_features(backbone, params, CLASSES, trainable["ctx"]),
                    np.float64)
@@ -54,7 +56,7 @@ def test_loss_matches_independent_rebuild(tiny, w):
   cos = (txt * clip).sum(1) / np.linalg.norm(txt, axis=1) / np.linalg.norm(clip, axis=1)
   drift = 1.0 - cos.mean()
   assert drift > 1e-3  # random context: the penalty is active
-  np.testing.assert_allclose(aux["ce"], ce, rtol=1e-5)
+  np.testing.assert_allclose(aux["data_loss"], ce, rtol=1e-5)
   np.testing.assert_allclose(aux["kg"], drift, rtol=1e-4)
   np.testing.assert_allclose(loss, ce + w * drift, rtol=1e-5)
   np.testing.assert_allclose(method.logits(trainable, frozen, jnp.asarray(img, jnp.float32)),
@@ -64,7 +66,7 @@ def test_loss_matches_independent_rebuild(tiny, w):
 def test_engine_steps_reduce_loss_and_change_only_ctx(tiny):
   backbone, params = tiny
   method = METHODS["kgcoop"](backbone, Task(CLASSES), {"ctx_init": "", "csc": True})
-  assert method.requires_training and method.eval_on_features
+  assert method.stages == ("train",) and method.inputs == "features"
   frozen = {"backbone": params, **method.prepare(params)}
   before = jax.tree.map(np.array, frozen)
   ctx0 = np.array(method.init(jax.random.key(0), frozen)["ctx"])
@@ -86,11 +88,11 @@ def test_options_errors(tiny):
 def test_config_reference_values_and_sweeps():
   c = kgcoop_config.get_config("dataset=busi,shots=4,seed=2")
   assert (c.method.name, c.method.w, c.method.n_ctx, c.method.ctx_init) == (
-      "kgcoop", 2.0, 4, "a photo of a")
+      "kgcoop", 10.0, 4, "a photo of a")  # W per dataset: tests/test_config_tables.py
   assert (c.data.batch_size, c.optim.lr, c.optim.epochs, c.optim.name) == (128, 0.002, 100, "sgd")
   assert (c.data.dataset, c.data.shots, c.seed) == ("busi", 4, 2)
   b2n = kgcoop_config.get_config("setting=base2novel")
-  assert b2n.data.setting == "base2novel"
+  assert b2n.data.setting == "base2novel" and (b2n.method.w, b2n.optim.epochs) == (8.0, 50)
   with pytest.raises(ValueError, match="setting='zero_shot'"):
     kgcoop_config.get_config("setting=zero_shot")
   few, base2novel = [], []

@@ -116,6 +116,7 @@ def test_zeroshot_teacher_update_matches_independent(case, conflict):
   cos = float(np.vdot(g_ce, g_kl) / np.linalg.norm(g_ce) / np.linalg.norm(g_kl))
   assert (cos < 0) == conflict, cos  # the constructed case is the one intended
 
+  batch = tiny_backbone.with_features(method, batch, frozen)
   (loss, aux), grads = jax.jit(method.value_and_grad)(trainable, frozen, batch,
                                                       jax.random.key(0))
   np.testing.assert_allclose(loss, ce, rtol=1e-5)
@@ -139,6 +140,7 @@ def test_self_teacher_update_is_the_ce_gradient(case):
   _, g_kl = ind.kl(ctx, logits)
   # The reference's "teacher" is the student: its KL gradient is zero up to rounding.
   assert np.abs(g_kl).max() < 1e-5 * np.abs(g_ce).max()
+  batch = tiny_backbone.with_features(method, batch, frozen)
   (loss, aux), grads = jax.jit(method.value_and_grad)(trainable, frozen, batch,
                                                       jax.random.key(0))
   entropy = -(softmax(logits / T, 1) * log_softmax(logits / T, 1)).sum(1).mean()
@@ -154,7 +156,7 @@ def test_engine_steps_reduce_loss_and_change_only_ctx(tiny):
   backbone, params = tiny
   method = METHODS["prograd"](backbone, Task(CLASSES),
                               {"ctx_init": "", "csc": True, "teacher": "zeroshot"})
-  assert method.requires_training and method.eval_on_features
+  assert method.stages == ("train",) and method.inputs == "features"
   frozen = {"backbone": params, **method.prepare(params)}
   before = jax.tree.map(np.array, frozen)
   ctx0 = np.array(method.init(jax.random.key(0), frozen)["ctx"])
@@ -182,9 +184,11 @@ def test_config_reference_values_and_sweeps():
   c = prograd_config.get_config("dataset=kvasir,shots=8,seed=3")
   m = c.method
   assert (m.name, m.teacher, m.temperature, m.lam, m.n_ctx, m.ctx_init) == (
-      "prograd", "self", 2.0, 1.0, 4, "a photo of a")
+      "prograd", "self", 1.0, 1.0, 4, "a photo of a")  # T per dataset: test_config_tables.py
   assert (c.data.batch_size, c.optim.lr, c.optim.epochs) == (128, 0.002, 100)
-  assert prograd_config.get_config("setting=base2novel").data.setting == "base2novel"
+  b2n = prograd_config.get_config("setting=base2novel")
+  assert b2n.data.setting == "base2novel"
+  assert (b2n.method.temperature, b2n.optim.lr, b2n.optim.epochs) == (1.0, 0.0015, 50)
   few, base2novel = [], []
   prograd_config.sweep(lambda **kw: few.append(kw["arg"]))
   prograd_config.sweep(lambda **kw: base2novel.append(kw["arg"]), "setting=base2novel")

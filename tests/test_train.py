@@ -75,8 +75,16 @@ def test_demo_main_command_trains_both_methods_and_writes_the_report(tmp_path):
   assert (tmp_path / "report" / "fewshot_curve.png").stat().st_size > 1000
 
 
+def test_base_to_novel_refuses_class_specific_context_before_training(tmp_path):
+  """The demo's CoOp has csc=True: per-class context says nothing about novel classes."""
+  run = _run(tmp_path, "--config.data.setting=base2novel", check=False)
+  assert run.returncode != 0 and "--config.method.csc=False" in run.stderr
+  assert not (tmp_path / "checkpoints").exists()
+
+
 def test_base_to_novel_run_reports_base_novel_and_hm(tmp_path):
-  _run(tmp_path, "--config.data.setting=base2novel", "--config.optim.epochs=4")
+  _run(tmp_path, "--config.data.setting=base2novel", "--config.optim.epochs=4",
+       "--config.method.csc=False")
   results = json.loads((tmp_path / "results.json").read_text())
   assert {"base", "novel", "hm"} <= set(results)
   assert results["base"]["confusion_matrix"] and len(results["base"]["classnames"]) == 2
@@ -155,7 +163,7 @@ def test_coop_on_8_devices_equals_1_device(tmp_path):
     opt_state = sharding.replicate(tx.init(trainable), mesh)
     it = make_train_iterator(data.splits["train"], mesh=mesh, global_batch_size=32,
                              seed=1)
-    step = step_lib.make_train_step(method, tx, mesh)
+    step = step_lib.make_train_step(method, backbone, tx, mesh)
     for i in range(4):
       batch = next(it)
       assert len(batch["image"].sharding.device_set) == len(devices)

@@ -36,9 +36,9 @@ def _llm_prompts(n_per_class):
 def test_template_logits(tiny):
   backbone, params = tiny
   method = zeroshot.build(backbone, Task(CLASSES), {"name": "zeroshot"})
-  assert not method.requires_training and method.eval_on_features
+  assert method.stages == ("fit",) and method.inputs == "features"
   frozen = {"backbone": params, **method.prepare(params)}
-  assert method.fit(frozen, None, None, None, None) == {}
+  assert method.fit(frozen, None, None) == {}
   prompts = [f"a photo of a {c.replace('_', ' ')}." for c in CLASSES]
   txt = _normalize(_features_256(backbone, params, prompts))
   img = np.random.default_rng(0).normal(size=(5, 32)).astype(np.float32)
@@ -91,12 +91,13 @@ def test_ensemble_errors(tiny):
     zeroshot.build(backbone, Task(CLASSES), {"ensembel": True})
 
 
-def test_loss_on_pixels(tiny):
+def test_loss_on_features(tiny):
   backbone, params = tiny
   method = zeroshot.build(backbone, Task(CLASSES))
   frozen = {"backbone": params, **method.prepare(params)}
-  batch = {"image": np.zeros((2, 224, 224, 3), np.float32), "label": np.array([0, 3])}
-  loss, aux = method.loss({}, frozen, batch, jax.random.key(0))
+  batch = {"image": np.zeros((2, 224, 224, 3), np.uint8), "label": np.array([0, 3])}
+  loss, aux = method.loss({}, frozen, tiny_backbone.with_features(method, batch, frozen),
+                          jax.random.key(0))
   logits = np.asarray(method.logits({}, frozen, backbone.image_features(params, batch["image"])),
                       np.float64)
   ref = -(logits - np.log(np.exp(logits).sum(1, keepdims=True)))[[0, 1], [0, 3]].mean()

@@ -10,7 +10,7 @@ Public functions:
       ``DatasetIterator``s, so ``get_state``/``set_state`` and orbax's
       ``grain.checkpoint.CheckpointSave/CheckpointRestore`` work on them directly.
 
-Batches are ``{"image": float32 (B, S, S, 3), "label": int32 (B,) | float32 (B, C),
+Batches are ``{"image": uint8 (B, S, S, 3), "label": int32 (B,) | float32 (B, C),
 "mask": bool (B,)}`` with B the GLOBAL batch size; each process holds B / process_count rows.
 
 Order of operations (STYLE §8.7): source -> seeded shuffle (reshuffled every epoch) -> repeat ->
@@ -49,9 +49,9 @@ def _local_batch_size(global_batch_size: int, process_count: int) -> int:
 
 
 def _stack(records):
-  """Batch function: images float32, labels int32 or float32 multi-hot, mask bool."""
+  """Batch function: images uint8 (the model normalises), labels int32 or float32 multi-hot."""
   labels = np.stack([r["label"] for r in records])
-  return {"image": np.stack([r["image"] for r in records]).astype(np.float32, copy=False),
+  return {"image": np.stack([r["image"] for r in records]),
           "label": labels.astype(np.float32 if labels.ndim == 2 else np.int32),
           "mask": np.array([r["mask"] for r in records], bool)}
 

@@ -1,12 +1,14 @@
 """Image decoding and the reference train/eval transforms, on PIL as torchvision does them.
 
-Train: ``RandomResizedCrop(224, bicubic, scale=(0.08, 1), ratio=(3/4, 4/3))`` then normalise.
+Train: ``RandomResizedCrop(224, bicubic, scale=(0.08, 1), ratio=(3/4, 4/3))``.
 The crop box follows torchvision's ``RandomResizedCrop.get_params`` step by step (10 attempts,
 then the ratio-clamped central fallback); the crop and resize are the PIL calls torchvision
 makes for PIL input, so a given box yields torchvision's pixels. Random numbers come from the
 per-example ``np.random.Generator`` grain hands to a ``RandomMap`` (reproducible per seed, but
 not torch's stream).
-Eval: ``biomedjax.models.preprocess.preprocess`` (resize short side, center crop, normalise).
+Eval: ``biomedjax.models.preprocess.resize_crop`` (resize short side, center crop).
+Both yield uint8 RGB: normalisation is the model's job, on the device, with its own mean/std
+(``Backbone.normalize``), so a pipeline serves any backbone and moves a quarter of the bytes.
 """
 
 from __future__ import annotations
@@ -71,15 +73,15 @@ def resized_crop(image: Image.Image, box: tuple[int, int, int, int], size: int) 
 
 
 def train_image(image: Image.Image, rng: np.random.Generator, size: int = 224) -> np.ndarray:
-  """RandomResizedCrop + normalise -> float32 (size, size, 3)."""
+  """RandomResizedCrop -> uint8 (size, size, 3)."""
   box = random_resized_crop_box(image.width, image.height,
                                 lambda lo, hi: float(rng.uniform(lo, hi)),
                                 lambda lo, hi: int(rng.integers(lo, hi)))
-  return pp.normalize(np.asarray(resized_crop(image, box, size), dtype=np.uint8))
+  return np.asarray(resized_crop(image, box, size), dtype=np.uint8)
 
 
 class TrainTransform(grain.transforms.RandomMap):
-  """record ``{"image": bytes, "label", "path"}`` -> ``{"image": float32 HWC, "label", "mask"}``."""
+  """record ``{"image": bytes, "label", "path"}`` -> ``{"image": uint8 HWC, "label", "mask"}``."""
 
   def __init__(self, size: int = 224):
     self.size = size
@@ -97,7 +99,7 @@ class EvalTransform(grain.transforms.Map):
 
   def map(self, record):
     if record.get("padding", False):
-      image = np.zeros((self.size, self.size, 3), np.float32)
+      image = np.zeros((self.size, self.size, 3), np.uint8)
     else:
-      image = pp.preprocess(decode(record["image"], record["path"]), self.size)
+      image = pp.resize_crop(decode(record["image"], record["path"]), self.size)
     return {"image": image, "label": record["label"], "mask": not record.get("padding", False)}

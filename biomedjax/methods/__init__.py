@@ -1,13 +1,17 @@
-"""Methods by config name: the one registry, a literal dict (add a new method here by hand)."""
+"""Methods by config name: the one registry, a literal dict (add a new method here by hand).
 
-from biomedjax.methods import (biomedcoop, cocoop, coop, kgcoop, linear_probe, prograd,
-                               zeroshot)
+Every method registered here is checked by tests/test_method_contract.py.
+"""
+
+from biomedjax.methods import (biomedcoop, cocoop, coop, kgcoop, linear_head, linear_probe,
+                               prograd, zeroshot)
 
 METHODS = {
     "biomedcoop": biomedcoop.build,
     "cocoop": cocoop.build,
     "coop": coop.build,
     "kgcoop": kgcoop.build,
+    "linear_head": linear_head.build,
     "linear_probe": linear_probe.build,
     "prograd": prograd.build,
     "zeroshot": zeroshot.build,

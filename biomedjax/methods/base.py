@@ -1,40 +1,70 @@
 """The contract between a method and the training engine.
 
-A method is an object built once per run from the frozen backbone, the task and its config block.
-It owns no parameters: the engine holds the trainable pytree (``init``), the frozen pytree
-(``{"backbone": params, **prepare(params)}``) and the optimizer state, and calls the method's pure
-functions inside ``jax.jit``. So the engine never branches on method names, and what trains is
-exactly the pytree that ``init`` returns.
+A method is an object built once per run from the frozen backbone, the task, its options and the
+data objective. It owns no parameters: the engine holds the trainable pytree (``init`` or
+``fit``), the frozen pytree (``{"backbone": params, **prepare(params)}``) and the optimizer state,
+and calls the method's pure functions inside ``jax.jit``. So the engine never branches on method
+names, and what trains is exactly the pytree the method returns.
 
-Methods declare two facts the engine acts on:
+What a method declares, and what the engine does with it:
 
-* ``requires_training``: False for training-free methods (zero-shot, linear probe, Tip-Adapter);
-  the engine then calls ``fit`` on cached image features instead of running gradient steps.
-* ``eval_on_features``: True when logits depend on the image only through the frozen, unaugmented
-  image features; the engine then encodes each eval image once per run and passes features
-  (B, D) to ``logits``. False (e.g. visual reprogramming) passes pixels.
+* ``inputs``: ``"features"`` — the engine runs the frozen image tower (inside the jitted step, on
+  the augmented batch) and the method receives ``batch["features"]`` (B, D), unnormalised; at eval
+  the features of the eval transform, encoded once per run. ``"pixels"`` — the method receives
+  ``batch["image"]`` in [0, 1] (float32, B×H×W×3) and runs the tower itself through
+  ``Backbone.image_features`` (which normalises on the device), e.g. to add a learned program
+  to the raw image or to fine-tune the tower.
+* ``stages``: ``("fit",)`` training-free (a closed form on cached features), ``("train",)``
+  gradient steps from ``init``, ``("fit", "train")`` gradient steps starting from ``fit``'s result
+  (e.g. Tip-Adapter-F builds its cache, then fine-tunes it).
+* ``trainable_backbone``: top-level backbone keys (e.g. ``("visual",)``) that ``init`` copies into
+  the trainable pytree; the engine then removes them from ``frozen["backbone"]``, so the rest stays
+  frozen and is never donated. Only full fine-tuning uses it.
+* ``task_kinds``: the task kinds the method is defined for; building it for another kind is an
+  error naming the method and the kind (e.g. a softmax-only regulariser on a multilabel task).
+
+The data term of the training loss is not the method's choice: ``objective`` (built from
+``config.loss`` by ``biomedjax.objectives``) turns logits and labels into a loss; a method adds
+only its own regularisers (``regularizer``). Hooks with defaults here: ``loss`` (objective +
+regulariser), ``value_and_grad`` (``jax.value_and_grad`` of ``loss``; ProGrad overrides it) and
+``transfer`` (base-to-novel; refuses unless the method says its trainable is class-agnostic).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from biomedjax import objectives
 from biomedjax.models.clip import CLIP, l2_normalize
 
 Pytree = Any
+INPUTS = ("features", "pixels")
+STAGES = (("fit",), ("train",), ("fit", "train"))
+KINDS = objectives.KINDS
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
 class Task:
-  """What is being classified: class names in label order and the text resources for them."""
+  """What is being classified: class names in label order and the text resources for them.
+
+  ``kind``: "multiclass" (integer labels, one class per image) or "multilabel" (float32
+  multi-hot labels (C,), any number of findings per image).
+  """
   classnames: tuple[str, ...]
-  template: str = "a photo of a {}."                 # the hand-crafted prompt (METHODS.md §3)
+  template: str = "a photo of a {}."                 # the hand-crafted prompt of the reference
   llm_prompts: dict[str, tuple[str, ...]] | None = None  # BiomedCoOp prompt ensembles
+  kind: str = "multiclass"
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f"task kind {self.kind!r}: use one of {KINDS}")
 
   @property
   def num_classes(self) -> int:
@@ -45,31 +75,72 @@ class Task:
     return [self.template.format(c.replace("_", " ")) for c in self.classnames]
 
 
+class FeatureSet(NamedTuple):
+  """Cached, unnormalised image features of one split and their labels (host numpy)."""
+  features: np.ndarray
+  labels: np.ndarray
+
+
 class Backbone:
   """Pure functions of the frozen CLIP, each taking the params pytree as an argument.
 
   Nothing here closes over parameters, so the 196M backbone weights are jit *arguments*, not
   compile-time constants. Host-side text processing (``tokenize``) is here too because methods
   build their prompt token ids once, at construction.
+
+  Images enter as uint8 or as float in [0, 1] and are standardised here, on the device, with the
+  model config's own mean/std: the input pipeline ships 1 byte per channel instead of 4 and knows
+  nothing about the backbone. ``compute_dtype`` ("float32" or "bfloat16") is the dtype the towers
+  compute in; parameters stay float32 and outputs are float32.
   """
 
-  def __init__(self, module: CLIP, tokenizer):
+  def __init__(self, module: CLIP, tokenizer, compute_dtype: str = "float32"):
+    if compute_dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"model.compute_dtype {compute_dtype!r}: use one of "
+                       f"{sorted(COMPUTE_DTYPES)}")
     self.module = module
     self.cfg = module.cfg
     self.tokenizer = tokenizer
+    self.dtype = COMPUTE_DTYPES[compute_dtype]
 
-  def _apply(self, params, *args, method):
-    return self.module.apply({"params": params}, *args, method=method)
+  def _cast(self, tree):
+    if self.dtype == jnp.float32:
+      return tree
+    return jax.tree.map(lambda x: x.astype(self.dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                        else x, tree)
 
-  def image_features(self, params, pixels):
-    """(B, H, W, 3) -> (B, D), unnormalised."""
+  def _apply(self, params, *args, method, rngs=None, **kwargs):
+    out = self.module.apply({"params": self._cast(params)}, *self._cast(args), method=method,
+                            rngs=rngs, **kwargs)
+    return out.astype(jnp.float32)
+
+  def normalize(self, images):
+    """uint8 or [0, 1] float images (..., H, W, 3) -> standardised float32 pixels."""
+    x = images.astype(jnp.float32)
+    if images.dtype == jnp.uint8:
+      x = x / jnp.float32(255.0)
+    mean = jnp.asarray(self.cfg.image_mean, jnp.float32)
+    std = jnp.asarray(self.cfg.image_std, jnp.float32)
+    return (x - mean) / std
+
+  def image_features(self, params, images):
+    """(B, H, W, 3) uint8 or [0, 1] images -> (B, D) unnormalised image features."""
+    return self.encode_pixels(params, self.normalize(images))
+
+  def encode_pixels(self, params, pixels):
+    """(B, H, W, 3) already standardised pixels -> (B, D), unnormalised."""
     return self._apply(params, pixels, method=CLIP.encode_image)
 
   def embed_tokens(self, params, ids):
-    return self._apply(params, ids, method=CLIP.embed_tokens)
+    return self.module.apply({"params": params}, ids, method=CLIP.embed_tokens)
 
-  def text_features_from_embeds(self, params, embeds, mask):
-    return self._apply(params, embeds, mask.astype(bool), method=CLIP.encode_text_embeds)
+  def text_features_from_embeds(self, params, embeds, mask, dropout_rng=None):
+    """Prompt embeddings (N, L, width) -> (N, D). ``dropout_rng``: run the text tower in
+    training mode (its dropout active), as a reference that trains it in train mode does."""
+    if dropout_rng is None:
+      return self._apply(params, embeds, mask.astype(bool), method=CLIP.encode_text_embeds)
+    return self._apply(params, embeds, mask.astype(bool), method=CLIP.encode_text_embeds,
+                       rngs={"dropout": dropout_rng}, deterministic=False)
 
   def text_features(self, params, ids, mask):
     return self._apply(params, ids, mask.astype(bool), method=CLIP.encode_text)
@@ -77,6 +148,11 @@ class Backbone:
   def logit_scale(self, params):
     """exp(logit_scale): the temperature open_clip multiplies cosines by."""
     return jnp.exp(params["logit_scale"])
+
+  def cosine_logits(self, params, image_features, text_features):
+    """scale * cos(image, text): (B, D), (C, D) -> (B, C). The one CLIP logit formula."""
+    return (self.logit_scale(params) * l2_normalize(image_features)
+            @ l2_normalize(text_features).T)
 
   def tokenize(self, texts, length="bucket"):
     return self.tokenizer(texts, length)
@@ -87,24 +163,85 @@ class Backbone:
     return l2_normalize(self.text_features(params, ids, mask))
 
 
-class Method(Protocol):
-  requires_training: bool
-  eval_on_features: bool
+class Method:
+  """Base class of every method: the declarations and the hooks' defaults (see module doc)."""
+  name = ""
+  inputs = "features"
+  stages = ("train",)
+  trainable_backbone: tuple[str, ...] = ()
+  task_kinds: tuple[str, ...] = ("multiclass",)
+  # Why other kinds are refused, for the error message (e.g. "its KL term needs a softmax").
+  kind_note = ""
 
-  def prepare(self, backbone_params: Pytree) -> dict:
-    """Constants computed once per run from the frozen backbone (e.g. template text features)."""
+  def __init__(self, backbone: Backbone, task: Task, opts, objective=None):
+    if task.kind not in self.task_kinds:
+      raise ValueError(f"method {self.name!r} is defined for {'/'.join(self.task_kinds)} tasks, "
+                       f"not {task.kind!r}{': ' + self.kind_note if self.kind_note else ''}")
+    self.backbone = backbone
+    self.task = task
+    self.opts = opts
+    self.objective = objective or objectives.default(task)
+
+  # -- declared facts derived from the above ----------------------------------------------------
+  @property
+  def trains(self) -> bool:
+    return "train" in self.stages
+
+  @property
+  def fits(self) -> bool:
+    return "fit" in self.stages
+
+  def batch_inputs(self, batch: dict):
+    """The part of a batch ``logits`` reads: features or [0, 1] images (``inputs``)."""
+    return batch["features"] if self.inputs == "features" else batch["image"]
+
+  # -- hooks ---------------------------------------------------------------------------------
+  def prepare(self, backbone_params) -> dict:
+    """Constants computed once per run from the frozen backbone (e.g. template text features).
+    Traceable (jnp only), so ``jax.eval_shape`` can check a full-size method without weights."""
+    return {}
 
   def init(self, rng: jax.Array, frozen: Pytree) -> Pytree:
-    """The trainable pytree (empty for training-free methods)."""
+    """The initial trainable pytree (methods with a "train" stage and no "fit")."""
+    return {}
 
-  def loss(self, trainable: Pytree, frozen: Pytree, batch: dict, rng: jax.Array
-           ) -> tuple[jax.Array, dict]:
-    """Scalar training loss and auxiliary metrics for a batch {"image", "label"}."""
+  def fit(self, frozen: Pytree, train: FeatureSet, val: FeatureSet | None) -> Pytree:
+    """The trainable pytree in closed form from cached features (methods with a "fit" stage)."""
+    raise NotImplementedError(f"method {self.name!r} declares no 'fit' stage")
 
   def logits(self, trainable: Pytree, frozen: Pytree, inputs: jax.Array) -> jax.Array:
-    """(B, num_classes) logits from image features (or pixels, see ``eval_on_features``)."""
+    """(B, num_classes) eval logits from features (B, D) or [0, 1] images, per ``inputs``."""
+    raise NotImplementedError
 
-  # Training-free methods only (requires_training = False):
-  def fit(self, frozen: Pytree, train_features, train_labels, val_features, val_labels
-          ) -> Pytree:
-    """The 'trainable' pytree fitted in closed form on cached, unnormalised image features."""
+  def train_logits(self, trainable, frozen, batch, rng) -> tuple[jax.Array, dict]:
+    """Training-time logits and extras for the objective/regulariser (default: eval logits).
+
+    Extras a calibration term may use: ``text_features`` (C, D), normalised."""
+    return self.logits(trainable, frozen, self.batch_inputs(batch)), {}
+
+  def regularizer(self, trainable, frozen, batch, logits, extras) -> tuple[jax.Array, dict]:
+    """The method's own terms added to the data objective; none by default."""
+    return jnp.float32(0.0), {}
+
+  def loss(self, trainable, frozen, batch, rng) -> tuple[jax.Array, dict]:
+    """objective(logits, labels) + regularizer: the scalar the engine descends."""
+    logits, extras = self.train_logits(trainable, frozen, batch, rng)
+    data, metrics = self.objective(logits, batch["label"], **extras)
+    reg, reg_metrics = self.regularizer(trainable, frozen, batch, logits, extras)
+    if reg_metrics:
+      metrics = {**metrics, "data_loss": data, **reg_metrics}
+    return data + reg, metrics
+
+  def value_and_grad(self, trainable, frozen, batch, rng):
+    """((loss, aux), d loss / d trainable): what the engine's step applies."""
+    return jax.value_and_grad(self.loss, has_aux=True)(trainable, frozen, batch, rng)
+
+  def transfer(self, trainable: Pytree, novel: "Method") -> Pytree:
+    """The trainable to evaluate ``novel`` (the same method built for the novel classes) with.
+
+    Default: refuse, because a pytree with per-class leaves (class-specific context, a linear
+    head, an adapter's cache) has nothing to say about classes it never saw. Methods whose
+    trainable is class-agnostic override this and return it unchanged."""
+    raise ValueError(f"method {self.name!r} cannot be evaluated on novel classes: its trained "
+                     "state is per class; base-to-novel needs a class-agnostic method "
+                     "(e.g. CoOp with csc=False)")

@@ -1,4 +1,7 @@
-"""CoCoOp: CoOp whose context is shifted per image by a small meta-network (METHODS.md §5).
+"""CoCoOp: CoOp whose context is shifted per image by a small meta-network.
+
+Reference: ``trainers/CoCoOp/cocoop_biomedclip.py`` of the BiomedCoOp release (batch 1, SGD lr
+0.001, 10 epochs, N_CTX 4 from "a photo of a", fp32).
 
 A fixed learned context overfits the base classes; conditioning it on the image (ctx_i = ctx +
 pi(x_i), pi = Linear(D -> D/16) -> ReLU -> Linear(D/16 -> width) on the normalised image feature)
@@ -7,22 +10,21 @@ the text tower runs images x classes times per step (the reference uses batch 1 
 
 Here the per-image context goes through ``prompt_embeddings`` vmapped over images, and the
 (B, n_cls) prompts are encoded as ONE text-tower batch rather than the reference's Python loop
-over images. Evaluation still needs only the frozen image features, so the engine's cached
-features serve (``eval_on_features``); ``logits`` walks them in chunks of ``eval_chunk`` images
+over images. Training and evaluation need only the frozen image features (``inputs =
+"features"``), so the engine's features serve both; ``logits`` walks them in chunks of ``eval_chunk`` images
 to bound the text tower's memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
 
-from biomedjax import losses
 from biomedjax.methods import coop, options
 from biomedjax.methods.base import Backbone, Task
+from biomedjax.methods.linear_head import torch_linear_init
 from biomedjax.methods.prompt_learner import prompt_embeddings
 from biomedjax.models.clip import l2_normalize
 
@@ -33,12 +35,7 @@ class CoCoOpOptions(coop.CoOpOptions):
   eval_chunk: int = 32  # images per text-tower call in ``logits`` (memory, not maths)
 
 
-def torch_linear_init(rng: jax.Array, fan_in: int, fan_out: int) -> dict:
-  """``torch.nn.Linear``'s default init: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-  bound = 1.0 / math.sqrt(fan_in)
-  kw, kb = jax.random.split(rng)
-  return {"kernel": jax.random.uniform(kw, (fan_in, fan_out), jnp.float32, -bound, bound),
-          "bias": jax.random.uniform(kb, (fan_out,), jnp.float32, -bound, bound)}
+Options = CoCoOpOptions
 
 
 def meta_net(net: dict, image: jax.Array) -> jax.Array:
@@ -48,9 +45,10 @@ def meta_net(net: dict, image: jax.Array) -> jax.Array:
 
 
 class CoCoOp(coop.CoOp):
+  name = "cocoop"
 
-  def __init__(self, backbone: Backbone, task: Task, opts: CoCoOpOptions):
-    super().__init__(backbone, task, opts)
+  def __init__(self, backbone: Backbone, task: Task, opts: CoCoOpOptions, objective=None):
+    super().__init__(backbone, task, opts, objective)
     if opts.eval_chunk < 1:
       raise ValueError(f"cocoop eval_chunk={opts.eval_chunk}: must be >= 1")
 
@@ -89,12 +87,9 @@ class CoCoOp(coop.CoOp):
     out = jax.lax.map(lambda x: self._logits(trainable, frozen, x), chunks)
     return out.reshape(n + pad, -1)[:n]
 
-  def loss(self, trainable, frozen, batch, rng):
-    feats = self.backbone.image_features(frozen["backbone"], batch["image"])
-    logits = self._logits(trainable, frozen, l2_normalize(feats))
-    loss, accuracy = losses.cross_entropy(logits, batch["label"])
-    return loss, {"accuracy": accuracy}
+  def train_logits(self, trainable, frozen, batch, rng):
+    return self._logits(trainable, frozen, l2_normalize(batch["features"])), {}
 
 
-def build(backbone: Backbone, task: Task, cfg=None) -> CoCoOp:
-  return CoCoOp(backbone, task, options.read(CoCoOpOptions, cfg, "cocoop"))
+def build(backbone: Backbone, task: Task, cfg=None, objective=None) -> CoCoOp:
+  return CoCoOp(backbone, task, options.read(CoCoOpOptions, cfg, "cocoop"), objective)

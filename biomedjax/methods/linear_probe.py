@@ -1,6 +1,6 @@
 """The reference's linear probe: L2 logistic regression on frozen image features, C searched on val.
 
-BiomedCoOp's LP baseline (METHODS.md §9) fits scikit-learn
+BiomedCoOp's LP baseline (``trainers/linear_probe_biomedclip.py`` of its release) fits scikit-learn
 ``LogisticRegression(solver="lbfgs", penalty="l2", max_iter=1000, C)`` on L2-normalised image
 features. This module solves the same problem in numpy, so neither scikit-learn nor scipy is a
 runtime dependency:
@@ -35,7 +35,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
+import jax.numpy as jnp
 import numpy as np
+
+from biomedjax.methods import options
+from biomedjax.methods.base import Method
 
 try:  # Optional: only used to keep BLAS single-threaded, see _single_threaded_blas.
   import threadpoolctl
@@ -215,31 +219,36 @@ def fit_linear_probe(train_feats, train_labels, val_feats, val_labels, *, grid=G
   return LinearProbeResult(C=float(C), W=W, b=b, search_log=log, normalize=normalize)
 
 
-class LinearProbe:
+@dataclasses.dataclass(frozen=True)
+class LinearProbeOptions:
+  max_iter: int = 1000  # L-BFGS iterations per fit (sklearn's max_iter in the reference)
+
+
+Options = LinearProbeOptions
+
+
+class LinearProbe(Method):
   """The linear probe as a training-free method of the engine (``fit`` on cached features)."""
-  requires_training = False
-  eval_on_features = True
+  name = "linear_probe"
+  inputs = "features"
+  stages = ("fit",)
 
-  def __init__(self, backbone, task, cfg):
-    self.num_classes = task.num_classes
-    self.max_iter = cfg.max_iter
-
-  def prepare(self, backbone_params) -> dict:
-    return {}
-
-  def fit(self, frozen, train_features, train_labels, val_features, val_labels) -> dict:
-    r = fit_linear_probe(train_features, train_labels, val_features, val_labels,
-                         max_iter=self.max_iter)
-    if r.W.shape[1] != self.num_classes:
-      raise ValueError(f"fitted {r.W.shape[1]} classes, the task has {self.num_classes}")
+  def fit(self, frozen, train, val) -> dict:
+    if val is None or len(val.labels) == 0:
+      raise ValueError("linear_probe searches C on the val split, which is empty; give the split "
+                       "file a non-empty 'val' list")
+    r = fit_linear_probe(train.features, train.labels, val.features, val.labels,
+                         max_iter=self.opts.max_iter)
+    if r.W.shape[1] != self.task.num_classes:
+      raise ValueError(f"fitted {r.W.shape[1]} classes, the task has {self.task.num_classes}")
     return {"W": np.asarray(r.W, np.float32), "b": np.asarray(r.b, np.float32),
             "C": np.float32(r.C)}
 
   def logits(self, trainable, frozen, features):
-    import jax.numpy as jnp
     x = features / jnp.linalg.norm(features, axis=-1, keepdims=True)
     return x @ trainable["W"] + trainable["b"]
 
 
-def build(backbone, task, cfg) -> LinearProbe:
-  return LinearProbe(backbone, task, cfg)
+def build(backbone, task, cfg=None, objective=None) -> LinearProbe:
+  return LinearProbe(backbone, task, options.read(LinearProbeOptions, cfg, "linear_probe"),
+                     objective)

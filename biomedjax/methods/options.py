@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+import ml_collections
+
 SELECTOR_KEYS = ("name",)  # chooses the method (``config.method.name``); not an option
 
 
@@ -22,3 +24,15 @@ def read(cls, cfg: Mapping[str, Any] | None, method: str):
     raise ValueError(f"config.method for {method!r}: unknown key(s) {unknown}; "
                      f"expected some of {sorted(known)}")
   return cls(**values)
+
+
+def config_block(cls, name: str, **overrides):
+  """``config.method`` for method ``name``: every field of ``cls`` with its default, then
+  ``overrides``. Generated from the options dataclass, so defaults live in one place and every
+  option can be set from the command line under the locked config."""
+  values = {f.name: f.default for f in dataclasses.fields(cls)}
+  unknown = sorted(set(overrides) - set(values))
+  if unknown:
+    raise ValueError(f"config for {name!r}: unknown option(s) {unknown}; {cls.__name__} has "
+                     f"{sorted(values)}")
+  return ml_collections.ConfigDict({"name": name, **values, **overrides})

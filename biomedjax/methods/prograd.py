@@ -1,8 +1,10 @@
-"""ProGrad: CoOp whose CE gradient never opposes a teacher's KL gradient (METHODS.md §7).
+"""ProGrad: CoOp whose CE gradient never opposes a teacher's KL gradient.
 
-Per step, with student logits s (CoOp's) and teacher logits z:
+Reference: ``trainers/ProGrad/prograd_biomedclip.py`` of the BiomedCoOp release (T per dataset,
+BTMRI 2.0; lambda 1.0; batch 128, lr 0.002; see configs/prograd.py). Per step, with student
+logits s (CoOp's) and teacher logits z:
 
-  L_ce = CE(s, y)
+  L_ce = CE(s, y)    (the data objective of config.loss; cross-entropy by default)
   L_kl = T^2 * mean_b sum_c -softmax(z / T) * log_softmax(s / T)
   g_ce, g_kl = grad L_ce, grad L_kl, per parameter tensor (trainable leaf)
   g = g_ce - lambda * (g_ce . u) u  with u = g_kl / |g_kl|   if cos(g_ce, g_kl) < 0,   else g_ce
@@ -36,7 +38,6 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from biomedjax.methods import coop, options
 from biomedjax.methods.base import Backbone, Task
@@ -52,6 +53,9 @@ class ProGradOptions(coop.CoOpOptions):
   teacher: str = "self"     # "self" (reference quirk) | "zeroshot" (ProGrad paper)
   temperature: float = 2.0  # T of the KL term
   lam: float = 1.0          # lambda: how much of the conflicting component is removed
+
+
+Options = ProGradOptions
 
 
 def kl_loss(student, teacher, temperature):
@@ -71,29 +75,30 @@ def project(g_ce, g_kl, lam):
 
 
 class ProGrad(coop.CoOp):
-  requires_training = True
-  eval_on_features = True
+  name = "prograd"
+  task_kinds = ("multiclass",)
+  kind_note = "its KL term compares softmax distributions"
 
-  def __init__(self, backbone: Backbone, task: Task, opts: ProGradOptions):
+  def __init__(self, backbone: Backbone, task: Task, opts: ProGradOptions, objective=None):
     if opts.teacher not in TEACHERS:
       raise ValueError(f"prograd: teacher={opts.teacher!r}; use one of {TEACHERS}")
     if not opts.temperature > 0:
       raise ValueError(f"prograd: temperature={opts.temperature!r} must be > 0 (reference 2.0)")
     if not opts.lam >= 0:
       raise ValueError(f"prograd: lam={opts.lam!r} must be >= 0 (reference 1.0)")
-    super().__init__(backbone, task, opts)
+    super().__init__(backbone, task, opts, objective)
 
   def prepare(self, backbone_params) -> dict:
     frozen = super().prepare(backbone_params)
     if self.opts.teacher == "zeroshot":
       clip = encode_prompts(self.backbone, backbone_params, self.task.prompts())
-      frozen["clip_text_features"] = jnp.asarray(clip)
+      frozen["clip_text_features"] = clip
     return frozen
 
-  def _logits_fn(self, frozen, image):
+  def _logits_fn(self, frozen, features):
     """-> (student logits as a function of the trainable leaves, teacher logits or None)."""
     params = frozen["backbone"]
-    img = l2_normalize(self.backbone.image_features(params, image))
+    img = l2_normalize(features)
     scale = self.backbone.logit_scale(params)
 
     def student(trainable):
@@ -107,18 +112,18 @@ class ProGrad(coop.CoOp):
   def _ce_and_kl(self, logits, teacher, labels):
     """(L_ce, L_kl) of student logits; teacher None means the student itself, detached."""
     teacher = jax.lax.stop_gradient(logits if teacher is None else teacher)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    ce = self.objective(logits, labels)[0]
     return ce, kl_loss(logits, teacher, self.opts.temperature)
 
   def loss(self, trainable, frozen, batch, rng):
-    student, teacher = self._logits_fn(frozen, batch["image"])
+    student, teacher = self._logits_fn(frozen, batch["features"])
     logits = student(trainable)
     ce, kl = self._ce_and_kl(logits, teacher, batch["label"])
     return ce, {"kl": kl, "accuracy": (logits.argmax(-1) == batch["label"]).mean()}
 
   def value_and_grad(self, trainable, frozen, batch, rng):
-    """((L_ce, aux), projected gradient): the engine's ``grad_fn`` for this method."""
-    student, teacher = self._logits_fn(frozen, batch["image"])
+    """((L_ce, aux), projected gradient): the engine's ``value_and_grad`` hook for this method."""
+    student, teacher = self._logits_fn(frozen, batch["features"])
     logits, pullback = jax.vjp(student, trainable)
     labels = batch["label"]
     ce, d_ce = jax.value_and_grad(lambda s: self._ce_and_kl(s, teacher, labels)[0])(logits)
@@ -134,5 +139,5 @@ class ProGrad(coop.CoOp):
     return (ce, aux), jax.tree.unflatten(treedef, [g for g, _ in pairs])
 
 
-def build(backbone: Backbone, task: Task, cfg=None) -> ProGrad:
-  return ProGrad(backbone, task, options.read(ProGradOptions, cfg, "prograd"))
+def build(backbone: Backbone, task: Task, cfg=None, objective=None) -> ProGrad:
+  return ProGrad(backbone, task, options.read(ProGradOptions, cfg, "prograd"), objective)

@@ -1,6 +1,7 @@
 """CoOp's learnable prompts, shared by CoOp, CoCoOp, KgCoOp, ProGrad and BiomedCoOp.
 
-The reference (CoOp's ``PromptLearner``, METHODS.md §4) tokenizes "X X X X {name}." per class,
+The reference (CoOp's ``PromptLearner``, ``trainers/CoOp/coop_biomedclip.py`` of the BiomedCoOp
+release) tokenizes "X X X X {name}." per class,
 looks up the word embeddings and splices learned context vectors in place of the X tokens::
 
   end:     [CLS] ctx_1..ctx_n  name  .  [SEP]  pad...
@@ -29,6 +30,7 @@ import numpy as np
 from biomedjax.methods.base import Backbone
 
 POSITIONS = ("end", "middle", "front")
+NAME_LENGTHS = ("true", "reference")
 CTX_STD = 0.02  # N(0, 0.02^2), the reference's random init
 
 
@@ -68,8 +70,13 @@ def _rearrange(row: np.ndarray, n_ctx: int, name_len: int, position: str):
 
 
 def build_layout(backbone: Backbone, classnames, n_ctx: int, ctx_init: str = "",
-                 position: str = "end", length: int | str = "bucket") -> PromptLayout:
+                 position: str = "end", length: int | str = "bucket",
+                 name_length: str = "true") -> PromptLayout:
   """Tokenizes the class prompts and lays out where the context vectors go.
+
+  ``name_length="reference"`` reproduces the BiomedCLIP trainers' quirk for "middle"/"front":
+  they take a class name's length as ``len(tokenizer(name))``, which is 1 (one padded row), so
+  only the first token of a multi-word name moves and the rest stays after the context.
 
   ``ctx_init`` (e.g. "a photo of a") replaces the X placeholders; it must tokenize to exactly
   ``n_ctx`` tokens, since its token embeddings initialise the context. ``length``: "bucket"
@@ -77,6 +84,8 @@ def build_layout(backbone: Backbone, classnames, n_ctx: int, ctx_init: str = "",
   """
   if position not in POSITIONS:
     raise ValueError(f"class_token_position {position!r}: use one of {POSITIONS}")
+  if name_length not in NAME_LENGTHS:
+    raise ValueError(f"name_length {name_length!r}: use one of {NAME_LENGTHS}")
   if n_ctx < 1:
     raise ValueError(f"n_ctx must be >= 1, got {n_ctx}")
   if not classnames:
@@ -99,7 +108,8 @@ def build_layout(backbone: Backbone, classnames, n_ctx: int, ctx_init: str = "",
       raise ValueError(f"class {c} ({classnames[c]!r}): its tokens in prompt {prompts[c]!r} "
                        f"differ from the name's own tokens {nid.tolist()}; the name cannot be "
                        "moved as a block for class_token_position")
-    row, pos = _rearrange(row, n_ctx, len(nid), position)
+    moved = 1 if name_length == "reference" else len(nid)
+    row, pos = _rearrange(row, n_ctx, moved, position)
     rows.append(row)
     positions.append(pos)
   return PromptLayout(prompts=prompts, ids=np.stack(rows).astype(np.int32),
@@ -131,13 +141,13 @@ class PromptLearner:
 
   def __init__(self, backbone: Backbone, classnames, n_ctx: int = 4, ctx_init: str = "",
                csc: bool = False, class_token_position: str = "end",
-               prompt_length: int = 0):
+               prompt_length: int = 0, name_length: str = "true"):
     self.backbone = backbone
     self.n_cls = len(classnames)
     self.n_ctx = n_ctx
     self.csc = csc
     self.layout = build_layout(backbone, classnames, n_ctx, ctx_init, class_token_position,
-                               prompt_length or "bucket")
+                               prompt_length or "bucket", name_length)
 
   @property
   def ctx_shape(self) -> tuple[int, ...]:
@@ -162,9 +172,10 @@ class PromptLearner:
   def prompt_embeddings(self, ctx: jax.Array, token_embeddings: jax.Array) -> jax.Array:
     return prompt_embeddings(ctx, token_embeddings, self.layout.ctx_positions)
 
-  def text_features(self, backbone_params, ctx: jax.Array, token_embeddings: jax.Array
-                    ) -> jax.Array:
-    """(n_cls, D) unnormalised text features of the prompts with context ``ctx``."""
+  def text_features(self, backbone_params, ctx: jax.Array, token_embeddings: jax.Array,
+                    dropout_rng=None) -> jax.Array:
+    """(n_cls, D) unnormalised text features of the prompts with context ``ctx``;
+    ``dropout_rng`` runs the text tower in training mode (BiomedCoOp's reference)."""
     embeds = self.prompt_embeddings(ctx, token_embeddings)
     return self.backbone.text_features_from_embeds(backbone_params, embeds,
-                                                   jnp.asarray(self.layout.mask))
+                                                   jnp.asarray(self.layout.mask), dropout_rng)

@@ -1,7 +1,10 @@
 """Zero-shot classification: cosine similarity to the text features of class prompts.
 
-Training-free (METHODS.md §3). The class text features are computed once per run in ``prepare``
-and live in the frozen pytree; ``logits`` is then one matmul on cached image features.
+Training-free (``stages = ("fit",)``, nothing to fit). The class text features are computed once
+per run in ``prepare`` and live in the frozen pytree; ``logits`` is then one matmul on cached
+image features. Defined for both task kinds: on a multilabel task each class's logit is scored
+independently (sigmoid), on a multiclass one they compete (softmax). Base-to-novel: the method is
+class-agnostic, the novel classes get their own prompts.
 
 Two prompt sources:
 
@@ -20,9 +23,8 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from biomedjax import losses
 from biomedjax.methods import options
-from biomedjax.methods.base import Backbone, Task
+from biomedjax.methods.base import Backbone, Method, Task
 from biomedjax.models.clip import l2_normalize
 
 ENCODE_BATCH = 64  # prompts per encoder call; one fixed shape, so one compilation
@@ -34,11 +36,15 @@ class ZeroShotOptions:
   n_prompts: int = 0      # ensemble: the first n prompts of each class (0: all of them)
 
 
-def encode_prompts(backbone: Backbone, params, texts) -> np.ndarray:
+Options = ZeroShotOptions
+
+
+def encode_prompts(backbone: Backbone, params, texts) -> jnp.ndarray:
   """(N, D) L2-normalised text features of ``texts``, in fixed-size batches.
 
   All texts are tokenized at one bucketed length and the last batch is padded by repeating its
-  final row (the padding rows are dropped), so any number of prompts compiles once.
+  final row (the padding rows are dropped), so any number of prompts compiles once. Traceable
+  (the token ids are host constants), so ``jax.eval_shape`` of a method's ``prepare`` works.
   """
   ids, mask = backbone.tokenize(list(texts), length="bucket")
   n = len(ids)
@@ -47,7 +53,7 @@ def encode_prompts(backbone: Backbone, params, texts) -> np.ndarray:
   mask = np.concatenate([mask, np.repeat(mask[-1:], pad, 0)])
   out = [backbone.encode_texts(params, ids[i:i + ENCODE_BATCH], mask[i:i + ENCODE_BATCH])
          for i in range(0, len(ids), ENCODE_BATCH)]
-  return np.concatenate([np.asarray(o) for o in out])[:n]
+  return jnp.concatenate(out)[:n]
 
 
 def class_prompts(task: Task, n_prompts: int = 0) -> list[tuple[str, ...]]:
@@ -68,45 +74,38 @@ def class_prompts(task: Task, n_prompts: int = 0) -> list[tuple[str, ...]]:
   return out
 
 
-class ZeroShot:
-  requires_training = False
-  eval_on_features = True
+class ZeroShot(Method):
+  name = "zeroshot"
+  inputs = "features"
+  stages = ("fit",)
+  task_kinds = ("multiclass", "multilabel")
 
-  def __init__(self, backbone: Backbone, task: Task, opts: ZeroShotOptions):
-    self.backbone = backbone
-    self.task = task
-    self.opts = opts
+  def __init__(self, backbone: Backbone, task: Task, opts: ZeroShotOptions, objective=None):
+    super().__init__(backbone, task, opts, objective)
     self.prompts = class_prompts(task, opts.n_prompts) if opts.ensemble else None
 
-  def class_text_features(self, backbone_params) -> np.ndarray:
+  def class_text_features(self, backbone_params) -> jnp.ndarray:
     """(n_cls, D) normalised class embeddings (single template or ensemble mean)."""
     if self.prompts is None:
       return encode_prompts(self.backbone, backbone_params, self.task.prompts())
     feats = encode_prompts(self.backbone, backbone_params, [p for ps in self.prompts for p in ps])
     bounds = np.cumsum([0] + [len(ps) for ps in self.prompts])
-    means = np.stack([feats[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])
-    return np.asarray(l2_normalize(jnp.asarray(means)))
+    means = jnp.stack([feats[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])
+    return l2_normalize(means)
 
   def prepare(self, backbone_params) -> dict:
-    return {"text_features": jnp.asarray(self.class_text_features(backbone_params))}
+    return {"text_features": self.class_text_features(backbone_params)}
 
-  def init(self, rng, frozen) -> dict:
-    return {}
-
-  def fit(self, frozen, train_features, train_labels, val_features, val_labels) -> dict:
+  def fit(self, frozen, train, val) -> dict:
     return {}  # nothing to fit: the classifier is the text features
 
   def logits(self, trainable, frozen, image_features):
     scale = self.backbone.logit_scale(frozen["backbone"])
     return scale * l2_normalize(image_features) @ frozen["text_features"].T
 
-  def loss(self, trainable, frozen, batch, rng):
-    """Cross-entropy on a pixel batch; not trained, but a validation loss is still useful."""
-    feats = self.backbone.image_features(frozen["backbone"], batch["image"])
-    logits = self.logits(trainable, frozen, feats)
-    loss, accuracy = losses.cross_entropy(logits, batch["label"])
-    return loss, {"accuracy": accuracy}
+  def transfer(self, trainable, novel):
+    return trainable  # nothing trained; the novel method encodes its own class prompts
 
 
-def build(backbone: Backbone, task: Task, cfg=None) -> ZeroShot:
-  return ZeroShot(backbone, task, options.read(ZeroShotOptions, cfg, "zeroshot"))
+def build(backbone: Backbone, task: Task, cfg=None, objective=None) -> ZeroShot:
+  return ZeroShot(backbone, task, options.read(ZeroShotOptions, cfg, "zeroshot"), objective)

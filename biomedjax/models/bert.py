@@ -17,14 +17,17 @@ from biomedjax.models.layers import Attention, Mlp, activation
 
 
 class PostNormBlock(nn.Module):
+  """HF ``BertLayer``: dropout (hidden) on each sublayer's output before its residual + norm."""
   cfg: TextConfig
 
   @nn.compact
-  def __call__(self, x, mask):
+  def __call__(self, x, mask, deterministic: bool = True):
     c = self.cfg
-    x = nn.LayerNorm(c.ln_eps, name="attn_norm")(
-        x + Attention(c.width, c.heads, True, name="attn")(x, mask))
-    return nn.LayerNorm(c.ln_eps, name="mlp_norm")(x + Mlp(c.mlp_dim, c.act, name="mlp")(x))
+    drop = nn.Dropout(c.hidden_dropout, deterministic=deterministic)
+    attn = Attention(c.width, c.heads, True, c.attention_dropout, name="attn")
+    x = nn.LayerNorm(c.ln_eps, name="attn_norm")(x + drop(attn(x, mask, deterministic)))
+    return nn.LayerNorm(c.ln_eps, name="mlp_norm")(
+        x + drop(Mlp(c.mlp_dim, c.act, name="mlp")(x)))
 
 
 class TextTransformer(nn.Module):
@@ -37,6 +40,7 @@ class TextTransformer(nn.Module):
     self.position_embeddings = nn.Embed(c.max_positions, c.width)
     self.token_type_embeddings = nn.Embed(c.type_vocab_size, c.width)
     self.embed_norm = nn.LayerNorm(c.ln_eps)
+    self.embed_dropout = nn.Dropout(c.hidden_dropout)
     self.blocks = [PostNormBlock(c, name=f"layer_{i}") for i in range(c.depth)]
     if c.proj == "mlp":
       self.proj_0 = nn.Dense((c.width + self.embed_dim) // 2, use_bias=c.proj_bias)
@@ -50,17 +54,20 @@ class TextTransformer(nn.Module):
     """ids (N, L) int -> word embeddings (N, L, width), the rows prompt learning may replace."""
     return self.word_embeddings(ids)
 
-  def encode_embeds(self, embeds, mask):
-    """word embeddings (N, L, width) + boolean mask (N, L) -> features (N, embed_dim)."""
+  def encode_embeds(self, embeds, mask, deterministic: bool = True):
+    """word embeddings (N, L, width) + boolean mask (N, L) -> features (N, embed_dim).
+
+    ``deterministic=False`` is HF's training mode: dropout after the embedding norm and in every
+    layer (needs a "dropout" rng); open_clip's pooler and projection have no dropout."""
     c = self.cfg
     length = embeds.shape[1]
     if length > c.max_positions:
       raise ValueError(f"text length {length} exceeds max_positions {c.max_positions}")
     x = (embeds + self.position_embeddings.embedding[None, :length]
          + self.token_type_embeddings.embedding[0])
-    x = self.embed_norm(x)
+    x = self.embed_dropout(self.embed_norm(x), deterministic=deterministic)
     for block in self.blocks:
-      x = block(x, mask)
+      x = block(x, mask, deterministic)
     if c.pool != "cls":
       raise ValueError(f"text pool {c.pool!r}: only 'cls' (open_clip cls_last_hidden_state) exists")
     pooled = x[:, 0]

@@ -36,8 +36,8 @@ class CLIP(nn.Module):
   def embed_tokens(self, ids):
     return self.text.embed_tokens(ids)
 
-  def encode_text_embeds(self, embeds, mask):
-    return self.text.encode_embeds(embeds, mask)
+  def encode_text_embeds(self, embeds, mask, deterministic: bool = True):
+    return self.text.encode_embeds(embeds, mask, deterministic)
 
   def encode_text(self, ids, mask=None):
     return self.text(ids, mask)

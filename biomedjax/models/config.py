@@ -47,6 +47,8 @@ class TextConfig:
   type_vocab_size: int = 2
   ln_eps: float = 1e-12
   act: str = "gelu"
+  hidden_dropout: float = 0.1     # HF hidden_dropout_prob (training mode only)
+  attention_dropout: float = 0.1  # HF attention_probs_dropout_prob (training mode only)
   pad_id: int = 0
   context_length: int = 256
   pool: str = "cls"          # open_clip cls_last_hidden_state_pooler: hidden state at position 0

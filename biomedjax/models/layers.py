@@ -26,20 +26,32 @@ def activation(name: str):
 
 
 class Attention(nn.Module):
-  """Multi-head self-attention; ``mask`` is boolean (B, S), True where a key may be attended."""
+  """Multi-head self-attention; ``mask`` is boolean (B, S), True where a key may be attended.
+
+  ``dropout`` acts on the attention probabilities (HF BERT's ``attention_probs_dropout_prob``)
+  and only when ``deterministic`` is False; the deterministic path is the fused kernel.
+  """
   width: int
   heads: int
   qkv_bias: bool = True
+  dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x, mask=None):
+  def __call__(self, x, mask=None, deterministic: bool = True):
     b, s, _ = x.shape
     head_dim = self.width // self.heads
     qkv = nn.Dense(3 * self.width, use_bias=self.qkv_bias, name="qkv")(x)
     q, k, v = jnp.split(qkv.reshape(b, s, 3, self.heads, head_dim), 3, axis=2)
     q, k, v = (t[:, :, 0] for t in (q, k, v))  # (B, S, heads, head_dim)
     attn_mask = None if mask is None else mask[:, None, None, :]
-    out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask)
+    if deterministic or not self.dropout:
+      out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask)
+    else:
+      scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
+      if attn_mask is not None:
+        scores = jnp.where(attn_mask, scores, jnp.finfo(scores.dtype).min)
+      probs = nn.Dropout(self.dropout)(jax.nn.softmax(scores, axis=-1), deterministic=False)
+      out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
     return nn.Dense(self.width, name="proj")(out.reshape(b, s, self.width))
 
 

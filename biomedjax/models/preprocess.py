@@ -51,10 +51,17 @@ def normalize(pixels_uint8: np.ndarray, mean=OPENAI_MEAN, std=OPENAI_STD) -> np.
   return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
-def preprocess(image: Image.Image, size: int = 224, mean=OPENAI_MEAN, std=OPENAI_STD) -> np.ndarray:
-  """PIL image -> normalised float32 array of shape (size, size, 3)."""
+def resize_crop(image: Image.Image, size: int = 224) -> np.ndarray:
+  """PIL image -> uint8 RGB array (size, size, 3): the eval transform before normalisation.
+
+  The input pipeline ships these bytes; the model normalises them on the device."""
   new_size = resized_size(image.width, image.height, size)
   if new_size != (image.width, image.height):
     image = image.resize(new_size, Image.Resampling.BICUBIC)
   image = to_rgb(image.crop(center_crop_box(image.width, image.height, size)))
-  return normalize(np.asarray(image, dtype=np.uint8), mean, std)
+  return np.asarray(image, dtype=np.uint8)
+
+
+def preprocess(image: Image.Image, size: int = 224, mean=OPENAI_MEAN, std=OPENAI_STD) -> np.ndarray:
+  """PIL image -> normalised float32 array of shape (size, size, 3)."""
+  return normalize(resize_crop(image, size), mean, std)

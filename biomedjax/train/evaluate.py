@@ -1,8 +1,10 @@
 """Evaluation: frozen image features computed once per split, then logits and metrics.
 
-Methods whose logits depend on the image only through the frozen, unaugmented image features
-(``eval_on_features``) get those features, encoded once per run and reused for val and test
-(and by training-free methods to fit). Others get logits batch by batch from pixels.
+Methods with ``inputs="features"`` get the frozen image features of the eval transform, encoded
+once per run and reused for val and test (and by a "fit" stage). Pixel-space methods get logits
+batch by batch from the images. Metrics follow the task's kind: the multiclass report (accuracy,
+balanced accuracy, macro-F1, per-class P/R/F1, confusion, NLL, ECE) or the multilabel one
+(per-label P/R/F1, macro-F1, exact match, LRAP, coverage error, ranking loss, AUROC).
 Every example is counted exactly once: eval batches are padded and the padding is masked out.
 """
 
@@ -40,5 +42,17 @@ def map_images(fn, source, mesh, data_cfg, desc: str, progress: bool = True):
   return np.concatenate(outs), np.concatenate(labels)
 
 
-def report(logits, labels, classnames) -> dict:
-  return metrics.classification_report(np.asarray(logits, np.float64), labels, classnames)
+def report(logits, labels, classnames, kind: str = "multiclass") -> dict:
+  logits = np.asarray(logits, np.float64)
+  if kind == "multilabel":
+    return metrics.multilabel_report(logits, labels, classnames)
+  return metrics.classification_report(logits, labels, classnames)
+
+
+def summary(result: dict, kind: str) -> str:
+  """One log line of the headline numbers."""
+  if kind == "multilabel":
+    return (f"macro-F1 {100 * result['macro_f1']:.2f}%, exact match "
+            f"{100 * result['exact_match']:.2f}%, LRAP {result['lrap']:.4f}")
+  return (f"accuracy {100 * result['accuracy']:.2f}%, macro-F1 {100 * result['macro_f1']:.2f}%, "
+          f"ECE {100 * result['ece']:.2f}%")

@@ -1,8 +1,10 @@
 """``train_and_evaluate(config, workdir)``: one experiment from config to ``results.json``.
 
-build data, backbone, task and method -> train (gradient steps with checkpoints, or a closed-form
-fit for training-free methods) -> evaluate val and test on frozen image features -> write the
-results. The loop knows the method only through ``biomedjax.methods.base.Method``.
+build data, backbone, task, objective and method -> the method's declared stages (a closed-form
+``fit`` on cached image features, then/or gradient steps with checkpoints) -> evaluate val and
+test (on frozen image features, or on pixels for pixel-space methods) with the metrics of the
+task's kind -> write the results. The loop knows the method only through
+``biomedjax.methods.base.Method``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
+from biomedjax import objectives
 from biomedjax import report as report_lib
 from biomedjax.data.pipeline import make_train_iterator
 from biomedjax.methods import METHODS
+from biomedjax.methods.base import FeatureSet
 from biomedjax.train import checkpoint, evaluate, setup, sharding, step as step_lib
 from biomedjax.train.optim import make_optimizer
 
@@ -43,15 +47,35 @@ def _log_metrics(writer, step: int, values: dict, prefix: str) -> None:
   writer.flush()
 
 
-def train(method, frozen, data, config, workdir, mesh, writer, steps):
+def build_method(config, backbone, classnames, kind: str):
+  """The configured method for ``classnames``, with the objective of ``config.loss``."""
+  task = setup.make_task(classnames, config.data, kind)
+  return METHODS[config.method.name](backbone, task, config.method,
+                                     objectives.make(config.loss, task))
+
+
+def split_frozen(method, frozen: dict) -> dict:
+  """``frozen`` without the backbone parts the method trains (``trainable_backbone``)."""
+  if not method.trainable_backbone:
+    return frozen
+  backbone = {k: v for k, v in frozen["backbone"].items() if k not in method.trainable_backbone}
+  return {**frozen, "backbone": backbone}
+
+
+def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, initial=None):
   """Gradient training with periodic checkpoints; resumes from the workdir's latest one.
 
   ``steps``: (global batch, steps per epoch, total steps) from ``_batch_and_steps``.
+  ``initial``: the trainable to start from (a "fit" stage's result), else ``method.init``.
+  Returns the trained pytree and the loss history.
   """
   batch, per_epoch, total = steps
   tx, schedule = make_optimizer(config.optim, per_epoch)
   rng = jax.random.key(config.seed)
-  trainable = sharding.replicate(method.init(jax.random.fold_in(rng, 1), frozen), mesh)
+  if initial is None:
+    initial = method.init(jax.random.fold_in(rng, 1), frozen)
+  trainable = sharding.replicate(initial, mesh)
+  frozen = split_frozen(method, frozen)
   opt_state = sharding.replicate(tx.init(trainable), mesh)
   it = make_train_iterator(data.splits["train"], mesh=mesh, global_batch_size=batch,
                            seed=config.seed, image_size=config.data.image_size,
@@ -62,7 +86,7 @@ def train(method, frozen, data, config, workdir, mesh, writer, steps):
     trainable, opt_state, start, rng = ckpt.restore(ckpt.latest_step(), trainable, opt_state,
                                                     rng, it)
     log.info("resumed from step %d of %d", start, total)
-  step_fn = step_lib.make_train_step(method, tx, mesh)
+  step_fn = step_lib.make_train_step(method, backbone, tx, mesh)
   log.info("training %d steps (%d epochs x %d) at global batch %d on %d device(s)", total,
            config.optim.epochs, per_epoch, batch, mesh.shape["data"])
   bar = tqdm(range(start, total), initial=start, total=total, desc="train",
@@ -92,15 +116,14 @@ def train(method, frozen, data, config, workdir, mesh, writer, steps):
 def _eval_targets(config, data, backbone, params, method, frozen, mesh):
   """(result key, feature-cache key, method, its frozen pytree, source, classnames) per split.
 
-  Base-to-novel evaluates the novel classes with a second method object built for their names
-  and the same trained pytree (a unified context transfers to unseen class names).
+  Base-to-novel evaluates the novel classes with a second method object built for their names;
+  the base method's ``transfer`` hook decides whether (and how) its trained state applies.
   """
   test_key = "test" if config.data.setting == "few_shot" else "base"
   targets = [("val", "val", method, frozen, data.splits.get("val"), data.classnames),
              (test_key, "test", method, frozen, data.splits["test"], data.classnames)]
   if config.data.setting == "base2novel":
-    novel = METHODS[config.method.name](
-        backbone, setup.make_task(data.novel_classnames, config.data), config.method)
+    novel = build_method(config, backbone, data.novel_classnames, data.kind)
     novel_frozen = sharding.replicate({"backbone": params, **novel.prepare(params)}, mesh)
     targets.append(("novel", "novel_test", novel, novel_frozen, data.novel_test,
                     data.novel_classnames))
@@ -114,49 +137,54 @@ def train_and_evaluate(config, workdir) -> dict:
   data = setup.build_data(config.data, config.seed, workdir)
   backbone, params = setup.build_backbone(config.model, workdir,
                                          setup.vocabulary_words(config, data))
-  method = METHODS[config.method.name](backbone, setup.make_task(data.classnames, config.data),
-                                       config.method)
+  method = build_method(config, backbone, data.classnames, data.kind)
   steps = _batch_and_steps(len(data.splits["train"]), config)
   mesh = sharding.make_mesh(steps[0])
   frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
+  targets = _eval_targets(config, data, backbone, params, method, frozen, mesh)
+  if config.data.setting == "base2novel":  # refuse before training, not after
+    method.transfer(jax.eval_shape(method.init, jax.random.key(0), frozen), targets[-1][2])
   writer = SummaryWriter(str(workdir / "tensorboard")) if jax.process_index() == 0 else _NoWriter()
 
   feature_fn = step_lib.make_feature_fn(backbone)
   params_r = frozen["backbone"]
   features = {}
 
-  def image_features(split, examples):
+  def image_features(split, examples) -> FeatureSet:
     if split not in features:
-      features[split] = evaluate.map_images(lambda px: feature_fn(params_r, px), examples, mesh,
-                                            config.data, f"features {split}",
-                                            config.train.progress)
+      features[split] = FeatureSet(*evaluate.map_images(
+          lambda px: feature_fn(params_r, px), examples, mesh, config.data, f"features {split}",
+          config.train.progress))
     return features[split]
 
-  history = []
-  if method.requires_training:
-    trainable, history = train(method, frozen, data, config, workdir, mesh, writer, steps)
-  else:
-    (tr_f, tr_y), (va_f, va_y) = (image_features(s, data.splits[s]) for s in ("train", "val"))
-    trainable = sharding.replicate(method.fit(frozen, tr_f, tr_y, va_f, va_y), mesh)
+  history, trainable = [], None
+  if method.fits:
+    val = data.splits.get("val")
+    trainable = method.fit(frozen, image_features("train", data.splits["train"]),
+                           image_features("val", val) if val is not None else None)
+  if method.trains:
+    trainable, history = train(method, backbone, frozen, data, config, workdir, mesh, writer,
+                               steps, initial=trainable)
+  trainable = sharding.replicate(trainable, mesh)
+  frozen = split_frozen(method, frozen)
 
   results = {"method": config.method.name, "dataset": config.data.dataset,
              "shots": config.data.shots, "seed": config.seed, "setting": config.data.setting,
-             "train_loss": history}
-  for name, cache_key, m, fz, source, classnames in _eval_targets(config, data, backbone, params,
-                                                                  method, frozen, mesh):
-    logits_fn = step_lib.make_logits_fn(m)
-    if m.eval_on_features:
+             "task_kind": data.kind, "train_loss": history}
+  for name, cache_key, m, fz, source, classnames in targets:
+    state = trainable if m is method else method.transfer(trainable, m)
+    fz = split_frozen(m, fz)
+    logits_fn = step_lib.make_logits_fn(m, backbone)
+    if m.inputs == "features":
       feats, labels = image_features(cache_key, source)
-      logits = np.asarray(logits_fn(trainable, fz, jnp.asarray(feats)))
+      logits = np.asarray(logits_fn(state, fz, jnp.asarray(feats)))
     else:
-      logits, labels = evaluate.map_images(lambda px: logits_fn(trainable, fz, px), source,
+      logits, labels = evaluate.map_images(lambda px: logits_fn(state, fz, px), source,
                                            mesh, config.data, f"eval {name}",
                                            config.train.progress)
-    results[name] = evaluate.report(logits, labels, classnames)
+    results[name] = evaluate.report(logits, labels, classnames, data.kind)
     _log_metrics(writer, 0, results[name], name)
-    log.info("%s: accuracy %.2f%%, macro-F1 %.2f%%, ECE %.2f%%", name,
-             100 * results[name]["accuracy"], 100 * results[name]["macro_f1"],
-             100 * results[name]["ece"])
+    log.info("%s: %s", name, evaluate.summary(results[name], data.kind))
   writer.close()
   if jax.process_index() == 0:
     report_lib.write_run_results(workdir, results)

@@ -31,15 +31,17 @@ def build_backbone(model_cfg, workdir: pathlib.Path, words=()) -> tuple[Backbone
   Random weights exist for the offline demo and smoke tests; every number they produce is
   meaningless for medical images, and the log says so loudly.
   """
+  dtype = model_cfg.compute_dtype
   if model_cfg.init:
     m = bc.load(model_cfg.init)
-    return Backbone(m.module, m.tokenizer), m.params
+    return Backbone(m.module, m.tokenizer, dtype), m.params
   cfg = model_config.PRESETS[model_cfg.preset]()
   log.warning("model.init is empty: using RANDOM weights of preset %r (no pretrained knowledge; "
               "for real runs pass --config.model.init=<converted BiomedCLIP dir>)", model_cfg.preset)
   vocab = write_vocab(workdir / "random_tokenizer", words, size=cfg.text.vocab_size,
                       context_length=cfg.text.context_length)
-  return Backbone(CLIP(cfg), Tokenizer(vocab, cfg.text.context_length)), bc.init_params(cfg)
+  return (Backbone(CLIP(cfg), Tokenizer(vocab, cfg.text.context_length), dtype),
+          bc.init_params(cfg))
 
 
 @dataclasses.dataclass
@@ -49,6 +51,28 @@ class RunData:
   splits: dict[str, object]            # split -> ImageFileSource | SubsetSource of ArrayRecord
   novel_classnames: tuple[str, ...] = ()
   novel_test: object = None
+  kind: str = "multiclass"             # "multilabel" when targets are multi-hot vectors
+
+
+def build_multilabel_data(data_cfg, workdir: pathlib.Path) -> RunData:
+  """``dataset="synthetic_multilabel"``: multi-hot CSVs (one 0/1 column per class), whole splits.
+
+  Few-shot sampling (K images per class) is defined for single-label data only; ``shots`` must be 0.
+  """
+  if data_cfg.shots:
+    raise ValueError(f"config.data.shots={data_cfg.shots}: few-shot sampling is defined for "
+                     "single-label data; a multilabel dataset uses whole splits (shots=0)")
+  if data_cfg.setting != "few_shot":
+    raise ValueError("config.data.setting='base2novel' is defined for single-label data only")
+  out = workdir / "synthetic_data"
+  s = data_cfg.synthetic
+  if not (out / "test.csv").exists():
+    synthetic.generate_multilabel(out, s.classes, size=s.size, seed=0)
+  classnames = [synthetic.class_folder(c) for c in range(s.classes)]
+  splits = {k: ImageFileSource(validate_images(
+      readers.read_csv(out / f"{k}.csv", label_columns=classnames), data_cfg.skip_bad_images))
+      for k in ("train", "val", "test")}
+  return RunData(classnames=tuple(classnames), splits=splits, kind="multilabel")
 
 
 def _split_file_and_root(data_cfg, workdir: pathlib.Path):
@@ -70,6 +94,8 @@ def _split_file_and_root(data_cfg, workdir: pathlib.Path):
 
 def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
   """Reads the split file, draws the reference's few-shot sets, writes them for audit."""
+  if data_cfg.dataset == "synthetic_multilabel":
+    return build_multilabel_data(data_cfg, workdir)
   split_file, image_root, classnames = _split_file_and_root(data_cfg, workdir)
   prepared = pathlib.Path(data_cfg.prepared) if data_cfg.prepared else None
   items = splits_lib.read_split_file(split_file, classnames, None if prepared else image_root)
@@ -120,6 +146,6 @@ def load_llm_prompts(path: str) -> dict[str, tuple[str, ...]] | None:
                      f"({type(e).__name__}: {e})") from e
 
 
-def make_task(classnames, data_cfg) -> Task:
-  return Task(tuple(classnames), data_cfg.template, load_llm_prompts(data_cfg.llm_prompts))
+def make_task(classnames, data_cfg, kind: str = "multiclass") -> Task:
+  return Task(tuple(classnames), data_cfg.template, load_llm_prompts(data_cfg.llm_prompts), kind)
 

@@ -4,26 +4,41 @@ The step is a pure function ``(trainable, opt_state, frozen, batch, rng, step) -
 opt_state, metrics)``, jitted once. ``trainable`` and ``opt_state`` are donated (updated in
 place); ``frozen`` (the backbone and the method's constants) is an *argument*, so 196M weights
 are never baked into the program, is wrapped in ``stop_gradient`` and is never donated.
-Gradients are taken with respect to ``trainable`` only. A method may supply its own
-``value_and_grad`` (ProGrad projects one gradient onto another); the engine does not care which.
+Gradients are taken with respect to ``trainable`` only, through the method's declared
+``value_and_grad`` hook.
+
+For a method with ``inputs="features"`` the step itself runs the frozen image tower on the
+(augmented, uint8) batch and hands the method ``batch["features"]``: the same arithmetic as a
+method calling the tower, but no method repeats that code, and the engine can later feed
+precomputed features instead. A ``"pixels"`` method receives the images in [0, 1].
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from biomedjax.methods.base import Backbone, Method
 from biomedjax.train import sharding
 
 
-def make_train_step(method: Method, tx: optax.GradientTransformation, mesh):
-  grad_fn = getattr(method, "value_and_grad", None) or jax.value_and_grad(method.loss,
-                                                                          has_aux=True)
+def method_batch(method: Method, backbone: Backbone, backbone_params, batch: dict) -> dict:
+  """The batch a method sees: uint8 images -> features (frozen tower) or [0, 1] floats."""
+  if method.inputs == "features":
+    return {**batch, "features": backbone.image_features(backbone_params, batch["image"])}
+  images = batch["image"]
+  if images.dtype == jnp.uint8:
+    images = images.astype(jnp.float32) / jnp.float32(255.0)
+  return {**batch, "image": images}
 
+
+def make_train_step(method: Method, backbone: Backbone, tx: optax.GradientTransformation, mesh):
   def step(trainable, opt_state, frozen, batch, rng, step):
     frozen = jax.lax.stop_gradient(frozen)
-    (loss, aux), grads = grad_fn(trainable, frozen, batch, jax.random.fold_in(rng, step))
+    batch = method_batch(method, backbone, frozen["backbone"], batch)
+    (loss, aux), grads = method.value_and_grad(trainable, frozen, batch,
+                                               jax.random.fold_in(rng, step))
     updates, opt_state = tx.update(grads, opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
     metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
@@ -35,9 +50,14 @@ def make_train_step(method: Method, tx: optax.GradientTransformation, mesh):
 
 
 def make_feature_fn(backbone: Backbone):
-  """pixels -> unnormalised image features, batch-sharded like its input."""
+  """uint8 images -> unnormalised image features, batch-sharded like its input."""
   return jax.jit(backbone.image_features)
 
 
-def make_logits_fn(method: Method):
-  return jax.jit(method.logits)
+def make_logits_fn(method: Method, backbone: Backbone):
+  """Eval logits from features (cached) or from uint8 images (pixel methods)."""
+  def logits(trainable, frozen, inputs):
+    if method.inputs == "pixels" and inputs.dtype == jnp.uint8:
+      inputs = inputs.astype(jnp.float32) / jnp.float32(255.0)
+    return method.logits(trainable, frozen, inputs)
+  return jax.jit(logits)

@@ -31,9 +31,10 @@ def run_both(backbone, params, torch_model, tokenizer, classnames, opts, batch_s
   rng = np.random.default_rng(seed)
   pixels = rng.normal(size=(batch_size, 224, 224, 3)).astype(np.float32)
   labels = rng.integers(0, len(classnames), batch_size).astype(np.int32)
+  feats = backbone.encode_pixels(params, pixels)
   (loss, _), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(
-      trainable, frozen, {"image": pixels, "label": labels}, jax.random.key(0))
-  logits = method.logits(trainable, frozen, backbone.image_features(params, pixels))
+      trainable, frozen, {"features": feats, "label": labels}, jax.random.key(0))
+  logits = method.logits(trainable, frozen, feats)
 
   ref = TorchCoCoOp(torch_model, tokenizer, classnames, trainable["ctx"], trainable["meta_net"],
                     opts.get("ctx_init", "a photo of a"))

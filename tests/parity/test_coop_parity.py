@@ -32,10 +32,10 @@ def run_both(side, classnames, opts, batch_size=3, seed=0):
   rng = np.random.default_rng(seed)
   pixels = rng.normal(size=(batch_size, 224, 224, 3)).astype(np.float32)
   labels = rng.integers(0, len(classnames), batch_size).astype(np.int32)
-  batch = {"image": pixels, "label": labels}
+  batch = {"features": backbone.encode_pixels(params, pixels), "label": labels}
   (loss, _), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(
       trainable, frozen, batch, jax.random.key(0))
-  logits = method.logits(trainable, frozen, backbone.image_features(params, pixels))
+  logits = method.logits(trainable, frozen, batch["features"])
 
   ref = TorchCoOp(torch_model, tokenizer, classnames, trainable["ctx"],
                   opts.get("class_token_position", "end"), opts.get("ctx_init", ""))

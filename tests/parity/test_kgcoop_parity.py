@@ -50,7 +50,7 @@ def run_both(torch_model, tokenizer, backbone, params, classnames, opts, batch_s
   trainable = {"ctx": (ctx + noise).astype(np.float32)}
   pixels = rng.normal(size=(batch_size, 224, 224, 3)).astype(np.float32)
   labels = rng.integers(0, len(classnames), batch_size).astype(np.int32)
-  batch = {"image": pixels, "label": labels}
+  batch = {"features": backbone.encode_pixels(params, pixels), "label": labels}
   (loss, aux), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(
       trainable, frozen, batch, jax.random.key(0))
 
@@ -60,7 +60,7 @@ def run_both(torch_model, tokenizer, backbone, params, classnames, opts, batch_s
                                                     opts.get("w", 2.0))
   ref_loss.backward()
   assert float(ref_penalty) > 1e-4  # the W term is active
-  pairs = {"loss": (loss, ref_loss), "ce": (aux["ce"], ref_ce),
+  pairs = {"loss": (loss, ref_loss), "ce": (aux["data_loss"], ref_ce),
            "grad": (grads["ctx"], ref.ctx.grad)}
   for name, (ours, theirs) in pairs.items():
     theirs = theirs.detach().numpy()

@@ -91,6 +91,7 @@ def run_both(torch_model, tokenizer, backbone, params, classnames, opts, cases, 
                      opts.get("class_token_position", "end"), opts.get("ctx_init", ""))
   pixels = np.random.default_rng(2).normal(size=(batch_size, 224, 224, 3)).astype(np.float32)
   value_and_grad = jax.jit(method.value_and_grad)
+  feats = backbone.encode_pixels(params, pixels)
   diff = teacher_minus_student(ref, pixels) if method.opts.teacher == "zeroshot" else None
   for case in cases:
     kind = "self" if case == "self" else "zeroshot"
@@ -99,7 +100,7 @@ def run_both(torch_model, tokenizer, backbone, params, classnames, opts, cases, 
     labels = {"self": lambda: np.arange(batch_size) % len(classnames),
               "conflict": lambda: diff.argmin(1), "aligned": lambda: diff.argmax(1)}[case]()
     labels = labels.astype(np.int32)
-    (ce, aux), grads = value_and_grad(trainable, frozen, {"image": pixels, "label": labels},
+    (ce, aux), grads = value_and_grad(trainable, frozen, {"features": feats, "label": labels},
                                       jax.random.key(0))
     r_ce, r_kl, g_ce, g_kl, update, cos = ref.step(pixels, labels, kind)
     if kind == "self":

@@ -1,0 +1,191 @@
+"""One contract test for every registered method (``biomedjax.methods.METHODS``).
+
+Each method is built from its own config file (``configs/<name>.py``) on the tiny random
+backbone and goes through what the engine does with it: prepare -> fit and/or init -> two engine
+steps. Checked: the declarations are valid; the loss is finite and falls; the frozen pytree is
+bit-identical afterwards and only the trainable changes; eval logits are (B, C); for a features
+method, the engine's pixel path (tower inside the step) gives the logits of the cached-features
+path; the trainable round-trips through orbax; base-to-novel transfers or refuses with an error
+naming the option; and ``jax.eval_shape`` of the full-size step traces. Registering a method in
+``METHODS`` is what puts it under these checks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from biomedjax.methods import METHODS
+from biomedjax.methods.base import INPUTS, KINDS, STAGES, Backbone, FeatureSet
+from biomedjax.models import biomedclip as bc
+from biomedjax.models import config as model_config
+from biomedjax.models.clip import CLIP
+from biomedjax.models.tokenizer import Tokenizer
+from biomedjax.models.vocab import write_vocab
+from biomedjax.train import loop, step as step_lib
+from tests import tiny_backbone
+
+CLASSES = tiny_backbone.CLASSNAMES
+NOVEL = ("pituitary tumor", "normal brain")
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _prompt_file(tmp: pathlib.Path, classnames) -> str:
+  """LLM prompts for every class (methods that read a prompt ensemble need one)."""
+  forms = ("a scan of {}.", "an mri showing {}.", "the {} with a tumor.", "a photo of {}.")
+  prompts = {c.replace("_", " "): [f.format(c.replace("_", " ")) for f in forms * 13]
+             for c in classnames}
+  path = tmp / "prompts.json"
+  path.write_text(json.dumps({"llm_prompts": prompts}))
+  return str(path)
+
+
+def _config(name: str, tmp: pathlib.Path) -> ml_collections.ConfigDict:
+  module = importlib.import_module(f"configs.{name}")
+  config = module.get_config("dataset=synthetic,shots=4")
+  config.data.llm_prompts = _prompt_file(tmp, CLASSES + NOVEL)
+  return config
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+  return tiny_backbone.make(tmp_path_factory.mktemp("vocab"))
+
+
+@pytest.fixture(scope="module")
+def full_size(tmp_path_factory):
+  """A full-size BiomedCLIP backbone with ABSTRACT parameters: for eval_shape only."""
+  cfg = model_config.biomedclip()
+  vocab = write_vocab(tmp_path_factory.mktemp("full_vocab"), tiny_backbone.WORDS,
+                      size=cfg.text.vocab_size)
+  return Backbone(CLIP(cfg), Tokenizer(vocab, cfg.text.context_length)), bc.abstract_params(cfg)
+
+
+def _random_features(n, dim, num_classes, seed):
+  rng = np.random.default_rng(seed)
+  labels = np.arange(n) % num_classes
+  centers = rng.normal(size=(num_classes, dim))
+  return FeatureSet((centers[labels] + 0.3 * rng.normal(size=(n, dim))).astype(np.float32),
+                    labels.astype(np.int64))
+
+
+def _initial(method, frozen, dim):
+  """What the engine starts training (or evaluating) from: fit's result and/or init's."""
+  trainable = None
+  if method.fits:
+    trainable = method.fit(frozen, _random_features(16, dim, len(CLASSES), 0),
+                           _random_features(8, dim, len(CLASSES), 1))
+  if method.trains and trainable is None:
+    trainable = method.init(jax.random.key(0), frozen)
+  return trainable
+
+
+def _steps(method, trainable, frozen, batch, n=2, lr=0.02):
+  tx = optax.sgd(lr, momentum=0.9)
+  step = step_lib.make_train_step(method, method.backbone, tx,
+                                  jax.sharding.Mesh(jax.devices()[:1], ("data",)))
+  opt_state, losses = tx.init(trainable), []
+  copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731  (the step donates its inputs)
+  for i in range(n + 1):  # the last call only measures the loss after n updates, with the
+    # first step's rng (a method with dropout draws the same mask) -- like for like.
+    new, new_opt, metrics = step(copy(trainable), copy(opt_state), frozen, batch,
+                                 jax.random.key(1), jnp.int32(i if i < n else 0))
+    losses.append(float(metrics["loss"]))
+    if i < n:
+      trainable, opt_state = new, new_opt
+  return trainable, opt_state, losses
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_method_contract(name, tiny, full_size, tmp_path):
+  assert (REPO / "configs" / f"{name}.py").exists(), f"{name} needs configs/{name}.py"
+  backbone, params = tiny
+  config = _config(name, tmp_path)
+  assert config.method.name == name
+  method = loop.build_method(config, backbone, CLASSES, "multiclass")
+  assert method.name == name
+  assert method.inputs in INPUTS and method.stages in STAGES
+  assert set(method.task_kinds) <= set(KINDS)
+  dim = backbone.cfg.embed_dim
+
+  frozen = jax.tree.map(jnp.asarray, {"backbone": params, **method.prepare(params)})
+  before = jax.tree.map(np.array, frozen)
+  trainable = _initial(method, frozen, dim)
+  batch = jax.tree.map(jnp.asarray, tiny_backbone.image_batch(4, len(CLASSES), size=224))
+  frozen_step = loop.split_frozen(method, frozen)
+
+  # Eval logits, and for a features method the pixel path through the engine = features path.
+  inputs = (backbone.image_features(params, batch["image"]) if method.inputs == "features"
+            else batch["image"].astype(jnp.float32) / 255.0)
+  logits = np.asarray(step_lib.make_logits_fn(method, backbone)(trainable, frozen_step, inputs))
+  assert logits.shape == (4, len(CLASSES)) and np.isfinite(logits).all()
+  if method.inputs == "features":
+    via_pixels = method.logits(trainable, frozen_step,
+                               step_lib.method_batch(method, backbone, params, batch)["features"])
+    np.testing.assert_allclose(via_pixels, logits, rtol=1e-5, atol=1e-5)
+
+  if method.trains:
+    trained, opt_state, losses = _steps(method, trainable, frozen_step, batch)
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), trainable, trained)
+    assert any(jax.tree.leaves(changed)), "no trainable leaf changed"
+    # The checkpoint round trip of what the engine saves.
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(tmp_path / "ckpt", {"trainable": trained, "opt_state": opt_state})
+      ckptr.wait_until_finished()
+      restored = ckptr.restore(tmp_path / "ckpt", jax.tree.map(
+          ocp.utils.to_shape_dtype_struct, {"trainable": trained, "opt_state": opt_state}))
+    jax.tree.map(np.testing.assert_array_equal, restored["trainable"], trained)
+    trainable = trained
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, frozen), before)
+
+  # Base-to-novel: transfer (novel logits of the novel classes) or a refusal naming the option.
+  novel = loop.build_method(config, backbone, NOVEL, "multiclass")
+  try:
+    state = method.transfer(trainable, novel)
+  except ValueError as e:
+    assert "--config.method." in str(e) or "cannot be evaluated on novel" in str(e), e
+  else:
+    novel_frozen = {"backbone": params, **novel.prepare(params)}
+    out = step_lib.make_logits_fn(novel, backbone)(state, loop.split_frozen(novel, novel_frozen),
+                                                   inputs)
+    assert out.shape == (4, len(NOVEL))
+
+  # Full size, shapes only.
+  full_backbone, abstract = full_size
+  big = loop.build_method(config, full_backbone, CLASSES, "multiclass")
+  frozen_shapes = jax.eval_shape(lambda p: {"backbone": p, **big.prepare(p)}, abstract)
+  big_batch = {"image": jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.uint8),
+               "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
+  if big.trains:
+    tx = optax.sgd(0.1)
+    init = jax.eval_shape(big.init, jax.random.key(0), frozen_shapes) if not big.fits else None
+    if init is not None:
+      out = jax.eval_shape(step_lib.make_train_step(big, full_backbone, tx, jax.sharding.Mesh(
+          jax.devices()[:1], ("data",))), init, jax.eval_shape(tx.init, init),
+          loop.split_frozen(big, frozen_shapes), big_batch, jax.random.key(0), 0)
+      assert out[2]["loss"].shape == ()
+      assert jax.tree.structure(out[0]) == jax.tree.structure(init)
+
+
+def test_a_method_that_breaks_the_contract_fails(tiny, tmp_path):
+  """The checks above are not vacuous: a method whose step changes nothing is caught."""
+  backbone, params = tiny
+  config = _config("coop", tmp_path)
+  method = loop.build_method(config, backbone, CLASSES, "multiclass")
+  method.value_and_grad = lambda t, f, b, r: ((jnp.float32(1.0), {}), jax.tree.map(
+      jnp.zeros_like, t))
+  frozen = {"backbone": params, **method.prepare(params)}
+  trainable = method.init(jax.random.key(0), frozen)
+  batch = jax.tree.map(jnp.asarray, tiny_backbone.image_batch(4, len(CLASSES)))
+  _, _, losses = _steps(method, trainable, frozen, batch)
+  assert not losses[-1] < losses[0]
