@@ -11,7 +11,8 @@ method trains with softmax cross-entropy, label-smoothed cross-entropy or sigmoi
   error naming both.
 * ``label_smoothing`` α (softmax CE only) in ``smoothing`` convention:
   "reference" — the calibration reference's: 1 − α on the true class and α / (C − 1) on each
-  wrong class; "torch" — ``torch.nn.CrossEntropyLoss(label_smoothing=α)``: (1 − α) one-hot + α / C.
+  wrong class; "torch" — ``torch.nn.CrossEntropyLoss(label_smoothing=α)``: (1 − α) one-hot
+  + α / C.
 
 ``extras`` (e.g. ``text_features``) are what a method can offer to terms that need more than
 logits; the data terms here ignore them.

@@ -51,6 +51,15 @@ SETTINGS = {"few_shot": ("test",), "base2novel": ("base", "novel")}
 _FIELDS = {"method": str, "dataset": str, "shots": int, "seed": int, "setting": str}
 _MD_METRICS = (("accuracy", "acc %", 100), ("balanced_accuracy", "bal. acc %", 100),
                ("macro_f1", "macro-F1 %", 100), ("nll", "NLL", 1), ("ece", "ECE %", 100))
+# Multilabel runs (results["task_kind"] == "multilabel") report ranking metrics instead.
+_MD_MULTILABEL = (("macro_f1", "macro-F1 %", 100), ("exact_match", "exact match %", 100),
+                  ("lrap", "LRAP", 1), ("coverage_error", "coverage", 1),
+                  ("ranking_loss", "ranking loss", 1), ("macro_auroc", "macro AUROC", 1))
+
+
+def headline_metric(results: dict) -> str:
+  """The number a run is summarised by: accuracy, or macro-F1 for a multilabel task."""
+  return "macro_f1" if results.get("task_kind") == "multilabel" else "accuracy"
 
 
 class ResultsError(ValueError):
@@ -93,7 +102,7 @@ def write_run_results(workdir, results: dict) -> pathlib.Path:
   """Validates ``results``, adds ``hm`` for base-to-novel, writes results.json and results.md."""
   workdir = pathlib.Path(workdir)
   path = workdir / "results.json"
-  validate_results(results, str(path))
+  validate_results(results, str(path), headline_metric(results))
   if results["setting"] == "base2novel":
     results = {**results, "hm": metrics.harmonic_mean(results["base"]["accuracy"],
                                                       results["novel"]["accuracy"])}
@@ -113,15 +122,16 @@ def run_markdown(results: dict) -> str:
   """One run's metrics per split, as a Markdown table."""
   title = (f"# {results['method']} on {results['dataset']}: {results['shots']}-shot, "
            f"seed {results['seed']} ({results['setting']})\n\n")
+  columns = _MD_MULTILABEL if results.get("task_kind") == "multilabel" else _MD_METRICS
   rows = []
   for split in ("val", "test", "base", "novel"):
     block = results.get(split)
     if not isinstance(block, dict):
       continue
     cells = [f"{block[k] * scale:.2f}" if isinstance(block.get(k), (int, float)) else "-"
-             for k, _, scale in _MD_METRICS]
+             for k, _, scale in columns]
     rows.append([split, *cells, str(block.get("num_examples", "-"))])
-  table = _md_table(["split", *[name for _, name, _ in _MD_METRICS], "n"], rows)
+  table = _md_table(["split", *[name for _, name, _ in columns], "n"], rows)
   if "hm" in results:
     table += f"\nHarmonic mean (base, novel): {results['hm'] * 100:.2f}\n"
   return title + table

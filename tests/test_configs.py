@@ -34,6 +34,20 @@ def test_sweep_points_are_valid_configs(name):
     assert module.get_config(arg).method.name in METHODS
 
 
+@pytest.mark.parametrize("name", FILES)
+def test_method_block_holds_every_option_of_the_method(name):
+  """The block is generated from the method's options dataclass: every option is overridable
+  on the command line under the locked config (e.g. zero-shot's n_prompts), defaults in one place."""
+  import dataclasses
+  config = importlib.import_module(f"configs.{name}").get_config()
+  module = importlib.import_module(METHODS[config.method.name].__module__)
+  fields = {f.name for f in dataclasses.fields(module.Options)}
+  assert set(config.method) == fields | {"name"}
+  config.lock()
+  for field in fields:  # settable as --config.method.<field> would set it
+    setattr(config.method, field, getattr(config.method, field))
+
+
 def test_unknown_config_arg_is_an_error():
   from configs import coop
   with pytest.raises(KeyError, match="unknown config arg 'shot'"):

@@ -25,8 +25,12 @@ def tiny(tmp_path_factory):
   return tiny_backbone.make(tmp_path_factory.mktemp("vocab"))
 
 
-def reference_prompts(backbone, params, ctx, n_ctx, position, ctx_init="", length=256):
-  """numpy transcription of CoOp's PromptLearner (init + forward) at the reference's 256 tokens."""
+def reference_prompts(backbone, params, ctx, n_ctx, position, ctx_init="", length=256,
+                      bert_name_lens=False):
+  """numpy transcription of CoOp's PromptLearner (init + forward) at the reference's 256 tokens.
+
+  ``bert_name_lens``: the BiomedCLIP trainers' name length, ``len(tokenizer(name))`` of the one
+  padded row their tokenizer returns, i.e. 1 for every class."""
   hf = backbone.tokenizer.hf
   names = [c.replace("_", " ") for c in CLASSES]
   prefix = ctx_init or " ".join(["X"] * n_ctx)
@@ -36,6 +40,8 @@ def reference_prompts(backbone, params, ctx, n_ctx, position, ctx_init="", lengt
     ids[i, :len(row)] = row
   emb = np.asarray(tiny_backbone.word_embeddings(params))[ids]
   name_lens = [len(hf(n, add_special_tokens=False)["input_ids"]) for n in names]
+  if bert_name_lens:
+    name_lens = [len(backbone.tokenize([n], length=length)[0][None]) for n in names]
   ctx = np.broadcast_to(np.asarray(ctx), (len(names), n_ctx, emb.shape[-1]))
   token_prefix, token_suffix = emb[:, :1], emb[:, 1 + n_ctx:]
   half = n_ctx // 2
@@ -147,3 +153,20 @@ def test_sgd_reduces_loss_and_changes_only_ctx(tiny):
   assert list(trainable) == ["ctx"] and trainable["ctx"].shape == ctx0.shape
   assert not np.array_equal(trainable["ctx"], ctx0)
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, frozen), before)
+
+
+@pytest.mark.parametrize("position", ["middle", "front"])
+def test_reference_name_length_quirk(tiny, position):
+  """name_length="reference": only the first token of each class name moves (the trainers'
+  length-1 quirk); the default moves the whole name, and the two differ on multi-word names."""
+  backbone, params = tiny
+  quirk = pl.PromptLearner(backbone, CLASSES, n_ctx=4, class_token_position=position,
+                           name_length="reference")
+  ctx = quirk.init_context(jax.random.key(1), params)
+  got = np.asarray(quirk.prompt_embeddings(ctx, quirk.token_embeddings(params)))
+  ref, _ = reference_prompts(backbone, params, ctx, 4, position, bert_name_lens=True)
+  np.testing.assert_array_equal(got, ref[:, :got.shape[1]])
+  true = pl.PromptLearner(backbone, CLASSES, n_ctx=4, class_token_position=position)
+  assert not np.array_equal(true.layout.ids, quirk.layout.ids)
+  with pytest.raises(ValueError, match="name_length 'first'"):
+    pl.PromptLearner(backbone, CLASSES, name_length="first")

@@ -37,7 +37,8 @@ def _sk_fit(x, y, C):
 
 
 def _sk_protocol(train, val):
-  """METHODS.md §9 written independently: grid, first best, 8 log-space bisection steps."""
+  """The reference's C search (trainers/linear_probe_biomedclip.py) written independently:
+  grid, first best, 8 log-space bisection steps."""
   x, y = train[0].astype(np.float64), train[1]
   vx, vy = val[0].astype(np.float64), val[1]
   grid = [1e6, 1e4, 1e2, 1, 1e-2, 1e-4, 1e-6]

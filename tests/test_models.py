@@ -97,3 +97,18 @@ def test_load_names_a_missing_directory(tmp_path):
   import biomedjax
   with pytest.raises(FileNotFoundError, match="config.json not found"):
     biomedjax.load(tmp_path)
+
+
+def test_device_normalisation_equals_the_host_transform(tmp_path):
+  """uint8 from the pipeline, standardised by the backbone with its config's mean/std, equals
+  open_clip's host-side Normalize (``preprocess.normalize``) to float rounding."""
+  import jax.numpy as jnp
+  from biomedjax.models import preprocess as pp
+  from tests import tiny_backbone
+  backbone, params = tiny_backbone.make(tmp_path)
+  images = np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+  host = pp.normalize(images, backbone.cfg.image_mean, backbone.cfg.image_std)
+  np.testing.assert_allclose(backbone.normalize(jnp.asarray(images)), host, rtol=0, atol=1e-6)
+  np.testing.assert_allclose(backbone.normalize(jnp.asarray(images) / 255.0), host, atol=1e-5)
+  np.testing.assert_allclose(backbone.image_features(params, jnp.asarray(images)),
+                             backbone.encode_pixels(params, jnp.asarray(host)), atol=1e-5)

@@ -51,7 +51,7 @@ def test_ensemble_rule_per_prompt_index(tiny):
   task = Task(CLASSES, llm_prompts=_llm_prompts([20] * 4))  # 80 prompts: two encoder batches
   method = zeroshot.build(backbone, task, {"ensemble": True})
   got = np.asarray(method.prepare(params)["text_features"])
-  # METHODS.md §3 as the reference loops: per index i, all classes, normalise; mean; renormalise.
+  # The reference's ensemble loop: per index i, all classes, normalise; mean; renormalise.
   per_index = [_normalize(_features_256(backbone, params,
                                         [task.llm_prompts[c.replace("_", " ")][i]
                                          for c in CLASSES]))

@@ -13,10 +13,11 @@ Public functions:
 Batches are ``{"image": uint8 (B, S, S, 3), "label": int32 (B,) | float32 (B, C),
 "mask": bool (B,)}`` with B the GLOBAL batch size; each process holds B / process_count rows.
 
-Order of operations (STYLE §8.7): source -> seeded shuffle (reshuffled every epoch) -> repeat ->
-augment -> ``[process_index::process_count]`` -> batch. Augmenting before the process slice
-seeds every example's augmentation by its global position, so the global batches are the same
-whatever the number of processes (process p holds rows p, p + n, ... of each global batch).
+Order of operations (as big_vision/grain input pipelines do): source -> seeded shuffle
+(reshuffled every epoch) -> repeat -> augment -> ``[process_index::process_count]`` -> batch.
+Augmenting before the process slice seeds every example's augmentation by its global position, so
+the global batches are the same whatever the number of processes (process p holds rows p, p + n,
+... of each global batch).
 ``process_index``/``process_count`` default to JAX's and may be passed to simulate hosts.
 """
 

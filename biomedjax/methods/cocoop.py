@@ -11,8 +11,8 @@ the text tower runs images x classes times per step (the reference uses batch 1 
 Here the per-image context goes through ``prompt_embeddings`` vmapped over images, and the
 (B, n_cls) prompts are encoded as ONE text-tower batch rather than the reference's Python loop
 over images. Training and evaluation need only the frozen image features (``inputs =
-"features"``), so the engine's features serve both; ``logits`` walks them in chunks of ``eval_chunk`` images
-to bound the text tower's memory.
+"features"``), so the engine's features serve both; ``logits`` walks them in chunks of
+``eval_chunk`` images to bound the text tower's memory.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ Every example is counted exactly once: eval batches are padded and the padding i
 from __future__ import annotations
 
 import math
+import pathlib
 
 import numpy as np
 from jax.experimental import multihost_utils
@@ -47,6 +48,20 @@ def report(logits, labels, classnames, kind: str = "multiclass") -> dict:
   if kind == "multilabel":
     return metrics.multilabel_report(logits, labels, classnames)
   return metrics.classification_report(logits, labels, classnames)
+
+
+PREDICTIONS_DIR = "predictions"
+
+
+def save_predictions(workdir, split: str, logits, labels, classnames) -> None:
+  """``<workdir>/predictions/<split>.npz``: the eval logits, labels and class names, in split
+  order, so any metric (or a calibration fit) can be recomputed without re-running the model."""
+  out = pathlib.Path(workdir) / PREDICTIONS_DIR
+  out.mkdir(parents=True, exist_ok=True)
+  tmp = out / f".{split}.tmp.npz"
+  np.savez(tmp, logits=np.asarray(logits, np.float32), labels=np.asarray(labels),
+           classnames=np.asarray(classnames))
+  tmp.replace(out / f"{split}.npz")
 
 
 def summary(result: dict, kind: str) -> str:

@@ -183,6 +183,8 @@ def train_and_evaluate(config, workdir) -> dict:
                                            mesh, config.data, f"eval {name}",
                                            config.train.progress)
     results[name] = evaluate.report(logits, labels, classnames, data.kind)
+    if jax.process_index() == 0:
+      evaluate.save_predictions(workdir, name, logits, labels, classnames)
     _log_metrics(writer, 0, results[name], name)
     log.info("%s: %s", name, evaluate.summary(results[name], data.kind))
   writer.close()

@@ -24,9 +24,9 @@ successor meanwhile; at epoch ``W`` it hands over the successor's LR, which is s
                 = lr * (1 + cos(pi * (e - W) / epochs)) / 2      otherwise,
 
 with ``epochs`` = MAX_EPOCH (the total, warmup included) as the cosine period: the cosine starts at
-the base LR right after warmup, as METHODS.md §2 says, and never reaches 0 (last epoch uses
-``cos(pi * (epochs - 1 - W) / epochs)``). (With ``WARMUP_RECOUNT = False`` Dassl would instead jump
-the successor ahead by W epochs; no BiomedCoOp config sets that.)
+the base LR right after warmup, as Dassl's ConstantWarmupScheduler does, and never reaches 0
+(last epoch uses ``cos(pi * (epochs - 1 - W) / epochs)``). (With ``WARMUP_RECOUNT = False`` Dassl
+would instead jump the successor ahead by W epochs; no BiomedCoOp config sets that.)
 
 Config block (``config.optim``), field names equal what is read here so a typo is an error:
 ``name`` ("sgd" | "adam" | "adamw"), ``lr``, ``momentum``, ``weight_decay``, ``epochs``,

@@ -90,7 +90,7 @@ def test_global_arrays_on_mesh():
   it = pipeline.make_train_iterator(IndexSource(20), mesh=mesh, global_batch_size=16, seed=0,
                                     image_size=SIZE)
   batch = next(it)
-  assert batch["image"].shape == (16, SIZE, SIZE, 3) and batch["image"].dtype == np.float32
+  assert batch["image"].shape == (16, SIZE, SIZE, 3) and batch["image"].dtype == np.uint8
   assert batch["label"].dtype == np.int32 and batch["mask"].dtype == bool
   assert batch["image"].sharding.spec == jax.sharding.PartitionSpec("data")
   assert len(batch["image"].addressable_shards) == 8

@@ -65,7 +65,7 @@ def test_train_image_is_seeded():
   a = transforms.train_image(image, np.random.default_rng(5), 32)
   b = transforms.train_image(image, np.random.default_rng(5), 32)
   c = transforms.train_image(image, np.random.default_rng(6), 32)
-  assert a.shape == (32, 32, 3) and a.dtype == np.float32
+  assert a.shape == (32, 32, 3) and a.dtype == np.uint8  # the model normalises on the device
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
 
@@ -85,8 +85,9 @@ def test_eval_transform_is_preprocess():
   data = png_bytes(3, (90, 60))
   record = {"image": data, "label": 1, "path": "p"}
   out = transforms.EvalTransform(32).map(record)
+  assert out["image"].dtype == np.uint8  # 1 byte per channel to the device, not 4
   expected = pp.preprocess(Image.open(io.BytesIO(data)), 32)
-  np.testing.assert_array_equal(out["image"], expected)
+  np.testing.assert_array_equal(pp.normalize(out["image"]), expected)
   assert out["mask"] and out["label"] == 1
   pad = transforms.EvalTransform(32).map({"image": b"", "label": 0, "path": "", "padding": True})
   assert not pad["mask"] and not pad["image"].any()

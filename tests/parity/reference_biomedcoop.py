@@ -1,4 +1,6 @@
-"""The reference BiomedCoOp training forward in PyTorch (METHODS.md §8), for parity and benchmarks.
+"""The reference BiomedCoOp training forward in PyTorch, for parity and benchmarks.
+
+Transcribed from trainers/BiomedCoOp/biomedcoop_biomedclip.py of the BiomedCoOp release.
 
 Transcribed as the reference computes it: CoOp prompts ("a photo of a" context, class token at the
 end) padded to 256 tokens, LLM prompt features encoded once at 256 tokens, the image tower run

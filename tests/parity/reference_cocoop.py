@@ -1,4 +1,6 @@
-"""The reference CoCoOp forward in PyTorch (METHODS.md §5), for parity tests and benchmarks.
+"""The reference CoCoOp forward in PyTorch, for parity tests and benchmarks.
+
+Transcribed from trainers/CoCoOp/cocoop_biomedclip.py of the BiomedCoOp release.
 
 Image features from the frozen tower, normalised; meta_net = Linear(512, 32) -> ReLU ->
 Linear(32, 768) giving a bias added to every context vector; for each image in a Python loop

@@ -1,8 +1,9 @@
 """PyTorch transcription of the reference CoOp forward for an open_clip BiomedCLIP.
 
-Written from METHODS.md §4 and the reference ``PromptLearner`` layout (token prefix, context,
-suffix; class token end / middle / front), for the parity test and the train-step benchmark:
-prompts tokenized by open_clip's tokenizer at 256 tokens, BERT on ``inputs_embeds`` with the
+Written from the reference CoOp trainer (trainers/CoOp/coop_biomedclip.py) and its
+``PromptLearner`` layout (token prefix, context, suffix; class token end / middle / front), for the
+parity test and the train-step benchmark: prompts tokenized by open_clip's tokenizer at 256 tokens,
+BERT on ``inputs_embeds`` with the
 tokenized attention mask, [CLS] pooled, MLP projection, ``exp(logit_scale) * cos``.
 """
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 
 class TorchCoOp(torch.nn.Module):
-  """The reference CoOp model for an open_clip BiomedCLIP, transcribed from METHODS.md §4."""
+  """The reference CoOp model for an open_clip BiomedCLIP (trainers/CoOp/coop_biomedclip.py)."""
 
   def __init__(self, model, tokenizer, classnames, ctx, position="end", ctx_init=""):
     super().__init__()

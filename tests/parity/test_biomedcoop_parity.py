@@ -1,8 +1,9 @@
 """BiomedCoOp vs a PyTorch transcription of the reference training forward, same weights.
 
-The torch side follows METHODS.md §8 as the reference computes it: CoOp prompts ("a photo of a"
-context, class token at the end) padded to 256 tokens, the LLM prompt features encoded at 256
-tokens with open_clip, the image tower run TWICE (student and zero-shot features), the per-index
+The torch side follows the reference trainer (trainers/BiomedCoOp/biomedcoop_biomedclip.py) as
+it computes it: CoOp prompts ("a photo of a" context, class token at the end) padded to 256 tokens,
+the LLM prompt features encoded at 256 tokens with open_clip, the image tower run TWICE (student and
+zero-shot features), the per-index
 prompt scores in a Python loop, ``torch.median`` / ``torch.std`` for the robust z-score, and the
 loss CE + l1 * mse_loss + l2 * kl_div(reduction="sum", log_target=True) / numel. biomedjax runs
 the prompts at a bucketed length and reuses one image forward. Loss and d loss / d ctx must agree

@@ -1,8 +1,9 @@
 """CoCoOp vs a PyTorch transcription of the reference forward, same weights.
 
-The torch side follows the reference (METHODS.md §5): image features from the frozen tower,
-normalised; meta_net = Linear(512, 32) -> ReLU -> Linear(32, 768) giving a bias added to every
-context vector; for each image in a Python loop, its n_cls prompts (padded to 256 tokens) through
+The torch side follows the reference (trainers/CoCoOp/cocoop_biomedclip.py): image features
+from the frozen tower, normalised; meta_net = Linear(512, 32) -> ReLU -> Linear(32, 768) giving a
+bias added to every context vector; for each image in a Python loop, its n_cls prompts (padded to
+256 tokens) through
 BERT on ``inputs_embeds``, [CLS] pooled, MLP projection, cosine logits; cross-entropy.
 biomedjax encodes all (image, class) prompts as one batch at a bucketed length. Loss and the
 gradient w.r.t. ctx and every meta-net leaf must agree to 1e-4 relative.

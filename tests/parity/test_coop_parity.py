@@ -1,9 +1,10 @@
 """CoOp vs a PyTorch transcription of the reference CoOp forward for BiomedCLIP, same weights.
 
 The torch side (reference_coop.py) follows the reference ``PromptLearner`` / ``TextEncoder``
-(METHODS.md §4): prompts tokenized by open_clip's tokenizer and padded to 256, word embeddings
-split into [CLS] prefix and suffix, context concatenated per class token position, BERT run on
-``inputs_embeds`` with the tokenized attention mask, [CLS] pooled, MLP projection, CE of
+(trainers/CoOp/coop_biomedclip.py): prompts tokenized by open_clip's tokenizer and padded to
+256, word embeddings split into [CLS] prefix and suffix, context concatenated per class token
+position, BERT run on ``inputs_embeds`` with the tokenized attention mask, [CLS] pooled, MLP
+projection, CE of
 ``exp(logit_scale) * cos``. biomedjax runs the same prompts at a bucketed length (16 tokens).
 Loss, logits and d loss / d ctx must agree to 1e-4 relative (fp32 both sides, "highest"
 matmul precision; only summation order differs).

@@ -1,4 +1,6 @@
-"""KgCoOp vs a PyTorch transcription of the reference KgCoOp loss (METHODS.md §6), same weights.
+"""KgCoOp vs a PyTorch transcription of the reference KgCoOp loss, same weights.
+
+Reference: trainers/KgCoOp/kgcoop_biomedclip.py of the BiomedCoOp release.
 
 The torch side: the reference prompt learner at 256 tokens (``reference_coop.TorchCoOp``), the
 learned text features t from BERT on its ``inputs_embeds``, t^clip = normalised

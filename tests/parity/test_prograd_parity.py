@@ -1,4 +1,6 @@
-"""ProGrad vs a PyTorch transcription of the reference ProGrad step (METHODS.md §7), same weights.
+"""ProGrad vs a PyTorch transcription of the reference ProGrad step, same weights.
+
+Reference: trainers/ProGrad/prograd_biomedclip.py of the BiomedCoOp release.
 
 The torch side is the reference trainer's step, written out: student logits from the reference
 prompt learner at 256 tokens (``reference_coop.TorchCoOp``); the teacher either the zero-shot

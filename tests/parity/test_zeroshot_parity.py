@@ -1,9 +1,9 @@
 """Zero-shot logits vs open_clip on the same (random, converted) weights.
 
 open_clip's side: prompts tokenized by its own HFTokenizer at 256 tokens, ``encode_text`` /
-``encode_image``, normalised, times ``logit_scale.exp()``; the ensemble rule of METHODS.md §3
-is applied in torch per prompt index. biomedjax tokenizes at a bucketed length.
-"""
+``encode_image``, normalised, times ``logit_scale.exp()``; the reference's ensemble rule
+(per prompt index, all classes) is applied in torch per prompt index. biomedjax tokenizes at a
+bucketed length. """
 
 import numpy as np
 import pytest
