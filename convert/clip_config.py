@@ -108,8 +108,10 @@ def from_hf_clip(config_file: pathlib.Path) -> CLIPConfig:
   if raw.get("model_type") != "clip":
     raise ConversionError(f"{config_file}: model_type={raw.get('model_type')!r}; only a "
                           "HuggingFace CLIPModel ('clip') is supported")
-  t = {**HF_TEXT_DEFAULTS, **(raw.get("text_config") or {})}
-  v = {**HF_VISION_DEFAULTS, **(raw.get("vision_config") or {})}
+  # Configs saved by older transformers also carry ``*_config_dict``, which HF lets win.
+  t = {**HF_TEXT_DEFAULTS, **(raw.get("text_config") or {}), **(raw.get("text_config_dict") or {})}
+  v = {**HF_VISION_DEFAULTS, **(raw.get("vision_config") or {}),
+       **(raw.get("vision_config_dict") or {})}
   if int(v["num_channels"]) != 3:
     raise ConversionError(f"{config_file}: vision_config.num_channels={v['num_channels']} != 3")
   if int(v["image_size"]) % int(v["patch_size"]):

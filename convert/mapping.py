@@ -116,7 +116,7 @@ def _openai_block(f: str, b: str) -> dict[str, Rule]:
 
 
 def openai_rules(cfg: CLIPConfig) -> dict[str, Rule]:
-  """open_clip ``CLIP`` (``ViT-B-16-quickgelu`` etc.): ``visual.*`` and the text tower at the top."""
+  """open_clip ``CLIP`` (``ViT-B-16-quickgelu`` etc.): ``visual.*``, the text tower at the top."""
   rules = {
       "visual/conv1/kernel": Rule(("visual.conv1.weight",), hooks.conv_oihw_to_hwio),
       "visual/class_embedding": Rule(("visual.class_embedding",)),

@@ -86,7 +86,8 @@ def write(tok_dir: pathlib.Path, out: pathlib.Path, cfg: CLIPConfig) -> None:
   try:
     tok = families.load_tokenizer(out, cfg)
   except Exception as e:
-    raise ConversionError(f"{tok_dir}: tokenizer files do not load ({type(e).__name__}: {e})") from e
+    raise ConversionError(
+        f"{tok_dir}: tokenizer files do not load ({type(e).__name__}: {e})") from e
   size = len(tok) if cfg.family == "openai" else len(tok.hf)
   if size > cfg.text.vocab_size:
     raise ConversionError(f"{tok_dir}: vocabulary has {size} tokens, the text tower only "

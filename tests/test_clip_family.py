@@ -77,10 +77,10 @@ def test_prompt_learner_strips_sot_eot_and_pools_at_eot(tiny):
                              rtol=1e-5, atol=1e-6)
 
 
-def test_random_backbone_of_the_clip_preset(tmp_path):
+def test_random_backbone_of_the_clip_preset(tmp_path, monkeypatch):
+  monkeypatch.setattr(setup.bc, "init_params", lambda cfg: "random params")  # skip the compile
   model_cfg = ml_collections.ConfigDict({"init": "", "preset": "tiny_clip"})
   backbone, params = setup.build_backbone(model_cfg, tmp_path, ["glioma", "meningioma"])
-  assert backbone.cfg.family == "openai"
+  assert backbone.cfg.family == "openai" and params == "random params"
   ids, mask = backbone.tokenize(["glioma", "meningioma"])
-  assert (mask.sum(1) == 3).all()
-  assert set(params) == {"visual", "text", "logit_scale"}
+  assert (mask.sum(1) == 3).all() and (ids[:, 0] == 49406).all()

@@ -1,4 +1,5 @@
-"""The towers of OpenAI CLIP as open_clip (``open_clip/transformer.py``) and HF ``CLIPModel`` build them.
+"""The towers of OpenAI CLIP as open_clip (``open_clip/transformer.py``) and HF ``CLIPModel``
+build them.
 
 Vision: patch conv without bias -> prepend ``class_embedding`` -> + ``positional_embedding`` ->
 ``ln_pre`` -> pre-norm blocks -> ``ln_post`` on the class token -> ``@ proj`` (no bias).
@@ -77,7 +78,8 @@ class CausalTextTransformer(nn.Module):
 
   def setup(self):
     c = self.cfg
-    self.token_embedding = nn.Embed(c.vocab_size, c.width, embedding_init=nn.initializers.normal(0.02))
+    self.token_embedding = nn.Embed(c.vocab_size, c.width,
+                                    embedding_init=nn.initializers.normal(0.02))
     self.positional_embedding = self.param("positional_embedding", nn.initializers.normal(0.01),
                                            (c.max_positions, c.width))
     self.blocks = _blocks(c, causal=True)
