@@ -181,7 +181,7 @@ def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str 
 
 
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+  ap = argparse.ArgumentParser(prog="python -m convert", description=__doc__.split("\n\n")[0],
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--src", required=True,
                   help="directory, weights file, or hf-hub:<repo id> of an open_clip checkpoint "

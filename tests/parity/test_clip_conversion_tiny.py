@@ -189,6 +189,14 @@ def test_unknown_family_and_shape_mismatch_name_the_key(tmp_path):
   assert (tmp_path / "out" / "keep").read_text() == "old"
 
 
+def test_hf_folder_of_another_model_type_names_the_key(tmp_path):
+  src = tmp_path / "siglip"
+  src.mkdir()
+  (src / "config.json").write_text(json.dumps({"model_type": "siglip"}))
+  (src / "model.safetensors").write_bytes(b"")
+  _fails(src, tmp_path / "out", r"config\.json: model_type='siglip'; only a HuggingFace CLIPModel")
+
+
 def test_converted_config_with_an_unknown_family_names_the_key(openclip_tiny, tmp_path):
   import shutil
   out = tmp_path / "copy"
