@@ -79,7 +79,8 @@ def test_prompt_learner_strips_sot_eot_and_pools_at_eot(tiny):
 
 def test_random_backbone_of_the_clip_preset(tmp_path, monkeypatch):
   monkeypatch.setattr(setup.bc, "init_params", lambda cfg: "random params")  # skip the compile
-  model_cfg = ml_collections.ConfigDict({"init": "", "preset": "tiny_clip"})
+  model_cfg = ml_collections.ConfigDict({"init": "", "preset": "tiny_clip",
+                                        "compute_dtype": "float32"})
   backbone, params = setup.build_backbone(model_cfg, tmp_path, ["glioma", "meningioma"])
   assert backbone.cfg.family == "openai" and params == "random params"
   ids, mask = backbone.tokenize(["glioma", "meningioma"])
