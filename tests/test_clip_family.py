@@ -41,6 +41,13 @@ def test_config_family_round_trip_and_old_configs_are_biomedclip():
   assert model_config.CLIPConfig.from_dict(old).family == "biomedclip"
   with pytest.raises(ValueError, match="'family'='vit'"):
     model_config.CLIPConfig.from_dict({**old, "family": "vit"})
+  clip = json.loads(cfg.to_json())
+  for key in ("hidden_dropout", "attention_dropout"):
+    del clip["text"][key]  # absent keys take the family's value (no dropout), not BERT's 0.1
+  assert model_config.CLIPConfig.from_dict(clip) == cfg
+  clip["text"]["hidden_dropout"] = 0.1
+  with pytest.raises(ValueError, match=r"'text.hidden_dropout'=0.1: the causal CLIP text tower"):
+    model_config.CLIPConfig.from_dict(clip)
 
 
 @pytest.mark.parametrize("position", ["end", "middle"])

@@ -99,6 +99,9 @@ class CLIPConfig:
   def from_dict(cls, d: dict[str, Any]) -> "CLIPConfig":
     """Inverse of ``dataclasses.asdict``; unknown keys are an error naming the key."""
     d = dict(d)
+    if d.get("family") == "openai" and isinstance(d.get("text"), dict):
+      # The TextConfig dropout defaults are BERT's; the causal CLIP tower has none.
+      d["text"] = {"hidden_dropout": 0.0, "attention_dropout": 0.0, **d["text"]}
     nested = {"vision": VisionConfig, "text": TextConfig}
     for key, sub_cls in nested.items():
       if key in d:
