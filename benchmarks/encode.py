@@ -1,11 +1,13 @@
 """Image- and text-encoding throughput: biomedjax (Flax) vs open_clip (PyTorch), one run.
 
-Both sides hold the same full-size BiomedCLIP weights (random, converted in memory by the real
-mapping), fp32, batch 32, warm (compiled / first call done) before timing; the median of
-``--repeats`` timed batches is reported. Text is padded to 256 tokens on both sides (what
-open_clip does); the Flax line at a bucketed length shows what prompt learning uses.
+Both sides hold the same full-size weights (random, converted in memory by the real mapping):
+BiomedCLIP (``--model biomedclip``) or OpenAI CLIP ViT-B/16 as open_clip's ``ViT-B-16-quickgelu``
+(``--model clip_vit_b16``); fp32, batch 32, warm (compiled / first call done) before timing; the
+median of ``--repeats`` timed batches is reported. Text is padded to the context length on both
+sides (256 for BiomedCLIP, 77 for CLIP: what open_clip does); the Flax line at a bucketed length
+shows what prompt learning uses.
 
-  python benchmarks/encode.py [--batch 32] [--repeats 5]
+  python benchmarks/encode.py [--model biomedclip|clip_vit_b16] [--batch 32] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -39,20 +41,41 @@ def _median_seconds(fn, repeats):
   return statistics.median(times)
 
 
-def main():
-  ap = argparse.ArgumentParser()
-  ap.add_argument("--batch", type=int, default=32)
-  ap.add_argument("--repeats", type=int, default=5)
-  args = ap.parse_args()
-  jax.config.update("jax_default_matmul_precision", "highest")
+def _biomedclip():
   cfg = model_config.biomedclip()
   with tempfile.TemporaryDirectory() as tmp:
     src, torch_model = fx.make_checkpoint(pathlib.Path(tmp), "biomedclip", seed=0)
     sd = {k: v.numpy() for k, v in torch_model.state_dict().items()}
     from biomedjax.models.tokenizer import Tokenizer
     tok = Tokenizer(src, 256)
+  return cfg, torch_model, sd, tok
+
+
+def _clip_vit_b16():
+  import open_clip
+  from biomedjax.models import bpe
+  from tests.parity import clip_fixture
+  cfg = model_config.clip_vit_b16()
+  torch_model = open_clip.model.CLIP(**clip_fixture.openclip_model_cfg("clip_vit_b16")).eval()
+  clip_fixture.perturb_(torch_model, 0)
+  sd = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+  with tempfile.TemporaryDirectory() as tmp:
+    tok = bpe.BPETokenizer(bpe.write_openclip_vocab(clip_fixture.OPENCLIP_BPE, tmp), 77)
+  return cfg, torch_model, sd, tok
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--model", choices=("biomedclip", "clip_vit_b16"), default="biomedclip")
+  ap.add_argument("--batch", type=int, default=32)
+  ap.add_argument("--repeats", type=int, default=5)
+  args = ap.parse_args()
+  jax.config.update("jax_default_matmul_precision", "highest")
+  cfg, torch_model, sd, tok = {"biomedclip": _biomedclip, "clip_vit_b16": _clip_vit_b16}[
+      args.model]()
   m = bc.BiomedCLIP(cfg, jax.device_put(map_state_dict(sd, cfg)), tok)
   del sd
+  context = cfg.text.context_length
 
   b = args.batch
   pixels = np.random.default_rng(0).normal(size=(b, 224, 224, 3)).astype(np.float32)
@@ -71,10 +94,10 @@ def main():
   j_txt_b = _median_seconds(lambda: m.encode_text(ids_b, mask_b).block_until_ready(),
                             args.repeats)
   rows.append(("image encoding", b / t_img, b / j_img))
-  rows.append(("text encoding (256 tokens)", b / t_txt, b / j_txt))
+  rows.append((f"text encoding ({context} tokens)", b / t_txt, b / j_txt))
   rows.append((f"text encoding (Flax at {ids_b.shape[1]} tokens)", b / t_txt, b / j_txt_b))
-  print(f"device: {jax.devices()[0].device_kind}, torch threads {torch.get_num_threads()}, "
-        f"batch {b}, median of {args.repeats}")
+  print(f"model {args.model}, device: {jax.devices()[0].device_kind}, torch threads "
+        f"{torch.get_num_threads()}, batch {b}, median of {args.repeats}")
   print(f"{'':34s} {'open_clip/s':>12s} {'biomedjax/s':>12s} {'ratio':>7s}")
   for name, ref, ours in rows:
     print(f"{name:34s} {ref:12.1f} {ours:12.1f} {ours / ref:6.2f}x")

@@ -1,7 +1,8 @@
 """biomedjax: few-shot adaptation of biomedical vision-language models in JAX/Flax.
 
-``biomedjax.load(DIR)`` returns a ``BiomedCLIP`` from a directory written by
-``python -m convert.biomedclip``.
+``biomedjax.load(DIR)`` returns a ``BiomedCLIP`` (the model API, for either backbone family:
+BiomedCLIP or OpenAI CLIP, as named by the directory's config.json) from a directory written by
+``python -m convert`` (= ``python -m convert.biomedclip``).
 
 Importing biomedjax adds one XLA CPU flag to ``XLA_FLAGS`` (see ``_fast_cpu_matmuls``); import it
 before JAX runs anything for the flag to apply.

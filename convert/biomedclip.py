@@ -1,7 +1,13 @@
-"""Convert an open_clip BiomedCLIP checkpoint into a biomedjax model directory.
+"""Convert an open_clip or HuggingFace CLIP checkpoint into a biomedjax model directory.
 
-  python -m convert.biomedclip --src hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224 --out DIR
-  python -m convert.biomedclip --src /path/to/downloaded/dir --out DIR [--force]
+  python -m convert --src hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224 --out DIR
+  python -m convert --src /path/to/downloaded/dir --out DIR [--force]
+  (``python -m convert.biomedclip`` is the same command.)
+
+The family comes from the source folder: ``open_clip_config.json`` with a timm vision tower and an
+HF text tower is BiomedCLIP; one with open_clip's own towers is OpenAI CLIP (e.g. the folder of
+``timm/vit_base_patch16_clip_224.openai``); a HuggingFace ``CLIPModel`` ``config.json`` (e.g.
+PubMedCLIP) is OpenAI CLIP in HF's key layout.
 
 Everything is checked before anything is written: every source key is consumed or deliberately
 ignored, every Flax parameter is filled, every shape matches. The output is written into a
@@ -24,8 +30,8 @@ import numpy as np
 from biomedjax.models import biomedclip as bc
 from biomedjax.models import config as model_config
 from biomedjax.models.config import CLIPConfig
-from convert import mapping, sources
-from biomedjax.models.tokenizer import TOKENIZER_FILES, Tokenizer
+from convert import mapping, sources, tokenizer_files
+from convert.clip_config import from_hf_clip
 from convert.openclip_config import ConversionError, from_open_clip
 
 
@@ -49,10 +55,20 @@ def _unflat(flat: dict):
   return tree
 
 
-def map_state_dict(state_dict: dict[str, np.ndarray], cfg: CLIPConfig, source: str = "source"):
+def layout_of(state_dict: dict, cfg: CLIPConfig) -> str:
+  """"hf" for a HuggingFace CLIPModel state dict, else "open_clip"."""
+  hf = cfg.family == "openai" and any(k.startswith(("vision_model.", "text_model."))
+                                      for k in state_dict)
+  return "hf" if hf else "open_clip"
+
+
+def map_state_dict(state_dict: dict[str, np.ndarray], cfg: CLIPConfig, source: str = "source",
+                   layout: str | None = None):
   """torch state dict -> Flax params pytree; raises ConversionError naming the key at fault."""
   expected = dict(_flat(bc.abstract_params(cfg)))
-  rules = mapping.clip_rules(cfg)
+  layout = layout or layout_of(state_dict, cfg)
+  rules_fn, ignored = mapping.LAYOUTS[(cfg.family, layout)]
+  rules = rules_fn(cfg)
   unmapped = sorted(set(expected) - set(rules))
   if unmapped:  # a bug in mapping.py, not in the user's file
     raise ConversionError(f"Flax parameter(s) without a mapping rule: {unmapped[:5]}")
@@ -62,7 +78,7 @@ def map_state_dict(state_dict: dict[str, np.ndarray], cfg: CLIPConfig, source: s
     raise ConversionError(f"{source}: missing key {missing[0]!r}"
                           + (f" (and {len(missing) - 1} more; the checkpoint does not match the "
                              "configured architecture)" if len(missing) > 1 else ""))
-  extra = sorted(set(state_dict) - consumed - set(mapping.IGNORED))
+  extra = sorted(set(state_dict) - consumed - set(ignored))
   if extra:
     raise ConversionError(f"{source}: unexpected key {extra[0]!r}"
                           + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
@@ -110,9 +126,13 @@ def resolve_config(src_dir: pathlib.Path, preset: str | None, model_config_file:
       raise ConversionError(f"--preset {preset!r}: choose from {sorted(model_config.PRESETS)}")
     return model_config.PRESETS[preset]()
   config_file = src_dir / "open_clip_config.json"
-  if not config_file.is_file():
-    raise ConversionError(f"{config_file} not found; it names the architecture (or pass --preset)")
-  return from_open_clip(config_file)
+  if config_file.is_file():
+    return from_open_clip(config_file)
+  hf_file = src_dir / "config.json"
+  if hf_file.is_file():
+    return from_hf_clip(hf_file)
+  raise ConversionError(f"{config_file} not found (nor a HuggingFace CLIPModel config.json); it "
+                        "names the architecture (or pass --preset)")
 
 
 def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str | None = None,
@@ -123,19 +143,19 @@ def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str 
   weights, src_dir = sources.locate(src)
   cfg = resolve_config(src_dir, preset, model_config_file)
   tok_dir = pathlib.Path(tokenizer_dir) if tokenizer_dir else src_dir
-  tok_files = [tok_dir / n for n in TOKENIZER_FILES if (tok_dir / n).is_file()]
-  if not any(p.name in ("vocab.txt", "tokenizer.json") for p in tok_files):
-    raise ConversionError(f"{tok_dir}: no vocab.txt or tokenizer.json (pass --tokenizer DIR)")
+  tok_source = tokenizer_files.check_source(tok_dir, cfg)
   state_dict = sources.read_state_dict(weights)
-  params = map_state_dict(state_dict, cfg, str(weights))
-  _check_tokenizer(tok_dir, cfg)
+  layout = layout_of(state_dict, cfg)
+  params = map_state_dict(state_dict, cfg, str(weights), layout)
+  ignored = mapping.LAYOUTS[(cfg.family, layout)][1]
 
   manifest = {
       "format": "biomedjax-clip", "mapping_version": mapping.MAPPING_VERSION,
+      "family": cfg.family, "source_layout": layout, "tokenizer_source": tok_source,
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "source": {"weights": str(weights), "sha256": sources.sha256(weights),
                  "tensors": len(state_dict)},
-      "ignored_keys": sorted(set(state_dict) & set(mapping.IGNORED)),
+      "ignored_keys": sorted(set(state_dict) & set(ignored)),
       "parameters": {"visual": _count(params["visual"]), "text": _count(params["text"]),
                      "logit_scale": 1, "total": _count(params)},
       "versions": _versions(),
@@ -144,10 +164,8 @@ def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str 
   tmp = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
   try:
     (tmp / bc.CONFIG_FILE).write_text(cfg.to_json())
+    tokenizer_files.write(tok_dir, tmp / bc.TOKENIZER_DIR, cfg)
     bc.save_params(tmp / bc.PARAMS_DIR, params)
-    (tmp / bc.TOKENIZER_DIR).mkdir()
-    for p in tok_files:
-      shutil.copy2(p, tmp / bc.TOKENIZER_DIR / p.name)
     (tmp / bc.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
     if out.exists():  # --force: keep the old one until the new one is in place
       old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -162,24 +180,12 @@ def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str 
   return out
 
 
-def _check_tokenizer(tok_dir: pathlib.Path, cfg: CLIPConfig) -> None:
-  """The tokenizer must load and its vocabulary fit the text tower's embedding table."""
-  try:
-    tok = Tokenizer(tok_dir, cfg.text.context_length)
-  except Exception as e:
-    raise ConversionError(f"{tok_dir}: tokenizer files do not load ({type(e).__name__}: {e})") from e
-  if len(tok.hf) > cfg.text.vocab_size:
-    raise ConversionError(f"{tok_dir}: vocabulary has {len(tok.hf)} tokens, the text tower only "
-                          f"{cfg.text.vocab_size} embeddings")
-  if tok.pad_id != cfg.text.pad_id:
-    raise ConversionError(f"{tok_dir}: pad token id {tok.pad_id} != model pad_id {cfg.text.pad_id}")
-
-
 def main(argv=None) -> int:
-  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+  ap = argparse.ArgumentParser(prog="python -m convert", description=__doc__.split("\n\n")[0],
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--src", required=True,
-                  help="directory, weights file, or hf-hub:<repo id> of an open_clip checkpoint")
+                  help="directory, weights file, or hf-hub:<repo id> of an open_clip checkpoint "
+                  "or a HuggingFace CLIPModel")
   ap.add_argument("--out", required=True, help="directory to create")
   ap.add_argument("--force", action="store_true", help="replace --out if it exists")
   ap.add_argument("--preset", help="architecture preset instead of open_clip_config.json "

@@ -1,8 +1,12 @@
-"""Declarative map from Flax parameter paths to open_clip state-dict keys, per tower.
+"""Declarative map from Flax parameter paths to PyTorch state-dict keys, per family and layout.
 
 Each Flax path gets the torch key(s) it is made of and the hook that turns them into its layout.
 The converter checks coverage both ways: every Flax parameter is filled, every torch key is
-consumed or listed in ``IGNORED`` with the reason it can be dropped.
+consumed or listed in the layout's ignored keys with the reason it can be dropped.
+
+Layouts (``LAYOUTS``): ``("biomedclip", "open_clip")``: open_clip ``CustomTextCLIP`` (timm ViT +
+HF BERT); ``("openai", "open_clip")``: open_clip ``CLIP`` (OpenAI's own key names);
+``("openai", "hf")``: HuggingFace ``CLIPModel`` (separate q/k/v, ``nn.Linear`` projections).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Callable
 from biomedjax.models.config import CLIPConfig
 from convert import hooks
 
-MAPPING_VERSION = 1
+MAPPING_VERSION = 2  # 2: the OpenAI CLIP layouts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,4 +96,98 @@ IGNORED = {
     "text.transformer.embeddings.token_type_ids": "buffer of zeros, recomputed",
     "text.transformer.pooler.dense.weight": "BERT pooler, unused by open_clip's CLS pooling",
     "text.transformer.pooler.dense.bias": "BERT pooler, unused by open_clip's CLS pooling",
+}
+
+
+# -- OpenAI CLIP ---------------------------------------------------------------------------------
+
+def _openai_block(f: str, b: str) -> dict[str, Rule]:
+  """open_clip ``ResidualAttentionBlock``: torch MultiheadAttention packs q, k, v row-wise in
+  ``in_proj_weight`` (3w, w); transposed it is the fused (w, 3w) kernel with q, k, v columns."""
+  return {
+      **_norm(f"{f}/ln_1", f"{b}.ln_1"),
+      f"{f}/attn/qkv/kernel": Rule((f"{b}.attn.in_proj_weight",), hooks.linear_t),
+      f"{f}/attn/qkv/bias": Rule((f"{b}.attn.in_proj_bias",)),
+      **_linear(f"{f}/attn/proj", f"{b}.attn.out_proj"),
+      **_norm(f"{f}/ln_2", f"{b}.ln_2"),
+      **_linear(f"{f}/mlp/fc1", f"{b}.mlp.c_fc"),
+      **_linear(f"{f}/mlp/fc2", f"{b}.mlp.c_proj"),
+  }
+
+
+def openai_rules(cfg: CLIPConfig) -> dict[str, Rule]:
+  """open_clip ``CLIP`` (``ViT-B-16-quickgelu`` etc.): ``visual.*``, the text tower at the top."""
+  rules = {
+      "visual/conv1/kernel": Rule(("visual.conv1.weight",), hooks.conv_oihw_to_hwio),
+      "visual/class_embedding": Rule(("visual.class_embedding",)),
+      "visual/positional_embedding": Rule(("visual.positional_embedding",)),
+      **_norm("visual/ln_pre", "visual.ln_pre"),
+      **_norm("visual/ln_post", "visual.ln_post"),
+      "visual/proj": Rule(("visual.proj",)),  # (width, embed): x @ proj, no transpose
+      "text/token_embedding/embedding": Rule(("token_embedding.weight",)),
+      "text/positional_embedding": Rule(("positional_embedding",)),
+      **_norm("text/ln_final", "ln_final"),
+      "text/text_projection": Rule(("text_projection",)),
+      "logit_scale": Rule(("logit_scale",)),
+  }
+  for i in range(cfg.vision.depth):
+    rules.update(_openai_block(f"visual/resblocks_{i}", f"visual.transformer.resblocks.{i}"))
+  for i in range(cfg.text.depth):
+    rules.update(_openai_block(f"text/resblocks_{i}", f"transformer.resblocks.{i}"))
+  return rules
+
+
+def _hf_block(f: str, b: str) -> dict[str, Rule]:
+  qkv = [f"{b}.self_attn.{n}_proj" for n in ("q", "k", "v")]
+  return {
+      **_norm(f"{f}/ln_1", f"{b}.layer_norm1"),
+      f"{f}/attn/qkv/kernel": Rule(tuple(k + ".weight" for k in qkv), hooks.concat_linear_t),
+      f"{f}/attn/qkv/bias": Rule(tuple(k + ".bias" for k in qkv), hooks.concat),
+      **_linear(f"{f}/attn/proj", f"{b}.self_attn.out_proj"),
+      **_norm(f"{f}/ln_2", f"{b}.layer_norm2"),
+      **_linear(f"{f}/mlp/fc1", f"{b}.mlp.fc1"),
+      **_linear(f"{f}/mlp/fc2", f"{b}.mlp.fc2"),
+  }
+
+
+def hf_clip_rules(cfg: CLIPConfig) -> dict[str, Rule]:
+  """HuggingFace ``CLIPModel``: ``vision_model.*``, ``text_model.*`` and two bias-free Linears."""
+  v, t = "vision_model", "text_model"
+  rules = {
+      "visual/conv1/kernel": Rule((f"{v}.embeddings.patch_embedding.weight",),
+                                  hooks.conv_oihw_to_hwio),
+      "visual/class_embedding": Rule((f"{v}.embeddings.class_embedding",)),
+      "visual/positional_embedding": Rule((f"{v}.embeddings.position_embedding.weight",)),
+      **_norm("visual/ln_pre", f"{v}.pre_layrnorm"),  # sic: HF's spelling
+      **_norm("visual/ln_post", f"{v}.post_layernorm"),
+      "visual/proj": Rule(("visual_projection.weight",), hooks.linear_t),
+      "text/token_embedding/embedding": Rule((f"{t}.embeddings.token_embedding.weight",)),
+      "text/positional_embedding": Rule((f"{t}.embeddings.position_embedding.weight",)),
+      **_norm("text/ln_final", f"{t}.final_layer_norm"),
+      "text/text_projection": Rule(("text_projection.weight",), hooks.linear_t),
+      "logit_scale": Rule(("logit_scale",)),
+  }
+  for i in range(cfg.vision.depth):
+    rules.update(_hf_block(f"visual/resblocks_{i}", f"{v}.encoder.layers.{i}"))
+  for i in range(cfg.text.depth):
+    rules.update(_hf_block(f"text/resblocks_{i}", f"{t}.encoder.layers.{i}"))
+  return rules
+
+
+OPENAI_IGNORED = {
+    "attn_mask": "the causal mask buffer (-inf above the diagonal), rebuilt by the Flax attention",
+    "input_resolution": "OpenAI JIT archive metadata; the config has the image size",
+    "context_length": "OpenAI JIT archive metadata; the config has the context length",
+    "vocab_size": "OpenAI JIT archive metadata; the config has the vocabulary size",
+}
+HF_CLIP_IGNORED = {
+    "vision_model.embeddings.position_ids": "buffer 0..num_positions-1, recomputed",
+    "text_model.embeddings.position_ids": "buffer 0..max_positions-1, recomputed",
+}
+
+# (family, layout) -> (rules, ignored keys with the reason each can be dropped)
+LAYOUTS = {
+    ("biomedclip", "open_clip"): (clip_rules, IGNORED),
+    ("openai", "open_clip"): (openai_rules, OPENAI_IGNORED),
+    ("openai", "hf"): (hf_clip_rules, HF_CLIP_IGNORED),
 }

@@ -88,6 +88,24 @@ def text_config(tcfg: dict, where: str) -> TextConfig:
       proj=tcfg["hf_proj_type"], proj_bias=bool(tcfg.get("proj_bias", False)))
 
 
+def family_of(model_cfg: dict, where: str) -> str:
+  """The backbone family an open_clip model config describes, or an error naming the key.
+
+  timm vision tower + HF text tower: BiomedCLIP's ``CustomTextCLIP``; neither: open_clip's own
+  ``CLIP`` with OpenAI's layout (``ViT-B-16-quickgelu``).
+  """
+  timm = bool(model_cfg["vision_cfg"].get("timm_model_name"))
+  hf = bool(model_cfg["text_cfg"].get("hf_model_name"))
+  if timm and hf:
+    return "biomedclip"
+  if not timm and not hf:
+    return "openai"
+  key = "vision_cfg.timm_model_name" if timm else "text_cfg.hf_model_name"
+  raise ConversionError(f"{where}: model_cfg.{key} is set but not its counterpart: a mixed "
+                        "architecture is no supported family (biomedclip: timm ViT + HF BERT; "
+                        "openai: open_clip's own ViT + causal text transformer)")
+
+
 def from_open_clip(config_file: pathlib.Path) -> CLIPConfig:
   try:
     raw = json.loads(config_file.read_text())
@@ -100,6 +118,9 @@ def from_open_clip(config_file: pathlib.Path) -> CLIPConfig:
     if key not in model_cfg:
       raise ConversionError(f"{config_file}: model_cfg.{key} missing")
   pre = raw.get("preprocess_cfg", {})
+  if family_of(model_cfg, str(config_file)) == "openai":
+    from convert.clip_config import from_open_clip_native
+    return from_open_clip_native(model_cfg, pre, str(config_file))
   base = CLIPConfig()
   return dataclasses.replace(
       base, embed_dim=int(model_cfg["embed_dim"]),

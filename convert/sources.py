@@ -15,8 +15,9 @@ import numpy as np
 
 from convert.openclip_config import ConversionError
 
-WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-HUB_PATTERNS = ["*.json", "*.txt", "open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin",  # open_clip
+                "model.safetensors", "pytorch_model.bin")  # HuggingFace CLIPModel
+HUB_PATTERNS = ["*.json", "*.txt", "*.txt.gz", *WEIGHT_FILES]
 
 
 def download(repo_id: str) -> pathlib.Path:

@@ -1,9 +1,9 @@
 """The user-facing model: ``biomedjax.load(DIR)`` on a directory written by ``convert.biomedclip``.
 
 A converted directory holds ``config.json`` (the ``CLIPConfig``), ``params/`` (an orbax
-checkpoint of the parameter pytree), ``tokenizer/`` (the HuggingFace tokenizer files) and
-``manifest.json`` (provenance). ``BiomedCLIP`` bundles the Linen module, its parameters, the
-tokenizer and the eval preprocessing, and exposes open_clip's entry points as jitted functions.
+checkpoint of the parameter pytree), ``tokenizer/`` (the tokenizer files of the config's family:
+WordPiece for BiomedCLIP, byte-level BPE for OpenAI CLIP) and ``manifest.json`` (provenance).
+``BiomedCLIP`` bundles the Linen module, its parameters, the tokenizer and the eval preprocessing, and exposes open_clip's entry points as jitted functions.
 The parameters are passed to each jitted function as an argument, so they are never baked into
 the compiled program as constants and can be swapped (e.g. by a training loop) without recompiling.
 """
@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from biomedjax.models import families
 from biomedjax.models import preprocess as _pre
 from biomedjax.models.clip import CLIP
 from biomedjax.models.config import CLIPConfig
@@ -111,7 +112,10 @@ class BiomedCLIP:
     return self._encode_image({"params": self.params}, jnp.asarray(pixels_nhwc, jnp.float32))
 
   def encode_text(self, input_ids, attention_mask=None) -> jax.Array:
-    """(N, L) ids -> (N, embed_dim) unnormalised text features; mask = ids != pad if omitted."""
+    """(N, L) ids -> (N, embed_dim) unnormalised text features.
+
+    Without a mask: BERT masks ids == pad, the causal CLIP tower pools at argmax(ids) (open_clip).
+    """
     return self._encode_text({"params": self.params}, jnp.asarray(input_ids, jnp.int32),
                              _mask(attention_mask))
 
@@ -141,7 +145,7 @@ def load(path: str | pathlib.Path) -> BiomedCLIP:
   except (ValueError, TypeError) as e:
     raise ValueError(f"{config_file}: {e}") from e
   params = restore_params(path / PARAMS_DIR, cfg)
-  tokenizer = Tokenizer(path / TOKENIZER_DIR, cfg.text.context_length)
+  tokenizer = families.load_tokenizer(path / TOKENIZER_DIR, cfg)
   return BiomedCLIP(cfg, params, tokenizer)
 
 

@@ -1,5 +1,8 @@
 """The two-tower model: image tower, text tower and the learned logit scale.
 
+The towers are those of ``cfg.family`` (``biomedjax.models.families``); the entry points and the
+parameter layout (``visual``, ``text``, ``logit_scale``) are the same for every family.
+
 A Linen module, so its parameters are one plain pytree: the frozen backbone that methods receive
 as an argument (never closed over, never differentiated). ``method=`` selects the entry point::
 
@@ -11,9 +14,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import linen as nn
 
-from biomedjax.models.bert import TextTransformer
+from biomedjax.models import families
 from biomedjax.models.config import CLIPConfig
-from biomedjax.models.vit import VisionTransformer
 
 
 def l2_normalize(x, eps=1e-12):
@@ -25,8 +27,9 @@ class CLIP(nn.Module):
   cfg: CLIPConfig
 
   def setup(self):
-    self.visual = VisionTransformer(self.cfg.vision, self.cfg.embed_dim)
-    self.text = TextTransformer(self.cfg.text, self.cfg.embed_dim)
+    family = families.of(self.cfg)
+    self.visual = family.vision(self.cfg.vision, self.cfg.embed_dim)
+    self.text = family.text(self.cfg.text, self.cfg.embed_dim)
     self.logit_scale = self.param(
         "logit_scale", nn.initializers.constant(self.cfg.init_logit_scale), ())
 

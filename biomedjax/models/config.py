@@ -3,13 +3,22 @@
 One config type per tower serves every size: the full BiomedCLIP and the tiny test/demo model are
 two values of the same dataclasses, so no model code is duplicated per size. The fields are the
 architecture facts that differ between CLIP-family backbones (sizes, pooling, activation, norm
-eps); a new backbone is a new preset plus a conversion mapping, not new module code.
+eps); ``CLIPConfig.family`` names the layout of the towers and the tokenizer:
+
+* ``"biomedclip"``: timm-style ViT + post-norm BERT with [CLS] pooling, WordPiece tokenizer
+  (open_clip ``CustomTextCLIP``; BiomedCLIP).
+* ``"openai"``: OpenAI CLIP's ViT (``ln_pre``, patch conv without bias, ``ln_post``, ``proj``) +
+  pre-norm causal text transformer pooled at the end-of-text token, byte-level BPE tokenizer
+  (open_clip ``CLIP``, HuggingFace ``CLIPModel``; OpenAI CLIP, PubMedCLIP).
+
+``biomedjax.models.families`` maps each name to its modules and tokenizer.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from biomedjax.models import preprocess
@@ -51,19 +60,37 @@ class TextConfig:
   attention_dropout: float = 0.1  # HF attention_probs_dropout_prob (training mode only)
   pad_id: int = 0
   context_length: int = 256
-  pool: str = "cls"          # open_clip cls_last_hidden_state_pooler: hidden state at position 0
+  pool: str = "cls"          # "cls": hidden state at position 0 (open_clip
+                             #   cls_last_hidden_state_pooler); "eot": at the end-of-text token
   proj: str = "mlp"          # "mlp": Linear -> GELU -> Linear; "linear": one Linear
   proj_bias: bool = False
 
 
+FAMILIES = ("biomedclip", "openai")
+
+
 @dataclasses.dataclass(frozen=True)
 class CLIPConfig:
+  family: str = "biomedclip"  # one of FAMILIES; configs written before it existed are BiomedCLIP
   embed_dim: int = 512
   vision: VisionConfig = VisionConfig()
   text: TextConfig = TextConfig()
   image_mean: tuple[float, float, float] = preprocess.OPENAI_MEAN
   image_std: tuple[float, float, float] = preprocess.OPENAI_STD
   init_logit_scale: float = 2.6592600  # log(1 / 0.07), open_clip's init
+
+  def __post_init__(self):
+    if self.family not in FAMILIES:
+      raise ValueError(f"model config 'family'={self.family!r}: expected one of {FAMILIES}")
+    want_pool = {"biomedclip": "cls", "openai": "eot"}[self.family]
+    if self.text.pool != want_pool:
+      raise ValueError(f"model config 'text.pool'={self.text.pool!r}: family {self.family!r} "
+                       f"pools at {want_pool!r}")
+    if self.family == "openai":  # open_clip builds OpenAI CLIP's text tower without dropout
+      for key in ("hidden_dropout", "attention_dropout"):
+        if getattr(self.text, key):
+          raise ValueError(f"model config 'text.{key}'={getattr(self.text, key)}: the causal "
+                           "CLIP text tower has no dropout; set it to 0.0")
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2)
@@ -72,6 +99,9 @@ class CLIPConfig:
   def from_dict(cls, d: dict[str, Any]) -> "CLIPConfig":
     """Inverse of ``dataclasses.asdict``; unknown keys are an error naming the key."""
     d = dict(d)
+    if d.get("family") == "openai" and isinstance(d.get("text"), dict):
+      # The TextConfig dropout defaults are BERT's; the causal CLIP tower has none.
+      d["text"] = {"hidden_dropout": 0.0, "attention_dropout": 0.0, **d["text"]}
     nested = {"vision": VisionConfig, "text": TextConfig}
     for key, sub_cls in nested.items():
       if key in d:
@@ -113,4 +143,41 @@ def tiny() -> CLIPConfig:
   )
 
 
-PRESETS = {"biomedclip": biomedclip, "tiny": tiny}
+def _openai(patch_size: int) -> CLIPConfig:
+  """OpenAI CLIP ViT-B/<patch_size> (open_clip ``ViT-B-16-quickgelu`` / ``ViT-B-32-quickgelu``)."""
+  return CLIPConfig(
+      family="openai", embed_dim=512,
+      vision=VisionConfig(image_size=224, patch_size=patch_size, width=768, depth=12, heads=12,
+                          mlp_dim=3072, ln_eps=1e-5, act="quick_gelu"),
+      text=TextConfig(vocab_size=49408, width=512, depth=12, heads=8, mlp_dim=2048,
+                      max_positions=77, ln_eps=1e-5, act="quick_gelu", pad_id=0,
+                      context_length=77, pool="eot", proj="linear", hidden_dropout=0.0,
+                      attention_dropout=0.0),
+      init_logit_scale=math.log(1 / 0.07))
+
+
+def clip_vit_b16() -> CLIPConfig:
+  """OpenAI CLIP ViT-B/16 (QuickGELU, LayerNorm eps 1e-5): 149.6M parameters."""
+  return _openai(16)
+
+
+def clip_vit_b32() -> CLIPConfig:
+  """OpenAI CLIP ViT-B/32, the architecture of PubMedCLIP."""
+  return _openai(32)
+
+
+def tiny_clip() -> CLIPConfig:
+  """The OpenAI-CLIP layout at tiny widths, for tests and the demo.
+
+  It keeps the full 49408-token BPE vocabulary and 77-token context, so the real tokenizer (and
+  open_clip's) applies to it unchanged; everything else is a few hundred thousand parameters.
+  """
+  c = _openai(16)
+  return dataclasses.replace(
+      c, embed_dim=32,
+      vision=dataclasses.replace(c.vision, width=64, depth=2, heads=2, mlp_dim=256),
+      text=dataclasses.replace(c.text, width=64, depth=2, heads=2, mlp_dim=256))
+
+
+PRESETS = {"biomedclip": biomedclip, "tiny": tiny, "clip_vit_b16": clip_vit_b16,
+           "clip_vit_b32": clip_vit_b32, "tiny_clip": tiny_clip}

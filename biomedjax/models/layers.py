@@ -30,11 +30,14 @@ class Attention(nn.Module):
 
   ``dropout`` acts on the attention probabilities (HF BERT's ``attention_probs_dropout_prob``)
   and only when ``deterministic`` is False; the deterministic path is the fused kernel.
+  ``causal``: query i attends keys 0..i only (OpenAI CLIP's text tower: its additive mask is -inf
+  above the diagonal), combined with ``mask`` when both are given.
   """
   width: int
   heads: int
   qkv_bias: bool = True
   dropout: float = 0.0
+  causal: bool = False
 
   @nn.compact
   def __call__(self, x, mask=None, deterministic: bool = True):
@@ -45,9 +48,12 @@ class Attention(nn.Module):
     q, k, v = (t[:, :, 0] for t in (q, k, v))  # (B, S, heads, head_dim)
     attn_mask = None if mask is None else mask[:, None, None, :]
     if deterministic or not self.dropout:
-      out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask)
+      out = jax.nn.dot_product_attention(q, k, v, mask=attn_mask, is_causal=self.causal)
     else:
       scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
+      if self.causal:
+        causal = jnp.tril(jnp.ones((s, s), bool))[None, None]
+        attn_mask = causal if attn_mask is None else attn_mask & causal
       if attn_mask is not None:
         scores = jnp.where(attn_mask, scores, jnp.finfo(scores.dtype).min)
       probs = nn.Dropout(self.dropout)(jax.nn.softmax(scores, axis=-1), deterministic=False)

@@ -59,19 +59,29 @@ class Tokenizer:
       texts = [texts]
     texts = [clean(t) for t in texts]
     enc = self.hf(texts, max_length=self.context_length, truncation=True, padding=False)
-    rows = enc["input_ids"]
-    longest = max((len(r) for r in rows), default=1)
-    if length is None:
-      length = self.context_length
-    elif length == "bucket":
-      length = bucket(longest, cap=self.context_length)
-    elif not isinstance(length, int) or length < 1:
-      raise ValueError(f"length must be None, 'bucket' or a positive int, got {length!r}")
-    if longest > length:
-      i = max(range(len(rows)), key=lambda j: len(rows[j]))
-      raise ValueError(f"text {i} ({texts[i][:60]!r}...) has {longest} tokens, more than "
-                       f"length={length}; use a longer length or None")
-    ids = np.full((len(rows), length), self.pad_id, np.int32)
-    for i, r in enumerate(rows):
-      ids[i, :len(r)] = r
-    return ids, (ids != self.pad_id).astype(np.int32)
+    return pad_rows(enc["input_ids"], texts, length, self.context_length, self.pad_id)
+
+
+def pad_rows(rows, texts, length, context_length: int, pad_id: int):
+  """Token rows (already truncated at the context length) -> (ids, mask) int32 (N, length).
+
+  ``length`` as in ``Tokenizer.__call__``. The mask marks the real tokens of each row (not
+  ``ids != pad``: a byte-level BPE vocabulary uses the pad id 0 for a real token, "!").
+  """
+  longest = max((len(r) for r in rows), default=1)
+  if length is None:
+    length = context_length
+  elif length == "bucket":
+    length = bucket(longest, cap=context_length)
+  elif not isinstance(length, int) or length < 1:
+    raise ValueError(f"length must be None, 'bucket' or a positive int, got {length!r}")
+  if longest > length:
+    i = max(range(len(rows)), key=lambda j: len(rows[j]))
+    raise ValueError(f"text {i} ({texts[i][:60]!r}...) has {longest} tokens, more than "
+                     f"length={length}; use a longer length or None")
+  ids = np.full((len(rows), length), pad_id, np.int32)
+  mask = np.zeros((len(rows), length), np.int32)
+  for i, r in enumerate(rows):
+    ids[i, :len(r)] = r
+    mask[i, :len(r)] = 1
+  return ids, mask

@@ -18,9 +18,8 @@ from biomedjax.data.sources import ArrayRecordSource, ImageFileSource, validate_
 from biomedjax.methods.base import Backbone, Task
 from biomedjax.models import biomedclip as bc
 from biomedjax.models import config as model_config
+from biomedjax.models import families
 from biomedjax.models.clip import CLIP
-from biomedjax.models.tokenizer import Tokenizer
-from biomedjax.models.vocab import write_vocab
 
 log = logging.getLogger("biomedjax")
 
@@ -38,10 +37,8 @@ def build_backbone(model_cfg, workdir: pathlib.Path, words=()) -> tuple[Backbone
   cfg = model_config.PRESETS[model_cfg.preset]()
   log.warning("model.init is empty: using RANDOM weights of preset %r (no pretrained knowledge; "
               "for real runs pass --config.model.init=<converted BiomedCLIP dir>)", model_cfg.preset)
-  vocab = write_vocab(workdir / "random_tokenizer", words, size=cfg.text.vocab_size,
-                      context_length=cfg.text.context_length)
-  return (Backbone(CLIP(cfg), Tokenizer(vocab, cfg.text.context_length), dtype),
-          bc.init_params(cfg))
+  tokenizer = families.random_tokenizer(cfg, workdir / "random_tokenizer", words)
+  return Backbone(CLIP(cfg), tokenizer, dtype), bc.init_params(cfg)
 
 
 @dataclasses.dataclass

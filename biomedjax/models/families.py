@@ -1,0 +1,58 @@
+"""The backbone families as one explicit table: towers and tokenizer per ``CLIPConfig.family``.
+
+Every method sees the same ``CLIP`` module (``encode_image``, ``embed_tokens``,
+``encode_text_embeds``, ``encode_text``; parameters ``visual``, ``text``, ``logit_scale``); only
+the tower modules and the tokenizer behind it differ, and this table is the one place that says
+which. The conversion rules per family live in ``convert/mapping.py``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Callable, Iterable
+
+from flax import linen as nn
+
+from biomedjax.models import bpe
+from biomedjax.models.bert import TextTransformer
+from biomedjax.models.config import CLIPConfig
+from biomedjax.models.openai_clip import CausalTextTransformer, OpenAIVisionTransformer
+from biomedjax.models.tokenizer import Tokenizer
+from biomedjax.models.vit import VisionTransformer
+from biomedjax.models.vocab import write_vocab
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  vision: type[nn.Module]       # (VisionConfig, embed_dim) -> pixels -> features
+  text: type[nn.Module]         # (TextConfig, embed_dim) with embed_tokens / encode_embeds
+  tokenizer: Callable           # (directory, context_length) -> callable tokenizer
+  tokenizer_files: tuple[str, ...]
+  # (directory, words, cfg) -> a generated vocabulary for random weights (no checkpoint files)
+  random_vocab: Callable[[pathlib.Path, Iterable[str], CLIPConfig], pathlib.Path]
+
+
+FAMILIES = {
+    "biomedclip": Family(
+        VisionTransformer, TextTransformer, Tokenizer,
+        ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"),
+        lambda out, words, cfg: write_vocab(out, words, size=cfg.text.vocab_size,
+                                            context_length=cfg.text.context_length)),
+    "openai": Family(
+        OpenAIVisionTransformer, CausalTextTransformer, bpe.BPETokenizer, bpe.TOKENIZER_FILES,
+        lambda out, words, cfg: bpe.write_random_vocab(out, words, size=cfg.text.vocab_size)),
+}
+
+
+def of(cfg: CLIPConfig) -> Family:
+  return FAMILIES[cfg.family]
+
+
+def load_tokenizer(path: str | pathlib.Path, cfg: CLIPConfig):
+  return of(cfg).tokenizer(path, cfg.text.context_length)
+
+
+def random_tokenizer(cfg: CLIPConfig, out: str | pathlib.Path, words: Iterable[str] = ()):
+  """A generated vocabulary in which ``words`` are whole tokens, for random-weight models."""
+  return load_tokenizer(of(cfg).random_vocab(pathlib.Path(out), words, cfg), cfg)
