@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from biomedjax.methods import options
+from biomedjax.methods import base, harness, options
 
 SELECTS = ("last", "best_val")
 
@@ -43,6 +43,11 @@ class Options:
   alpha: float = 0.5          # alpha_ca: residual ratio of the adapted feature
   reduction: int = 4          # hidden width d / 4
   select: str = "last"        # "last" (reference) | "best_val"
+  lr: float = 0.01            # plain SGD: no momentum, no weight decay
+  batch_size: int = 32
+  epochs: int = 20            # also the cosine's period T_max, in iterations
+  warmup_lr: float = 1e-5
+  warmup_steps: int = 1
 
 
 def init_adapter(rng, dim: int, reduction: int = 4) -> dict:
@@ -132,3 +137,61 @@ def read_options(cfg) -> Options:
   if opts.select not in SELECTS:
     raise ValueError(f"config.method.select={opts.select!r}; expected one of {SELECTS}")
   return opts
+
+
+class ClipAdapter(base.Method):
+  """The reference's 20-epoch loop runs in ``fit`` on cached augmented views (one per epoch,
+  ``fit_views``), so its per-iteration schedule, short last batches and last-epoch pick are
+  exact; the adapter acts on image features only, so it transfers to novel class names."""
+  name = "clip_adapter"
+  inputs = "features"
+  stages = ("fit",)
+
+  @property
+  def fit_views(self) -> int:
+    return self.opts.epochs
+
+  def prepare(self, backbone_params) -> dict:
+    return {"text_features": harness.text_features(self, backbone_params)}
+
+  def fit(self, frozen, train, val, rng=None) -> dict:
+    n_cls = self.task.num_classes
+    harness.check_labels(train.labels, n_cls, "train", self.name)
+    if self.opts.select == "best_val":
+      harness.check_val(val, self.name)
+    rng = jax.random.key(0) if rng is None else rng
+    views = harness.train_views(train)
+    n = views.shape[1]
+    views = views[np.arange(self.opts.epochs) % views.shape[0]]
+    k_init, k_order = jax.random.split(rng)
+    params = init_adapter(k_init, views.shape[2], self.opts.reduction)
+    orders = jax.vmap(lambda k: jax.random.permutation(k, n))(
+        jax.random.split(k_order, self.opts.epochs))
+    val_xy = None if val is None else (jnp.asarray(val.features, jnp.float32),
+                                       jnp.asarray(val.labels, jnp.int32))
+    scale = self.backbone.logit_scale(frozen["backbone"])
+    params, _ = _train_jit(params, jnp.asarray(views), orders,
+                           jnp.asarray(train.labels, jnp.int32), frozen["text_features"], scale,
+                           self.opts, val_xy)
+    return params
+
+  def logits(self, trainable, frozen, features):
+    scale = self.backbone.logit_scale(frozen["backbone"])
+    feats_n = features / jnp.linalg.norm(features, axis=-1, keepdims=True)
+    return adapted_logits(trainable, feats_n, frozen["text_features"], scale, self.opts.alpha)
+
+  def transfer(self, trainable, novel):
+    return trainable  # class-agnostic: the novel method brings its own text features
+
+
+def _train(params, views, orders, labels, text, scale, opts, val):
+  return train_on_views(params, views, orders, labels, text, scale, opts, lr=opts.lr,
+                        batch_size=opts.batch_size, warmup_lr=opts.warmup_lr,
+                        warmup_steps=opts.warmup_steps, val=val)
+
+
+_train_jit = jax.jit(_train, static_argnums=(6,))
+
+
+def build(backbone, task, cfg=None, objective=None) -> ClipAdapter:
+  return ClipAdapter(backbone, task, read_options(cfg), objective)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from biomedjax.methods import options
+from biomedjax.methods import base, harness, options
 
 ALPHA_GRADS = ("accumulate", "fresh", "window")
 
@@ -150,3 +150,32 @@ def fit_lp_plus_plus(rng, train_feats, train_labels, val_feats, val_labels, text
 
 def read_options(cfg) -> Options:
   return options.read(Options, cfg, "lp_plus_plus")
+
+
+class LPPlusPlus(base.Method):
+  """LP++'s 300 full-batch epochs run in ``fit`` on one cached augmented pass (``fit_views``)."""
+  name = "lp_plus_plus"
+  inputs = "features"
+  stages = ("fit",)
+  fit_views = 1
+
+  def prepare(self, backbone_params) -> dict:
+    return {"text_features": harness.text_features(self, backbone_params)}
+
+  def fit(self, frozen, train, val, rng=None) -> dict:
+    harness.check_val(val, self.name)
+    n_cls = self.task.num_classes
+    harness.check_labels(train.labels, n_cls, "train", self.name)
+    harness.check_labels(val.labels, n_cls, "val", self.name)
+    rng = jax.random.key(0) if rng is None else rng
+    r = fit_lp_plus_plus(rng, harness.train_views(train)[0], train.labels, val.features,
+                         val.labels, frozen["text_features"], n_cls, self.opts)
+    return jax.tree.map(jnp.asarray, r["params"])
+
+  def logits(self, trainable, frozen, features):
+    F = features / jnp.linalg.norm(features, axis=-1, keepdims=True)
+    return lp_logits(trainable, F, frozen["text_features"])
+
+
+def build(backbone, task, cfg=None, objective=None) -> LPPlusPlus:
+  return LPPlusPlus(backbone, task, read_options(cfg), objective)

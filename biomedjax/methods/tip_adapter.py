@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from biomedjax.methods import options
+from biomedjax.methods import base, harness, options
 
 log = logging.getLogger("biomedjax")
 
@@ -46,6 +47,7 @@ class Options:
   init_beta: float = 1.0                      # only logged (pre-search val accuracy)
   init_alpha: float = 1.0
   scale: float = SCALE                        # the hard-coded logit scale
+  cache: str = ""                             # path stem of a saved cache ("": build, no file)
 
 
 def grid(scale: float, steps: int) -> np.ndarray:
@@ -158,5 +160,56 @@ def fit_tip_adapter(train_views, train_labels, val_feats, val_labels, text, num_
 
 def read_options(cfg) -> Options:
   opts = options.read(Options, cfg, "tip_adapter")
+  if opts.augment_epochs < 1:
+    raise ValueError(f"config.method.augment_epochs={opts.augment_epochs}: at least 1 view")
   return dataclasses.replace(opts, search_scale=tuple(opts.search_scale),
                              search_step=tuple(int(s) for s in opts.search_step))
+
+
+class TipAdapter(base.Method):
+  """Training-free: ``fit`` builds the cache from ``augment_epochs`` augmented views and searches
+  (beta, alpha) on val; with ``cache`` set, a saved cache for the same classes and backbone is
+  reused (another class list or backbone is an error) and a new one is saved there."""
+  name = "tip_adapter"
+  inputs = "features"
+  stages = ("fit",)
+
+  @property
+  def fit_views(self) -> int:
+    return self.opts.augment_epochs
+
+  def prepare(self, backbone_params) -> dict:
+    return {"text_features": harness.text_features(self, backbone_params)}
+
+  def fit(self, frozen, train, val, rng=None) -> dict:
+    harness.check_val(val, self.name)
+    n_cls = self.task.num_classes
+    harness.check_labels(train.labels, n_cls, "train", self.name)
+    harness.check_labels(val.labels, n_cls, "val", self.name)
+    views = harness.train_views(train)[:self.opts.augment_epochs]
+    text = jnp.asarray(frozen["text_features"])
+    cache = None
+    if self.opts.cache:
+      fingerprint = harness.backbone_fingerprint(frozen["backbone"])
+      if pathlib.Path(self.opts.cache).with_suffix(".npz").exists():
+        cache = harness.load_state(self.opts.cache, self.task.classnames, fingerprint, self.name)
+      else:
+        keys, values = build_cache(views, train.labels, n_cls)
+        cache = {"keys": np.asarray(keys), "values": np.asarray(values)}
+        harness.save_state(self.opts.cache, cache, self.task.classnames, fingerprint, self.name)
+    if cache is None:
+      keys, values = build_cache(views, train.labels, n_cls)
+    else:
+      keys, values = jnp.asarray(cache["keys"]), jnp.asarray(cache["values"])
+    val_n = normalize(jnp.asarray(val.features, jnp.float32))
+    result = search(val_n, val.labels, text, val_n @ keys.T, values, self.opts)
+    return {"keys": jnp.asarray(keys), "values": jnp.asarray(values),
+            "beta": jnp.float32(result.beta), "alpha": jnp.float32(result.alpha)}
+
+  def logits(self, trainable, frozen, features):
+    return tip_logits(normalize(features), frozen["text_features"], trainable["keys"],
+                      trainable["values"], trainable["beta"], trainable["alpha"], self.opts.scale)
+
+
+def build(backbone, task, cfg=None, objective=None) -> TipAdapter:
+  return TipAdapter(backbone, task, read_options(cfg), objective)

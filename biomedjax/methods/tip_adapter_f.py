@@ -25,9 +25,10 @@ The procedure the reference executes:
 3. The (beta, alpha) grid search of Tip-Adapter (200 x 200, same tie rule) on val with the
    fine-tuned ``W``; the test logits use that (beta*, alpha*), not the training pair.
 
-Training features come as ``views`` (V, n, d), unnormalised: epoch e of alpha0 number a uses view
-``(a * epochs + e) % V``, so with V = 10 * 20 every epoch sees its own augmentation as in the
-reference, and with V = 1 every epoch reuses one view.
+Training features come as ``views`` (V, n, d), unnormalised: the first ``augment_epochs`` build
+the cache; of the rest (all of them if there is no rest), epoch e of alpha0 number a uses view
+``(a * epochs + e) % V'``, so with 1 + 10 * 20 views every epoch sees its own augmentation as
+in the reference, and with one view every epoch reuses it.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from biomedjax.methods import options
+from biomedjax.methods import base, harness, options
 from biomedjax.methods import tip_adapter as tip
 
 
@@ -156,6 +157,8 @@ def fit_tip_adapter_f(train_views, train_labels, val_feats, val_labels, text, nu
                      "this implementation trains full-batch, as every reference dataset does")
   labels = jnp.asarray(train_labels, jnp.int32)
   keys, values = tip.build_cache(views[:opts.augment_epochs], labels, num_classes)
+  if views.shape[0] > opts.augment_epochs:  # the fine-tunes get their own passes
+    views = views[opts.augment_epochs:]
   views_n = tip.normalize(views)
   val_n = tip.normalize(jnp.asarray(val_feats, jnp.float32))
   val_y = jnp.asarray(val_labels, jnp.int32)
@@ -191,3 +194,41 @@ def read_options(cfg) -> Options:
   return dataclasses.replace(opts, search_scale=tuple(opts.search_scale),
                              search_step=tuple(int(s) for s in opts.search_step),
                              betas=tuple(opts.betas))
+
+
+class TipAdapterF(base.Method):
+  """The whole procedure (alpha0 fine-tunes, optional second stage, final search) runs in ``fit``
+  on cached augmented views: the reference searches (beta, alpha) AFTER training, which a
+  generic "train" stage followed by eval cannot express."""
+  name = "tip_adapter_f"
+  inputs = "features"
+  stages = ("fit",)
+
+  @property
+  def fit_views(self) -> int:
+    """Cache passes + one fresh pass per epoch of each alpha0 fine-tune (as the reference)."""
+    extra = self.opts.epochs if self.opts.second_stage else 0
+    return self.opts.augment_epochs + self.opts.init_alpha_scale * self.opts.epochs + extra
+
+  def prepare(self, backbone_params) -> dict:
+    return {"text_features": harness.text_features(self, backbone_params)}
+
+  def fit(self, frozen, train, val, rng=None) -> dict:
+    harness.check_val(val, self.name)
+    n_cls = self.task.num_classes
+    harness.check_labels(train.labels, n_cls, "train", self.name)
+    harness.check_labels(val.labels, n_cls, "val", self.name)
+    views = harness.train_views(train)
+    r = fit_tip_adapter_f(views, train.labels, val.features, val.labels,
+                          frozen["text_features"], n_cls, self.opts)
+    return {"W": jnp.asarray(r.W), "values": jnp.asarray(r.values),
+            "beta": jnp.float32(r.beta), "alpha": jnp.float32(r.alpha)}
+
+  def logits(self, trainable, frozen, features):
+    return adapter_logits(trainable["W"], tip.normalize(features), frozen["text_features"],
+                          trainable["values"], trainable["beta"], trainable["alpha"],
+                          self.opts.scale)
+
+
+def build(backbone, task, cfg=None, objective=None) -> TipAdapterF:
+  return TipAdapterF(backbone, task, read_options(cfg), objective)
