@@ -60,3 +60,21 @@ def test_saved_state_checks_classes_and_backbone(tmp_path):
     harness.load_state(tmp_path / "cache", ("x", "y"), other, "tip_adapter")
   with pytest.raises(ValueError, match="built by method 'tip_adapter'"):
     harness.load_state(tmp_path / "cache", ("x", "y"), fp, "lp_plus_plus")
+
+
+def test_method_saves_and_reuses_its_cache(tmp_path):
+  from biomedjax.methods.base import FeatureSet, Task
+  from tests import adapter_method_checks as checks, tiny_backbone
+  tiny = tiny_backbone.make(tmp_path / "vocab")
+  method, frozen = checks.build("tip_adapter", tiny, search_step=(10, 10),
+                                cache=str(tmp_path / "cache" / "keys"))
+  assert method.stages == ("fit",) and method.fit_views == 1
+  train, val, test = checks.features(frozen["text_features"].shape[1])
+  first = method.fit(frozen, train, val)
+  assert (tmp_path / "cache" / "keys.npz").exists()
+  other = FeatureSet(train.features + 1.0, train.labels)  # ignored: the saved cache is reused
+  np.testing.assert_array_equal(method.fit(frozen, other, val)["keys"], first["keys"])
+  checks.accuracy(method, first, frozen, test)
+  renamed = type(method)(method.backbone, Task(checks.CLASSES[::-1]), method.opts)
+  with pytest.raises(ValueError, match="built for classes"):
+    renamed.fit({**frozen, **renamed.prepare(frozen["backbone"])}, train, val)

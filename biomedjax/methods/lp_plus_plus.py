@@ -69,10 +69,14 @@ def init_alpha(F, labels, text, num_classes: int, factor: float = 250.0) -> np.f
 
 
 def step_sizes(F, text) -> tuple[float, float]:
-  """(lr_W, lr_alpha) = (4n / lambda_max(F^T F), n / (4 max_c sum_i (f_i . t_c)^2))."""
+  """(lr_W, lr_alpha) = (4n / lambda_max(F^T F), n / (4 max_c sum_i (f_i . t_c)^2)).
+
+  F^T F (d x d) and F F^T (n x n) share their non-zero eigenvalues; the smaller one is
+  decomposed (64 x 64 instead of 512 x 512 at 16 shots: ~100x less work, same value)."""
   F = np.asarray(F, np.float32)
   n = F.shape[0]
-  lam = float(np.linalg.eigvalsh(F.T @ F).max())
+  gram = F @ F.T if n < F.shape[1] else F.T @ F
+  lam = float(np.linalg.eigvalsh(gram).max())
   ft = F @ np.asarray(text, np.float32).T
   return 4.0 * n / lam, float(n / (np.sum(ft ** 2, axis=0, dtype=np.float32).max() * 4))
 
