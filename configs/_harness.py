@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import ml_collections as mlc
 
 from configs import base
@@ -21,21 +19,12 @@ HARNESS_DATA = dict(template="a photo of a {}.", split_seed=1, augment="harness"
                     test_batch_size=100)
 
 
-def method_block(options_cls, name: str, **overrides) -> mlc.ConfigDict:
-  """``config.method``: every option of the method with its reference default."""
-  values = {f.name: f.default for f in dataclasses.fields(options_cls)}
-  unknown = sorted(set(overrides) - set(values))
-  if unknown:
-    raise ValueError(f"config for {name!r}: unknown option(s) {unknown}")
-  return mlc.ConfigDict({"name": name, **values, **overrides})
-
-
 def get_config(arg, options_cls, name: str, **overrides) -> mlc.ConfigDict:
   a = base.parse(arg)
   c = base.get_config(a)
   for k, v in HARNESS_DATA.items():
     c.data[k] = v
-  c.method = method_block(options_cls, name, **overrides)
+  c.method = base.method_config(options_cls, name, **overrides)
   return c
 
 

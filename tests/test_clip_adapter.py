@@ -7,15 +7,10 @@ import pytest
 
 from biomedjax.methods import clip_adapter as ca
 from tests import adapter_method_checks as checks
-from tests import tiny_backbone
+from tests.adapter_method_checks import tiny  # noqa: F401  (shared fixture)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  return tiny_backbone.make(tmp_path_factory.mktemp("vocab"))
-
-
-def test_fit_is_the_reference_loop_on_views(tiny):
+def test_fit_is_the_reference_loop_on_views(tiny)  # noqa: F811:
   method, frozen = checks.build("clip_adapter", tiny, epochs=4)
   dim = frozen["text_features"].shape[1]
   assert method.stages == ("fit",) and method.fit_views == 4
@@ -34,7 +29,7 @@ def test_fit_is_the_reference_loop_on_views(tiny):
   checks.accuracy(method, trained, frozen, test)
 
 
-def test_best_val_selection_and_errors(tiny):
+def test_best_val_selection_and_errors(tiny)  # noqa: F811:
   method, frozen = checks.build("clip_adapter", tiny, epochs=3, select="best_val")
   train, val, _ = checks.features(frozen["text_features"].shape[1], views=3)
   method.fit(frozen, train, val)

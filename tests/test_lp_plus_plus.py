@@ -6,15 +6,10 @@ import pytest
 
 from biomedjax.methods import lp_plus_plus as lp
 from tests import adapter_method_checks as checks
-from tests import tiny_backbone
+from tests.adapter_method_checks import tiny  # noqa: F401  (shared fixture)
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  return tiny_backbone.make(tmp_path_factory.mktemp("vocab"))
-
-
-def test_fit_and_logits(tiny):
+def test_fit_and_logits(tiny)  # noqa: F811:
   method, frozen = checks.build("lp_plus_plus", tiny, epochs=30)
   assert method.stages == ("fit",) and method.fit_views == 1
   train, val, test = checks.features(frozen["text_features"].shape[1])
@@ -27,7 +22,7 @@ def test_fit_and_logits(tiny):
   assert checks.accuracy(method, state, frozen, test) > 0.25
 
 
-def test_bad_inputs(tiny):
+def test_bad_inputs(tiny)  # noqa: F811:
   method, frozen = checks.build("lp_plus_plus", tiny, epochs=2)
   train, val, _ = checks.features(frozen["text_features"].shape[1])
   with pytest.raises(ValueError, match="val split is empty"):
