@@ -1,4 +1,5 @@
-"""LP++ (the repo's "LP2") in BiomedCoOp's few-shot harness (trainers/LP2/linear_probe_p2_biomedclip.py).
+"""LP++ (the repo's "LP2") in BiomedCoOp's few-shot harness
+(trainers/LP2/linear_probe_p2_biomedclip.py).
 
   python launch.py --config configs/lp_plus_plus.py:dataset=btmri,shots=16,seed=1,model=ckpt/biomedclip \
       --workdir runs/lp_plus_plus/btmri/16shot/seed1

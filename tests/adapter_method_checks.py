@@ -8,19 +8,12 @@ import importlib
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet, Task
 from tests import adapter_features, tiny_backbone
 
 CLASSES = tiny_backbone.CLASSNAMES
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-  """The tiny random backbone, built once for all adapter test modules (import this fixture)."""
-  return tiny_backbone.make(tmp_path_factory.mktemp("adapter_vocab"))
 
 
 def build(name, tiny, **overrides):

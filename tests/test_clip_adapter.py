@@ -7,10 +7,9 @@ import pytest
 
 from biomedjax.methods import clip_adapter as ca
 from tests import adapter_method_checks as checks
-from tests.adapter_method_checks import tiny  # noqa: F401  (shared fixture)
 
 
-def test_fit_is_the_reference_loop_on_views(tiny)  # noqa: F811:
+def test_fit_is_the_reference_loop_on_views(tiny):
   method, frozen = checks.build("clip_adapter", tiny, epochs=4)
   dim = frozen["text_features"].shape[1]
   assert method.stages == ("fit",) and method.fit_views == 4
@@ -29,7 +28,7 @@ def test_fit_is_the_reference_loop_on_views(tiny)  # noqa: F811:
   checks.accuracy(method, trained, frozen, test)
 
 
-def test_best_val_selection_and_errors(tiny)  # noqa: F811:
+def test_best_val_selection_and_errors(tiny):
   method, frozen = checks.build("clip_adapter", tiny, epochs=3, select="best_val")
   train, val, _ = checks.features(frozen["text_features"].shape[1], views=3)
   method.fit(frozen, train, val)

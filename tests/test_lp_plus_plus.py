@@ -6,10 +6,9 @@ import pytest
 
 from biomedjax.methods import lp_plus_plus as lp
 from tests import adapter_method_checks as checks
-from tests.adapter_method_checks import tiny  # noqa: F401  (shared fixture)
 
 
-def test_fit_and_logits(tiny)  # noqa: F811:
+def test_fit_and_logits(tiny):
   method, frozen = checks.build("lp_plus_plus", tiny, epochs=30)
   assert method.stages == ("fit",) and method.fit_views == 1
   train, val, test = checks.features(frozen["text_features"].shape[1])
@@ -22,7 +21,7 @@ def test_fit_and_logits(tiny)  # noqa: F811:
   assert checks.accuracy(method, state, frozen, test) > 0.25
 
 
-def test_bad_inputs(tiny)  # noqa: F811:
+def test_bad_inputs(tiny):
   method, frozen = checks.build("lp_plus_plus", tiny, epochs=2)
   train, val, _ = checks.features(frozen["text_features"].shape[1])
   with pytest.raises(ValueError, match="val split is empty"):

@@ -1,6 +1,5 @@
 """Tip-Adapter's search rule on constructed counts, its bad inputs and its saved cache."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,7 +9,6 @@ from biomedjax.methods import tip_adapter as tip
 from biomedjax.methods.base import FeatureSet, Task
 from tests import adapter_features
 from tests import adapter_method_checks as checks
-from tests.adapter_method_checks import tiny  # noqa: F401  (shared fixture)
 
 
 def test_first_best_is_beta_outer_alpha_inner_strict():
@@ -65,7 +63,7 @@ def test_saved_state_checks_classes_and_backbone(tmp_path):
     harness.load_state(tmp_path / "cache", ("x", "y"), fp, "lp_plus_plus")
 
 
-def test_method_saves_and_reuses_its_cache(tiny, tmp_path):  # noqa: F811
+def test_method_saves_and_reuses_its_cache(tiny, tmp_path):
   method, frozen = checks.build("tip_adapter", tiny, search_step=(10, 10),
                                 cache=str(tmp_path / "cache" / "keys"))
   assert method.stages == ("fit",) and method.fit_views == 1

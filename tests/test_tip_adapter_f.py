@@ -6,10 +6,9 @@ import pytest
 from biomedjax.methods import tip_adapter_f as tip_f
 from biomedjax.methods.base import FeatureSet
 from tests import adapter_method_checks as checks
-from tests.adapter_method_checks import tiny  # noqa: F401  (shared fixture)
 
 
-def test_fit_runs_the_procedure_on_views(tiny)  # noqa: F811:
+def test_fit_runs_the_procedure_on_views(tiny):
   method, frozen = checks.build("tip_adapter_f", tiny, epochs=3, init_alpha_scale=4,
                                 search_step=(20, 20))
   assert method.stages == ("fit",) and method.fit_views == 1 + 4 * 3
@@ -23,7 +22,7 @@ def test_fit_runs_the_procedure_on_views(tiny)  # noqa: F811:
   assert checks.build("tip_adapter_f", tiny)[0].fit_views == 201  # reference: 1 + 10 x 20
 
 
-def test_bad_inputs(tiny)  # noqa: F811:
+def test_bad_inputs(tiny):
   method, frozen = checks.build("tip_adapter_f", tiny, epochs=2, init_alpha_scale=2,
                                 search_step=(4, 4), batch_size=16)
   train, val, _ = checks.features(frozen["text_features"].shape[1])

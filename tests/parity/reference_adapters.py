@@ -119,7 +119,8 @@ def tip_adapter_f(cache_keys, cache_values, epoch_features, labels, val_features
 
 
 class ConstantWarmupScheduler(_LRScheduler):
-  """Dassl's ``_BaseWarmupScheduler`` + ``ConstantWarmupScheduler`` (dassl/optim/lr_scheduler.py)."""
+  """Dassl's ``_BaseWarmupScheduler`` + ``ConstantWarmupScheduler`` (dassl/optim/lr_scheduler.py).
+  """
 
   def __init__(self, optimizer, successor, warmup_epoch, cons_lr, last_epoch=-1):
     self.successor = successor
