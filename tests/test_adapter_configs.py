@@ -14,7 +14,8 @@ SPEC = {
     tip_adapter_f: dict(name="tip_adapter_f", lr=1e-3, epochs=20, batch_size=256, eps=1e-4,
                         weight_decay=0.01, betas=(0.9, 0.999), init_beta=1.0,
                         init_alpha_scale=10, second_stage=False, augment_epochs=1,
-                        search_scale=(50.0, 50.0), search_step=(200, 200), scale=85.2323),
+                        search_scale=(50.0, 50.0), search_step=(200, 200), scale=85.2323,
+                        max_views=0),
     lp_plus_plus: dict(name="lp_plus_plus", epochs=300, alpha_every=10, alpha_grad="accumulate",
                        alpha_factor=250.0, momentum=0.9, fp16_init=True),
 }

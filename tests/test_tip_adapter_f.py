@@ -20,6 +20,7 @@ def test_fit_runs_the_procedure_on_views(tiny):
   assert (float(state["beta"]), float(state["alpha"])) == pytest.approx((want.beta, want.alpha))
   checks.accuracy(method, state, frozen, test)
   assert checks.build("tip_adapter_f", tiny)[0].fit_views == 201  # reference: 1 + 10 x 20
+  assert checks.build("tip_adapter_f", tiny, max_views=8)[0].fit_views == 8
 
 
 def test_bad_inputs(tiny):

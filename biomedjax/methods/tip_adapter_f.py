@@ -61,6 +61,7 @@ class Options:
   search_scale: tuple[float, float] = (50.0, 50.0)
   search_step: tuple[int, int] = (200, 200)
   scale: float = tip.SCALE
+  max_views: int = 0              # 0: the reference's 1 + 10 x 20 augmented passes; n: n, cycled
 
 
 def cosine_lr(t, lr: float, total: int):
@@ -208,7 +209,8 @@ class TipAdapterF(base.Method):
   def fit_views(self) -> int:
     """Cache passes + one fresh pass per epoch of each alpha0 fine-tune (as the reference)."""
     extra = self.opts.epochs if self.opts.second_stage else 0
-    return self.opts.augment_epochs + self.opts.init_alpha_scale * self.opts.epochs + extra
+    full = self.opts.augment_epochs + self.opts.init_alpha_scale * self.opts.epochs + extra
+    return min(full, self.opts.max_views) if self.opts.max_views > 0 else full
 
   def prepare(self, backbone_params) -> dict:
     return {"text_features": harness.text_features(self, backbone_params)}
