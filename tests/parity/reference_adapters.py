@@ -22,7 +22,7 @@ torch.set_num_threads(1)  # tiny ops: threads only add overhead (and the box is 
 
 
 def t(x, dtype=torch.float32):
-  return torch.from_numpy(np.asarray(x)).to(dtype)
+  return torch.from_numpy(np.array(x)).to(dtype)  # a copy: torch wants writable arrays
 
 
 def cls_acc(output, target, topk=1):
