@@ -25,8 +25,9 @@ in [0, 1]; tables show them in percent. Only ``accuracy`` is required; ``--metri
 key (e.g. ``macro_f1``).
 
 Aggregation, and why: runs are grouped by (setting, method, dataset, shots[, split]) over seeds
-and shown as ``mean ± std`` (std with ddof=0, as CoOp's ``parse_test_res.py``). A group with fewer
-seeds than the report's seed set is marked ``(n=2)``; an average over datasets that lacks a
+and shown as ``mean ± std`` (std with ddof=0, as CoOp's ``parse_test_res.py``); summary.csv
+also has ``ci95`` = 1.96·std/√n, the interval the adapter harness reports for its 3 runs. A group
+with fewer seeds than the report's seed set is marked ``(n=2)``; an average over datasets that lacks a
 dataset says ``(3/4 datasets)``, and one that includes groups with missing seeds says
 ``(1 with n<3)``: an incomplete mean must never pass for a complete one. Two files
 for the same run (same group and seed) are an error naming both. Base-to-novel HM is computed
@@ -257,15 +258,24 @@ def base2novel_tables(groups, n_seeds: int, metric: str) -> str:
   return "\n".join(out)
 
 
+def ci95(values) -> float:
+  """1.96 * std / sqrt(n), population std: the "std" column of the adapter harness's CSVs
+  (BiomedCoOp main.py writes 1.96 * np.std(accs) / sqrt(3) for its three runs)."""
+  v = np.asarray(values, np.float64)
+  return float(1.96 * v.std() / np.sqrt(len(v)))
+
+
 def write_csv(groups, path: pathlib.Path) -> None:
   """One row per group: the numbers behind every table cell, seeds included."""
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow(["setting", "method", "dataset", "shots", "split", "mean", "std", "n", "seeds"])
+    writer.writerow(["setting", "method", "dataset", "shots", "split", "mean", "std", "n", "seeds",
+                     "ci95"])
     for key in sorted(groups):
       v = np.array(list(groups[key].values()))
       seeds = " ".join(map(str, sorted(groups[key])))
-      writer.writerow([*key, f"{v.mean():.4f}", f"{v.std():.4f}", len(v), seeds])
+      writer.writerow([*key, f"{v.mean():.4f}", f"{v.std():.4f}", len(v), seeds,
+                       f"{ci95(v):.4f}"])
 
 
 def plot_fewshot_curve(groups, path: pathlib.Path, metric: str, n_seeds: int) -> bool:

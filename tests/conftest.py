@@ -28,3 +28,11 @@ def shared_dir():
   if not SHARED.is_dir():
     pytest.skip(f"{SHARED} is absent (reference material only exists in the development setup)")
   return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+  """The tiny random-weight backbone, built once per session for the tests that share it
+  (a module may still define its own ``tiny``, which then takes precedence there)."""
+  from tests import tiny_backbone
+  return tiny_backbone.make(tmp_path_factory.mktemp("shared_tiny_vocab"))

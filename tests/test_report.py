@@ -62,6 +62,7 @@ def test_fewshot_tables_csv_and_plot(tmp_path):
     rows = {(r["method"], r["dataset"], r["shots"]): r for r in csv.DictReader(f)}
   row = rows[("lp", "busi", "4")]
   assert row["n"] == "2" and row["seeds"] == "1 2"
+  assert float(row["ci95"]) == pytest.approx(1.96 * float(row["std"]) / np.sqrt(2), abs=1e-3)
   assert float(row["mean"]) == pytest.approx(np.mean(partial) * 100, abs=1e-4)
   assert float(row["std"]) == pytest.approx(np.std(partial) * 100, abs=1e-4)
 

@@ -3,16 +3,21 @@
 Every method registered here is checked by tests/test_method_contract.py.
 """
 
-from biomedjax.methods import (biomedcoop, cocoop, coop, kgcoop, linear_head, linear_probe,
-                               prograd, zeroshot)
+from biomedjax.methods import (biomedcoop, clip_adapter, cocoop, coop, kgcoop, linear_head,
+                               linear_probe, lp_plus_plus, prograd, tip_adapter, tip_adapter_f,
+                               zeroshot)
 
 METHODS = {
     "biomedcoop": biomedcoop.build,
+    "clip_adapter": clip_adapter.build,
     "cocoop": cocoop.build,
     "coop": coop.build,
     "kgcoop": kgcoop.build,
     "linear_head": linear_head.build,
     "linear_probe": linear_probe.build,
+    "lp_plus_plus": lp_plus_plus.build,
     "prograd": prograd.build,
+    "tip_adapter": tip_adapter.build,
+    "tip_adapter_f": tip_adapter_f.build,
     "zeroshot": zeroshot.build,
 }

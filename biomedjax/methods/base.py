@@ -20,6 +20,9 @@ What a method declares, and what the engine does with it:
 * ``trainable_backbone``: top-level backbone keys (e.g. ``("visual",)``) that ``init`` copies into
   the trainable pytree; the engine then removes them from ``frozen["backbone"]``, so the rest stays
   frozen and is never donated. Only full fine-tuning uses it.
+* ``fit_views``: for a "fit" stage, how many augmented views of the training set the engine
+  encodes (the adapter harness's RandomResizedCrop + flip, ``biomedjax/data/views.py``) and
+  passes to ``fit`` as (V, N, D) features with an ``rng``; 0 = the eval-transform features.
 * ``task_kinds``: the task kinds the method is defined for; building it for another kind is an
   error naming the method and the kind (e.g. a softmax-only regulariser on a multilabel task).
 
@@ -169,6 +172,7 @@ class Method:
   inputs = "features"
   stages = ("train",)
   trainable_backbone: tuple[str, ...] = ()
+  fit_views = 0
   task_kinds: tuple[str, ...] = ("multiclass",)
   # Why other kinds are refused, for the error message (e.g. "its KL term needs a softmax").
   kind_note = ""

@@ -219,9 +219,15 @@ def fit_linear_probe(train_feats, train_labels, val_feats, val_labels, *, grid=G
   return LinearProbeResult(C=float(C), W=W, b=b, search_log=log, normalize=normalize)
 
 
+TRAIN_FEATURES = ("augmented", "eval")
+
+
 @dataclasses.dataclass(frozen=True)
 class LinearProbeOptions:
   max_iter: int = 1000  # L-BFGS iterations per fit (sklearn's max_iter in the reference)
+  # "augmented": the reference harness (main.py) fits on ONE augmented view of the training set
+  # (RandomResizedCrop(scale 0.5-1) + flip); "eval": the eval-transform features instead.
+  train_features: str = "augmented"
 
 
 Options = LinearProbeOptions
@@ -233,11 +239,21 @@ class LinearProbe(Method):
   inputs = "features"
   stages = ("fit",)
 
-  def fit(self, frozen, train, val) -> dict:
+  @property
+  def fit_views(self) -> int:
+    """Augmented passes the engine encodes for ``fit`` (0: eval-transform features)."""
+    if self.opts.train_features not in TRAIN_FEATURES:
+      raise ValueError(f"config.method.train_features={self.opts.train_features!r}; expected "
+                       f"one of {TRAIN_FEATURES}")
+    return 1 if self.opts.train_features == "augmented" else 0
+
+  def fit(self, frozen, train, val, rng=None) -> dict:
     if val is None or len(val.labels) == 0:
       raise ValueError("linear_probe searches C on the val split, which is empty; give the split "
                        "file a non-empty 'val' list")
-    r = fit_linear_probe(train.features, train.labels, val.features, val.labels,
+    feats = np.asarray(train.features)
+    feats = feats[0] if feats.ndim == 3 else feats  # one augmented view (fit_views = 1)
+    r = fit_linear_probe(feats, train.labels, val.features, val.labels,
                          max_iter=self.opts.max_iter)
     if r.W.shape[1] != self.task.num_classes:
       raise ValueError(f"fitted {r.W.shape[1]} classes, the task has {self.task.num_classes}")

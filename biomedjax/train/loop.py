@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from biomedjax import objectives
 from biomedjax import report as report_lib
+from biomedjax.data import views
 from biomedjax.data.pipeline import make_train_iterator
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
@@ -130,6 +131,34 @@ def _eval_targets(config, data, backbone, params, method, frozen, mesh):
   return [t for t in targets if t[4] is not None]
 
 
+def fit_views(method, backbone, params, data, config) -> FeatureSet:
+  """``method.fit_views`` augmented passes over the training set (the harness transform),
+  encoded once: FeatureSet((V, n, d) unnormalised features, labels)."""
+  encode = jax.jit(backbone.image_features)
+  log.info("encoding %d augmented view(s) of %d training images", method.fit_views,
+           len(data.splits["train"]))
+  feats, labels = views.encode_views(data.splits["train"], lambda x: encode(params, x),
+                                     method.fit_views, config.seed, config.data.test_batch_size,
+                                     config.data.image_size)
+  return FeatureSet(feats, labels)
+
+
+def short_classes(data, shots: int) -> dict:
+  """Classes with fewer training images than K (used whole, as the reference does), by name."""
+  if shots <= 0 or data.kind != "multiclass":
+    return {}
+  source = data.splits["train"]
+  if hasattr(source, "examples"):  # image files: labels without reading the images
+    labels = np.asarray([ex.label for ex in source.examples])
+  else:
+    labels = np.asarray([source[i]["label"] for i in range(len(source))])
+  counts = np.bincount(labels, minlength=len(data.classnames))
+  short = {data.classnames[c]: int(n) for c, n in enumerate(counts) if n < shots}
+  if short:
+    log.warning("classes with fewer than K=%d training images, used whole: %s", shots, short)
+  return short
+
+
 def train_and_evaluate(config, workdir) -> dict:
   from tensorboardX import SummaryWriter
   workdir = pathlib.Path(workdir)
@@ -160,8 +189,12 @@ def train_and_evaluate(config, workdir) -> dict:
   history, trainable = [], None
   if method.fits:
     val = data.splits.get("val")
-    trainable = method.fit(frozen, image_features("train", data.splits["train"]),
-                           image_features("val", val) if val is not None else None)
+    val = image_features("val", val) if val is not None else None
+    if method.fit_views:  # fits on augmented views (biomedjax/data/views.py)
+      trainable = method.fit(frozen, fit_views(method, backbone, params_r, data, config),
+                             val, rng=jax.random.fold_in(jax.random.key(config.seed), 2))
+    else:
+      trainable = method.fit(frozen, image_features("train", data.splits["train"]), val)
   if method.trains:
     trainable, history = train(method, backbone, frozen, data, config, workdir, mesh, writer,
                                steps, initial=trainable)
@@ -171,6 +204,9 @@ def train_and_evaluate(config, workdir) -> dict:
   results = {"method": config.method.name, "dataset": config.data.dataset,
              "shots": config.data.shots, "seed": config.seed, "setting": config.data.setting,
              "task_kind": data.kind, "train_loss": history}
+  short = short_classes(data, config.data.shots)
+  if short:
+    results["classes_below_shots"] = short
   for name, cache_key, m, fz, source, classnames in targets:
     state = trainable if m is method else method.transfer(trainable, m)
     fz = split_frozen(m, fz)

@@ -98,8 +98,10 @@ def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
   items = splits_lib.read_split_file(split_file, classnames, None if prepared else image_root)
   lines = splits_lib.entry_lines(split_file)
   origin = {(k, it.path): f"{split_file}:{n}" for k in items for it, n in zip(items[k], lines[k])}
+  # The adapter harness draws every run's images with split_seed (1); 0 = the run seed.
+  split_seed = data_cfg.get("split_seed", 0) or seed
   if data_cfg.shots > 0:
-    items = fewshot.fewshot_splits(items, data_cfg.shots, seed)
+    items = fewshot.fewshot_splits(items, data_cfg.shots, split_seed)
   novel = {}
   if data_cfg.setting == "base2novel":
     novel = fewshot.subsample_classes(items, "new")
@@ -108,7 +110,7 @@ def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
     raise ValueError(f"config.data.setting={data_cfg.setting!r}: 'few_shot' or 'base2novel'")
   if jax.process_index() == 0:
     fewshot.write_selection(workdir / "fewshot_selection.json", items, shots=data_cfg.shots,
-                            seed=seed, split_file=str(split_file))
+                            seed=split_seed, split_file=str(split_file))
 
   def source(split, its):
     if prepared:  # records written (and validated) by biomedjax.data.prepare

@@ -1,0 +1,236 @@
+"""Tip-Adapter-F as BiomedCoOp's few-shot harness runs it (the shipped config's ``finetune: True``).
+
+Reference: HealthX-Lab/BiomedCoOp ``trainers/TipAdapter/tip_adapter_biomedclip.py`` (branch
+``finetune == True``), ``trainers/utils.py``, ``configs/trainers/TiP_Adapter/few_shot.yaml``.
+
+Trainable: the cache key matrix ``W`` (n, d), initialised to the normalised cache keys of
+Tip-Adapter and never re-normalised. Forward on a normalised feature f:
+``z = s f T^T + alpha * exp(-(beta - beta f W^T)) V`` (s = 85.2323, V the one-hot cache values).
+Training: mean cross-entropy on augmented training features (a fresh view every epoch), torch
+AdamW (lr 1e-3, betas (0.9, 0.999), eps 1e-4, decoupled weight decay 0.01) with a cosine to 0
+over 20 iterations stepped per iteration (``lr_t = 1e-3 (1 + cos(pi t / 20)) / 2``), full batch.
+
+The procedure the reference executes:
+
+1. For alpha0 in 0, 1, ..., 9: a fresh ``W`` = keys trains 20 epochs with beta = 1, alpha =
+   alpha0 (own AdamW and cosine), then scores val accuracy with the same (beta, alpha). The first
+   strictly better alpha0 (starting from 0 % accuracy) and its ``W`` are kept. With alpha0 = 0
+   the gradient is 0 but AdamW's decay still shrinks ``W`` by ~1.05e-4 (reproduced). The ten
+   fine-tunes are independent and run as one vmapped computation here.
+2. The "main" 20-epoch training is a no-op: its optimiser was built for another adapter object,
+   so nothing steps the selected ``W``. Skipped by default; ``second_stage=True`` runs the
+   intended one (a fresh AdamW + cosine for 20 more epochs, reloading the best-val epoch,
+   strict >). Edge case reproduced: when no alpha0 beats 0 % val accuracy, the original ``W``
+   does train here with beta = alpha = 1 and the best-val epoch (strict >) is kept.
+3. The (beta, alpha) grid search of Tip-Adapter (200 x 200, same tie rule) on val with the
+   fine-tuned ``W``; the test logits use that (beta*, alpha*), not the training pair.
+
+Training features come as ``views`` (V, n, d), unnormalised: the first ``augment_epochs`` build
+the cache; of the rest (all of them if there is no rest), epoch e of alpha0 number a uses view
+``(a * epochs + e) % V'``, so with 1 + 10 * 20 views every epoch sees its own augmentation as
+in the reference, and with one view every epoch reuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from biomedjax.methods import base, harness, options
+from biomedjax.methods import tip_adapter as tip
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+  """The reference's TiP_Adapter/few_shot.yaml (finetune branch)."""
+  lr: float = 1e-3
+  epochs: int = 20                # train_epoch
+  batch_size: int = 256           # every dataset here fits one full batch
+  eps: float = 1e-4
+  weight_decay: float = 0.01      # torch AdamW's default, implicit in the reference
+  betas: tuple[float, float] = (0.9, 0.999)
+  init_beta: float = 1.0
+  init_alpha_scale: int = 10      # alpha0 in range(init_alpha_scale)
+  second_stage: bool = False      # True: the intended second fine-tune (the reference's is a no-op)
+  augment_epochs: int = 1         # views averaged into the initial cache keys
+  search_scale: tuple[float, float] = (50.0, 50.0)
+  search_step: tuple[int, int] = (200, 200)
+  scale: float = tip.SCALE
+  max_views: int = 0              # 0: the reference's 1 + 10 x 20 augmented passes; n: n, cycled
+
+
+def cosine_lr(t, lr: float, total: int):
+  """torch CosineAnnealingLR(T_max=total, eta_min=0) stepped per iteration: lr at iteration t."""
+  return 0.5 * lr * (1.0 + jnp.cos(jnp.pi * t / total))
+
+
+def adamw_step(p, g, m, v, t, lr, opts: Options):
+  """One torch.optim.AdamW step (t counts from 1), in torch's operation order."""
+  b1, b2 = opts.betas
+  p = p * (1.0 - lr * opts.weight_decay)
+  m = b1 * m + (1.0 - b1) * g
+  v = b2 * v + (1.0 - b2) * g * g
+  bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+  denom = jnp.sqrt(v) / jnp.sqrt(bc2) + opts.eps
+  return p - (lr / bc1) * (m / denom), m, v
+
+
+def adapter_logits(W, feats_n, text, values, beta, alpha, scale):
+  return scale * feats_n @ text.T + tip.cache_logits(feats_n @ W.T, values, beta, alpha)
+
+
+def _loss(W, feats_n, labels, text, values, beta, alpha, scale):
+  logits = adapter_logits(W, feats_n, text, values, beta, alpha, scale)
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def _correct(W, feats_n, labels, text, values, beta, alpha, scale):
+  logits = adapter_logits(W, feats_n, text, values, beta, alpha, scale)
+  return (logits.argmax(-1) == labels).sum()
+
+
+def finetune(W, views_n, view_index, labels, text, values, beta, alpha, opts: Options,
+             val=None):
+  """``opts.epochs`` full-batch AdamW steps from ``W``; epoch e uses ``views_n[view_index[e]]``.
+
+  Returns (final W, per-epoch W stack or None, per-epoch val correct counts or None): with
+  ``val = (feats_n, labels)`` the epochs are scored for best-val selection.
+  """
+  def epoch(carry, e):
+    W, m, v = carry
+    feats = views_n[view_index[e]]
+    g = jax.grad(_loss)(W, feats, labels, text, values, beta, alpha, opts.scale)
+    W, m, v = adamw_step(W, g, m, v, e + 1, cosine_lr(e, opts.lr, opts.epochs), opts)
+    out = None
+    if val is not None:
+      out = (W, _correct(W, *val, text, values, beta, alpha, opts.scale))
+    return (W, m, v), out
+
+  zeros = jnp.zeros_like(W)
+  (W, _, _), out = jax.lax.scan(epoch, (W, zeros, zeros), jnp.arange(opts.epochs))
+  return (W, None, None) if out is None else (W, *out)
+
+
+def _best_epoch(W0, stack, correct):
+  """Best-val epoch, strict > from 0 correct; ``W0`` when no epoch scores above 0."""
+  correct = np.asarray(correct)
+  if correct.max() <= 0:
+    return W0, -1
+  e = int(np.argmax(correct))
+  return stack[e], e
+
+
+@dataclasses.dataclass
+class FitResult:
+  W: np.ndarray              # (n, d) fine-tuned keys
+  values: np.ndarray         # (n, N)
+  alpha0: float              # the alpha0 chosen in step 1 (-1 if none beat 0 %)
+  alpha0_correct: np.ndarray  # val correct count of every alpha0
+  beta: float                # searched beta* (step 3)
+  alpha: float               # searched alpha*
+  val_correct: int
+
+
+@functools.partial(jax.jit, static_argnums=(10,))
+def _alpha_grid(keys, views_n, view_index, labels, text, values, beta, alphas, val_n, val_y,
+                opts):
+
+  def one(alpha, idx):
+    W, _, _ = finetune(keys, views_n, idx, labels, text, values, beta, alpha, opts)
+    return W, _correct(W, val_n, val_y, text, values, beta, alpha, opts.scale)
+
+  return jax.vmap(one)(alphas, view_index)
+
+
+def fit_tip_adapter_f(train_views, train_labels, val_feats, val_labels, text, num_classes: int,
+                      opts: Options = Options()) -> FitResult:
+  """Steps 1 (vmapped alpha0 fine-tunes), 2 (optional or edge case) and 3 (grid search)."""
+  tip.check_val(val_feats, val_labels, "tip_adapter_f")
+  views = tip.views_of(train_views)
+  n = views.shape[1]
+  if n > opts.batch_size:
+    raise ValueError(f"tip_adapter_f: {n} training images exceed batch_size={opts.batch_size}; "
+                     "this implementation trains full-batch, as every reference dataset does")
+  labels = jnp.asarray(train_labels, jnp.int32)
+  keys, values = tip.build_cache(views[:opts.augment_epochs], labels, num_classes)
+  if views.shape[0] > opts.augment_epochs:  # the fine-tunes get their own passes
+    views = views[opts.augment_epochs:]
+  views_n = tip.normalize(views)
+  val_n = tip.normalize(jnp.asarray(val_feats, jnp.float32))
+  val_y = jnp.asarray(val_labels, jnp.int32)
+  text = jnp.asarray(text, jnp.float32)
+  alphas = jnp.arange(opts.init_alpha_scale, dtype=jnp.float32)
+  index = (jnp.arange(opts.init_alpha_scale)[:, None] * opts.epochs
+           + jnp.arange(opts.epochs)[None]) % views.shape[0]
+  Ws, correct = _alpha_grid(keys, views_n, index, labels, text, values,
+                            jnp.float32(opts.init_beta), alphas, val_n, val_y, opts)
+  correct = np.asarray(correct)
+  if correct.max() > 0:
+    a = int(np.argmax(correct))  # first strictly better alpha0
+    W, alpha0 = Ws[a], float(a)
+    if opts.second_stage:
+      idx = (jnp.arange(opts.epochs) + opts.init_alpha_scale * opts.epochs) % views.shape[0]
+      _, stack, ep_correct = finetune(W, views_n, idx, labels, text, values,
+                                      opts.init_beta, alpha0, opts, (val_n, val_y))
+      W, _ = _best_epoch(W, stack, ep_correct)
+  else:  # edge case: the "main" training does step the original keys, at beta = alpha = 1
+    idx = jnp.arange(opts.epochs) % views.shape[0]
+    _, stack, ep_correct = finetune(keys, views_n, idx, labels, text, values, 1.0, 1.0, opts,
+                                    (val_n, val_y))
+    W, alpha0 = _best_epoch(keys, stack, ep_correct)[0], -1.0
+  search_opts = tip.Options(search_scale=opts.search_scale, search_step=opts.search_step,
+                            scale=opts.scale)
+  result = tip.search(val_n, val_y, text, val_n @ W.T, values, search_opts)
+  return FitResult(np.asarray(W), np.asarray(values), alpha0, correct, result.beta,
+                   result.alpha, result.best_correct)
+
+
+def read_options(cfg) -> Options:
+  opts = options.read(Options, cfg, "tip_adapter_f")
+  return dataclasses.replace(opts, search_scale=tuple(opts.search_scale),
+                             search_step=tuple(int(s) for s in opts.search_step),
+                             betas=tuple(opts.betas))
+
+
+class TipAdapterF(base.Method):
+  """The whole procedure (alpha0 fine-tunes, optional second stage, final search) runs in ``fit``
+  on cached augmented views: the reference searches (beta, alpha) AFTER training, which a
+  generic "train" stage followed by eval cannot express."""
+  name = "tip_adapter_f"
+  inputs = "features"
+  stages = ("fit",)
+
+  @property
+  def fit_views(self) -> int:
+    """Cache passes + one fresh pass per epoch of each alpha0 fine-tune (as the reference)."""
+    extra = self.opts.epochs if self.opts.second_stage else 0
+    full = self.opts.augment_epochs + self.opts.init_alpha_scale * self.opts.epochs + extra
+    return min(full, self.opts.max_views) if self.opts.max_views > 0 else full
+
+  def prepare(self, backbone_params) -> dict:
+    return {"text_features": harness.text_features(self, backbone_params)}
+
+  def fit(self, frozen, train, val, rng=None) -> dict:
+    harness.check_val(val, self.name)
+    n_cls = self.task.num_classes
+    harness.check_labels(train.labels, n_cls, "train", self.name)
+    harness.check_labels(val.labels, n_cls, "val", self.name)
+    views = harness.train_views(train)
+    r = fit_tip_adapter_f(views, train.labels, val.features, val.labels,
+                          frozen["text_features"], n_cls, self.opts)
+    return {"W": jnp.asarray(r.W), "values": jnp.asarray(r.values),
+            "beta": jnp.float32(r.beta), "alpha": jnp.float32(r.alpha)}
+
+  def logits(self, trainable, frozen, features):
+    return adapter_logits(trainable["W"], tip.normalize(features), frozen["text_features"],
+                          trainable["values"], trainable["beta"], trainable["alpha"],
+                          self.opts.scale)
+
+
+def build(backbone, task, cfg=None, objective=None) -> TipAdapterF:
+  return TipAdapterF(backbone, task, read_options(cfg), objective)
