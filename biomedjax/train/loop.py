@@ -23,7 +23,7 @@ from biomedjax import report as report_lib
 from biomedjax.data.pipeline import make_train_iterator
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
-from biomedjax.train import checkpoint, evaluate, setup, sharding, step as step_lib
+from biomedjax.train import checkpoint, distributed, evaluate, setup, sharding, step as step_lib
 from biomedjax.train.optim import make_optimizer
 
 log = logging.getLogger("biomedjax")
@@ -133,10 +133,11 @@ def _eval_targets(config, data, backbone, params, method, frozen, mesh):
 def train_and_evaluate(config, workdir) -> dict:
   from tensorboardX import SummaryWriter
   workdir = pathlib.Path(workdir)
-  checkpoint.check_or_write_config(workdir, config)
-  data = setup.build_data(config.data, config.seed, workdir)
-  backbone, params = setup.build_backbone(config.model, workdir,
-                                         setup.vocabulary_words(config, data))
+  with distributed.process_zero_first("setup"):  # it writes into the shared workdir
+    checkpoint.check_or_write_config(workdir, config)
+    data = setup.build_data(config.data, config.seed, workdir)
+    backbone, params = setup.build_backbone(config.model, workdir,
+                                           setup.vocabulary_words(config, data))
   method = build_method(config, backbone, data.classnames, data.kind)
   steps = _batch_and_steps(len(data.splits["train"]), config)
   mesh = sharding.make_mesh(steps[0])
