@@ -222,12 +222,11 @@ def stop_all_on_error(workdir):
       raise
     import traceback
     traceback.print_exc()
-    log.error(
-        "process %d of %d stopped: %s: %s. In a multi-process run this usually means that another "
-        "process failed or died (killed, out of memory, host lost): see its log. Checkpoints in "
-        "%s are intact; run the same command on every process again to resume.",
-        jax.process_index(), jax.process_count(), type(e).__name__, str(e).splitlines()[0][:300]
-        if str(e) else "", workdir)
+    msg = str(e).splitlines()[0][:300] if str(e) else ""
+    log.error("process %d of %d stopped: %s: %s. If another process failed or died first "
+              "(killed, out of memory, host lost), its log has the cause. Checkpoints in %s are "
+              "intact: run the same command on every process again to resume.",
+              jax.process_index(), jax.process_count(), type(e).__name__, msg, workdir)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
