@@ -168,6 +168,20 @@ def process_id_before_start(settings: Settings | None,
   return 0
 
 
+def from_process_zero(tree):
+  """Process 0's value of a host pytree on every process (a fit's result, computed by each).
+
+  Every process fits on the same gathered features, but a closed-form or iterative solver on
+  different CPUs (or BLAS thread counts) may round differently; replicas of a "replicated"
+  array must be identical, so all processes take process 0's.
+  """
+  import jax
+  if jax.process_count() == 1:
+    return tree
+  from jax.experimental import multihost_utils
+  return multihost_utils.broadcast_one_to_all(tree)
+
+
 BARRIER_TIMEOUT_S = 3600  # waiting for another process's setup; a dead one is caught sooner
 
 

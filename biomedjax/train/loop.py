@@ -161,8 +161,9 @@ def train_and_evaluate(config, workdir) -> dict:
   history, trainable = [], None
   if method.fits:
     val = data.splits.get("val")
-    trainable = method.fit(frozen, image_features("train", data.splits["train"]),
-                           image_features("val", val) if val is not None else None)
+    trainable = distributed.from_process_zero(method.fit(  # the same replicas everywhere
+        frozen, image_features("train", data.splits["train"]),
+        image_features("val", val) if val is not None else None))
   if method.trains:
     trainable, history = train(method, backbone, frozen, data, config, workdir, mesh, writer,
                                steps, initial=trainable)
