@@ -14,7 +14,6 @@ of them (``biomedjax.train.distributed``).
 """
 
 import logging
-import os
 import pathlib
 import shlex
 import subprocess

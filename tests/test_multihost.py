@@ -228,7 +228,8 @@ def test_killed_runs_resume_and_two_processes_train_like_one(one_process, two_pr
   assert losses[-1] < 0.9 * losses[0]  # it trained: equal parameters are not the initial ones
   np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6)
   # One set of checkpoint files, saved by both processes (each writes its data-iterator state).
-  iterator = sorted(p.name for p in (coop / "checkpoints" / str(TOTAL) / "data_iter").glob("*.json"))
+  data_iter = coop / "checkpoints" / str(TOTAL) / "data_iter"
+  iterator = sorted(p.name for p in data_iter.glob("*.json"))
   assert iterator == ["process_0-of-2.json", "process_1-of-2.json"]
 
 

@@ -18,11 +18,11 @@ raised before the run writes anything.
 
 On CPU the processes exchange data with gloo over TCP (``jax_cpu_collectives_implementation``),
 which is what lets the multi-process path run, and be tested, on one machine without
-accelerators. A process that dies (killed, out of memory, a crashed host) stops sending
-heartbeats to the coordinator; after ``heartbeat_timeout_s`` the coordinator declares it dead and
-every other process exits with an error naming the missing task, instead of waiting forever in
-a collective. The default (60 s, JAX's is 100 s) is short enough for a user to notice and long
-enough for a busy host's garbage collection or a slow checkpoint write; it can be changed with
+accelerators. A process that dies (killed, out of memory, a crashed host) is noticed by the
+others at their next collective (its connection closes) or, outside one, when the coordinator
+has missed its heartbeats for ``heartbeat_timeout_s``; they then exit with an error
+(``stop_all_on_error``) instead of waiting forever. The default (60 s, JAX's is 100 s) is short
+enough for a user to notice and long enough for a busy host; it can be changed with
 ``--distributed_timeout`` or ``BIOMEDJAX_DISTRIBUTED_TIMEOUT``.
 """
 
