@@ -78,7 +78,7 @@ class Checkpointer:
 
   def save(self, step: int, trainable, opt_state, rng, data_iter) -> None:
     state = {"trainable": trainable, "opt_state": opt_state, "step": np.asarray(step, np.int64),
-             "rng": jax.random.key_data(rng)}
+             "rng": np.asarray(jax.random.key_data(rng))}
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter)),
         force=True)
@@ -87,7 +87,7 @@ class Checkpointer:
   def restore(self, step: int, trainable, opt_state, rng, data_iter):
     """Restores into the structure (and shardings) of the given freshly-initialised values."""
     target = {"trainable": trainable, "opt_state": opt_state, "step": np.asarray(0, np.int64),
-              "rng": jax.random.key_data(rng)}
+              "rng": np.asarray(jax.random.key_data(rng))}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(

@@ -24,7 +24,7 @@ from biomedjax.data import views
 from biomedjax.data.pipeline import make_train_iterator
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
-from biomedjax.train import checkpoint, evaluate, setup, sharding, step as step_lib
+from biomedjax.train import checkpoint, distributed, evaluate, setup, sharding, step as step_lib
 from biomedjax.train.optim import make_optimizer
 
 log = logging.getLogger("biomedjax")
@@ -162,10 +162,11 @@ def short_classes(data, shots: int) -> dict:
 def train_and_evaluate(config, workdir) -> dict:
   from tensorboardX import SummaryWriter
   workdir = pathlib.Path(workdir)
-  checkpoint.check_or_write_config(workdir, config)
-  data = setup.build_data(config.data, config.seed, workdir)
-  backbone, params = setup.build_backbone(config.model, workdir,
-                                         setup.vocabulary_words(config, data))
+  with distributed.process_zero_first("setup"):  # it writes into the shared workdir
+    checkpoint.check_or_write_config(workdir, config)
+    data = setup.build_data(config.data, config.seed, workdir)
+    backbone, params = setup.build_backbone(config.model, workdir,
+                                           setup.vocabulary_words(config, data))
   method = build_method(config, backbone, data.classnames, data.kind)
   steps = _batch_and_steps(len(data.splits["train"]), config)
   mesh = sharding.make_mesh(steps[0])
@@ -195,6 +196,7 @@ def train_and_evaluate(config, workdir) -> dict:
                              val, rng=jax.random.fold_in(jax.random.key(config.seed), 2))
     else:
       trainable = method.fit(frozen, image_features("train", data.splits["train"]), val)
+    trainable = distributed.from_process_zero(trainable)  # the same replicas everywhere
   if method.trains:
     trainable, history = train(method, backbone, frozen, data, config, workdir, mesh, writer,
                                steps, initial=trainable)
