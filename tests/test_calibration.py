@@ -171,3 +171,19 @@ def test_fit_temperature_minimises_nll():
   assert cal._nll_and_grad(np.log(t), logits, labels)[1] == pytest.approx(num, abs=1e-6)
   perfect = np.eye(3)[labels] * 5
   assert cal.fit_temperature(perfect, labels) == pytest.approx(1e-2)
+
+
+def test_reliability_diagrams_written(tmp_path):
+  from biomedjax import reliability
+  logits, labels = CASES["3cls_ones"]
+  labels = labels.copy()
+  labels[labels == 2] = 1                             # class 2 absent: no per-class views
+  paths = reliability.write_diagrams(logits, labels, ("covid", "lung/opacity", "normal"),
+                                     tmp_path, prefix="test")
+  names = sorted(p.name for p in paths)
+  assert names == sorted(["test_overall.png", "test_gt_covid.png", "test_pred_covid.png",
+                          "test_gt_lung_opacity.png", "test_pred_lung_opacity.png"])
+  for p in paths:
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+  with pytest.raises(ValueError, match="gap"):
+    reliability.plot([0.5], [1], tmp_path / "x.png", "x", gap="center")
