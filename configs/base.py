@@ -36,6 +36,8 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       split_file="",         # overrides the catalog's split file
       image_root="",         # overrides the catalog's image folder
       prepared="",           # dir written by `python -m biomedjax.data.prepare` (ArrayRecord)
+      layout="",             # "calibprompt": <root>/<dataset>/images/{train,test}/<folder>/
+      sort_paths=True,       # calibprompt layout: sort files before few-shot sampling
       shots=a.shots,         # K per class (0 = the whole training split)
       setting=a.setting,     # "few_shot" or "base2novel"
       batch_size=32,         # GLOBAL train batch
