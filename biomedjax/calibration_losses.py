@@ -199,3 +199,24 @@ def combined(terms, logits, labels, text_features=None, alpha: float = 0.0):
     parts[name] = value
     total = total + w * value
   return total, parts
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationObjective:
+  """data term (softmax CE with label smoothing ``alpha``) + weighted calibration terms.
+
+  ``__call__(logits, labels, text_features=None) -> (loss, metrics)``, the objective interface
+  the methods call. CalibPrompt's reference objective is
+  ``CalibrationObjective(0.1, "reference", (("smac", 1.0), ("as", 3.0)))``: LS + SMAC + 3 AS, one
+  alpha shared by LS and SMAC.
+  """
+  alpha: float = 0.0
+  convention: str = "reference"
+  terms: tuple[tuple[str, float], ...] = ()
+
+  def __call__(self, logits, labels, text_features=None):
+    data = label_smoothing(logits, labels, self.alpha, self.convention)
+    extra, parts = combined(self.terms, logits, labels, text_features, self.alpha)
+    metrics = {"data_loss": data, **{f"{k}_loss": v for k, v in parts.items()},
+               "accuracy": (logits.argmax(-1) == labels).mean()}
+    return data + extra, metrics
