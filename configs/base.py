@@ -38,6 +38,7 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       prepared="",           # dir written by `python -m biomedjax.data.prepare` (ArrayRecord)
       layout="",             # "calibprompt": <root>/<dataset>/images/{train,test}/<folder>/
       sort_paths=True,       # calibprompt layout: sort files before few-shot sampling
+      epoch_drop_last=False,  # True: drop each epoch's partial batch (Dassl's train loader)
       shots=a.shots,         # K per class (0 = the whole training split)
       setting=a.setting,     # "few_shot" or "base2novel"
       batch_size=32,         # GLOBAL train batch
