@@ -26,6 +26,7 @@ every weight 1 except MMCE 2 and AS 3; ``train.py``'s DCA weight 15 is overridde
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 
 import jax
@@ -148,8 +149,10 @@ def parse_terms(spec: str, key: str = "config.loss.terms") -> tuple[tuple[str, f
   One clear error per bad entry: an unknown name (listing the known ones), a weight that is not
   a finite number, a name given twice.
   """
+  if not isinstance(spec, str):
+    raise ValueError(f"{key}={spec!r}: a string like 'smac:1.0,as:3.0'")
   out, seen = [], set()
-  for item in (spec or "").split(","):
+  for item in spec.split(","):
     item = item.strip()
     if not item:
       continue
@@ -166,7 +169,7 @@ def parse_terms(spec: str, key: str = "config.loss.terms") -> tuple[tuple[str, f
       except ValueError:
         raise ValueError(f"{key}: weight {weight.strip()!r} of loss term {name!r} is not a "
                          f"number (write e.g. {name}:1.0)") from None
-      if not jnp.isfinite(w):
+      if not math.isfinite(w):
         raise ValueError(f"{key}: weight {w} of loss term {name!r} is not finite")
     else:
       w = TERMS[name].weight
@@ -200,23 +203,3 @@ def combined(terms, logits, labels, text_features=None, alpha: float = 0.0):
     total = total + w * value
   return total, parts
 
-
-@dataclasses.dataclass(frozen=True)
-class CalibrationObjective:
-  """data term (softmax CE with label smoothing ``alpha``) + weighted calibration terms.
-
-  ``__call__(logits, labels, text_features=None) -> (loss, metrics)``, the objective interface
-  the methods call. CalibPrompt's reference objective is
-  ``CalibrationObjective(0.1, "reference", (("smac", 1.0), ("as", 3.0)))``: LS + SMAC + 3 AS, one
-  alpha shared by LS and SMAC.
-  """
-  alpha: float = 0.0
-  convention: str = "reference"
-  terms: tuple[tuple[str, float], ...] = ()
-
-  def __call__(self, logits, labels, text_features=None):
-    data = label_smoothing(logits, labels, self.alpha, self.convention)
-    extra, parts = combined(self.terms, logits, labels, text_features, self.alpha)
-    metrics = {"data_loss": data, **{f"{k}_loss": v for k, v in parts.items()},
-               "accuracy": (logits.argmax(-1) == labels).mean()}
-    return data + extra, metrics

@@ -7,6 +7,9 @@
 
 Data in CalibPrompt's layout: <root>/<dataset>/images/{train,test}/<class folder>/ and
 <root>/<dataset>/classnames.txt (dataset = covid or rsna18; test is also the reference's val).
+Other datasets (e.g. dataset=busi) are read as for every method. Zero-shot with the reference's
+template: ``configs/zeroshot.py:dataset=covid,... --config.data.layout=calibprompt
+--config.data.template="A chest X-ray image of {} patient"``.
 
 Reference settings (``configs/trainers/CoOp_BioMedCLIP/vit_b32_biomedclip_c16_ep50_batch16.yaml``,
 ``train.py``, ``run/classification/fewshot/all_fewshot_biomedclip.sh`` of
@@ -17,9 +20,8 @@ seed 1, last-epoch model. Objective: LS (alpha/(C-1) on wrong classes) + SMAC + 
 alpha for LS and SMAC, (alpha, w_AS) per backbone and dataset from ``TABLE``.
 """
 
-import ml_collections as mlc
-
 from biomedjax.data import calibprompt_layout
+from biomedjax.methods import calibprompt
 from configs import base, common
 
 # (backbone, dataset or "*") -> (alpha, w_AS). Only BiomedCLIP runs in biomedjax; the other
@@ -52,11 +54,12 @@ def get_config(arg=None):
                      "only (the table's other rows are the reference's values)")
   c = base.get_config(a)
   alpha, w_as = alpha_and_w_as(a.backbone, a.dataset)
-  c.method = mlc.ConfigDict(dict(name="calibprompt", n_ctx=16, class_token_position="end",
-                                 embed_mode="full_embeddings", prompt_length=0))
-  c.loss = mlc.ConfigDict(dict(data="softmax_ce", label_smoothing=alpha, smoothing="reference",
-                               terms=f"smac:1.0,as:{w_as}"))
-  c.data.layout = "calibprompt"
+  c.method = base.method_config(calibprompt.Options, "calibprompt")
+  c.loss.update(dict(data="softmax_ce", label_smoothing=alpha, smoothing="reference",
+                     terms=f"smac:1.0,as:{w_as}"))
+  # covid / rsna18 are read from CalibPrompt's layout; any other dataset (a catalog key,
+  # "synthetic", a split file) the usual way.
+  c.data.layout = "calibprompt" if a.dataset in DATASETS else ""
   c.data.template = calibprompt_layout.zero_shot_template(a.dataset)  # zero-shot runs only
   c.data.batch_size = 16
   c.data.epoch_drop_last = True

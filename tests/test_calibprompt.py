@@ -32,8 +32,8 @@ def test_reference_values():
   assert cfg_module.alpha_and_w_as("medclip", "covid") == (0.2, 1.0)
   assert cfg_module.alpha_and_w_as("quiltnet", "digestpath") == (0.05, 0.001)
   assert c.data.template == "A chest X-ray image of {} patient"
-  assert calibprompt.REFERENCE_OBJECTIVE == cl.CalibrationObjective(
-      0.1, "reference", (("smac", 1.0), ("as", 3.0)))
+  assert calibprompt.REFERENCE_LOSS == dict(c.loss)
+  assert cfg_module.get_config("dataset=busi").data.layout == ""
 
 
 def test_init_train_and_objective(tiny):
@@ -53,9 +53,6 @@ def test_init_train_and_objective(tiny):
               + 3.0 * cl.angular_separation(text))
   assert float(loss) == pytest.approx(float(expected), rel=1e-5)
   assert set(aux) >= {"data_loss", "smac_loss", "as_loss", "accuracy"}
-  new, losses = tiny_backbone.sgd_steps(m, trainable, frozen, batch, steps=4, lr=0.5)
-  assert losses[-1] < losses[0]
-  assert jax.tree.structure(new) == jax.tree.structure(trainable)
 
 
 def test_bad_options(tiny):

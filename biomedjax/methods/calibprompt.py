@@ -29,9 +29,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from biomedjax import calibration_losses
+from biomedjax import objectives
 from biomedjax.methods import options
-from biomedjax.methods.base import Backbone, Task
+from biomedjax.methods.base import Backbone, Method, Task
 from biomedjax.methods.prompt_learner import PromptLearner
 from biomedjax.models.clip import l2_normalize
 
@@ -56,17 +56,17 @@ def full_embeddings(backbone: Backbone, params, ids) -> jax.Array:
   return nn.LayerNorm(backbone.cfg.text.ln_eps).apply({"params": t["embed_norm"]}, x)
 
 
-# The reference objective, used when the engine passes none.
-REFERENCE_OBJECTIVE = calibration_losses.CalibrationObjective(
-    alpha=0.1, convention="reference", terms=(("smac", 1.0), ("as", 3.0)))
+# The reference objective (``config.loss`` of configs/calibprompt.py), used when none is given.
+REFERENCE_LOSS = dict(data="softmax_ce", label_smoothing=0.1, smoothing="reference",
+                      terms="smac:1.0,as:3.0")
 
 
-class CalibPrompt:
-  requires_training = True
-  eval_on_features = True
+class CalibPrompt(Method):
+  name = "calibprompt"
   inputs = "features"
   stages = ("train",)
   task_kinds = ("multiclass",)
+  kind_note = "its LS/SMAC/AS objective is defined on softmax outputs"
 
   def __init__(self, backbone: Backbone, task: Task, opts: Options, objective=None):
     if opts.class_token_position != "end":
@@ -74,8 +74,8 @@ class CalibPrompt:
                        "CalibPrompt's BiomedCLIP prompt learner implements 'end' only")
     if opts.embed_mode not in EMBED_MODES:
       raise ValueError(f"config.method.embed_mode={opts.embed_mode!r}: use one of {EMBED_MODES}")
-    self.backbone, self.task, self.opts = backbone, task, opts
-    self.objective = REFERENCE_OBJECTIVE if objective is None else objective
+    super().__init__(backbone, task, opts,
+                     objective or objectives.make(REFERENCE_LOSS, task))
     self.learner = PromptLearner(backbone, task.classnames, opts.n_ctx, "", False, "end",
                                  opts.prompt_length)
 
@@ -89,7 +89,7 @@ class CalibPrompt:
     return {"ctx": self.learner.init_context(rng, frozen["backbone"])}
 
   def text_features(self, trainable, frozen) -> jax.Array:
-    """(n_cls, D) normalised text features of the learned prompts."""
+    """(n_cls, D) normalised text features of the learned prompts (BERT in eval mode)."""
     return l2_normalize(self.learner.text_features(
         frozen["backbone"], trainable["ctx"], frozen["token_embeddings"]))
 
@@ -99,12 +99,13 @@ class CalibPrompt:
   def logits(self, trainable, frozen, image_features) -> jax.Array:
     return self._logits(self.text_features(trainable, frozen), frozen, image_features)
 
-  def loss(self, trainable, frozen, batch, rng):
-    feats = batch.get("features")
-    if feats is None:
-      feats = self.backbone.image_features(frozen["backbone"], batch["image"])
+  def train_logits(self, trainable, frozen, batch, rng):
     text = self.text_features(trainable, frozen)
-    return self.objective(self._logits(text, frozen, feats), batch["label"], text_features=text)
+    return self._logits(text, frozen, batch["features"]), {"text_features": text}
+
+  def transfer(self, trainable, novel):
+    """A unified context is class-agnostic: it is reused under the novel class names."""
+    return trainable
 
 
 def build(backbone: Backbone, task: Task, cfg=None, objective=None) -> CalibPrompt:
