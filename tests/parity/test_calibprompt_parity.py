@@ -34,7 +34,7 @@ def run_both(side, classnames, embed_mode, batch_size=4, seed=0):
   rng = np.random.default_rng(seed)
   pixels = rng.normal(size=(batch_size, 224, 224, 3)).astype(np.float32)
   labels = rng.integers(0, len(classnames), batch_size).astype(np.int32)
-  feats = backbone.image_features(params, pixels)
+  feats = backbone.encode_pixels(params, pixels)  # already standardised, as torch sees them
   batch = {"features": feats, "label": labels}
   (loss, _), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(
       trainable, frozen, batch, jax.random.key(0))
