@@ -59,6 +59,10 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       warmup_lr=1e-5, schedule="cosine", grad_clip=0.0,
   ))
   c.train = mlc.ConfigDict(dict(log_every_steps=20, ckpt_every_steps=500, progress=True))
+  # Post-hoc temperature scaling ("fit": one T by NLL on val, or on the few-shot train set when
+  # there is no val split) and reliability diagrams ("all" | "overall" | "none"); see
+  # biomedjax/train/calibrate.py.
+  c.eval = mlc.ConfigDict(dict(temperature="none", reliability="all"))
   if a.runlocal:  # a smoke run of the same code path
     c.optim.epochs = 2
     c.data.test_batch_size = 16
