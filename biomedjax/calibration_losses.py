@@ -19,8 +19,9 @@ Notation: logits (B, C), integer labels (B,), p = softmax(logits).
 * ``mbls``: CE + 0.1 mean relu(max_l - l - 10).  ``logitnorm``: CE on logits/(||logits|| + 1e-7)/T.
 
 ``TERMS`` maps the ``config.loss.terms`` names to these functions and the reference weights of
-its BiomedCLIP config (``configs/trainers/CoOp_BioMedCLIP/vit_b32_biomedclip_c16_ep50_batch16.yaml``:
-every weight 1 except MMCE 2 and AS 3; ``train.py``'s DCA weight 15 is overridden there to 1).
+its BiomedCLIP config (``configs/trainers/CoOp_BioMedCLIP/
+vit_b32_biomedclip_c16_ep50_batch16.yaml``: every weight 1 except MMCE 2 and AS 3;
+``train.py``'s DCA weight 15 is overridden there to 1).
 """
 
 from __future__ import annotations
