@@ -49,6 +49,11 @@ def test_bad_eval_option_fails_before_writing(tmp_path):
   with pytest.raises(ValueError, match="config.eval.temperature='learned'"):
     prompt_method_checks.tiny_run(config, tmp_path, epochs=1, lr=0.5)
   assert not (tmp_path / "config.json").exists()
+  config.eval.temperature = "fit"
+  config.loss.terms = "smac:1.0,as:x"
+  with pytest.raises(ValueError, match="weight 'x' of loss term 'as'"):
+    prompt_method_checks.tiny_run(config, tmp_path, epochs=2, lr=0.5)
+  assert not (tmp_path / "config.json").exists()
 
 
 def test_report_tables_and_plot(tmp_path):

@@ -21,14 +21,18 @@ import pathlib
 
 import numpy as np
 
-from biomedjax import calibration, metrics, reliability
+from biomedjax import calibration, calibration_losses, metrics, reliability
 
 log = logging.getLogger("biomedjax")
 TEMPERATURE = ("none", "fit")
 RELIABILITY = ("all", "overall", "none")
 
 
-def check(eval_cfg) -> None:
+def check(config) -> None:
+  """The calibration settings of a run (config.eval, config.loss.terms' names and weights),
+  checked before the run writes anything."""
+  calibration_losses.parse_terms(config.loss.get("terms", ""))
+  eval_cfg = config.eval
   if eval_cfg.temperature not in TEMPERATURE:
     raise ValueError(f"config.eval.temperature={eval_cfg.temperature!r}: use one of "
                      f"{TEMPERATURE}")

@@ -163,7 +163,7 @@ def short_classes(data, shots: int) -> dict:
 def train_and_evaluate(config, workdir) -> dict:
   from tensorboardX import SummaryWriter
   workdir = pathlib.Path(workdir)
-  calibrate.check(config.eval)  # before anything is written
+  calibrate.check(config)  # before anything is written
   checkpoint.check_or_write_config(workdir, config)
   data = setup.build_data(config.data, config.seed, workdir)
   backbone, params = setup.build_backbone(config.model, workdir,
@@ -209,6 +209,7 @@ def train_and_evaluate(config, workdir) -> dict:
   short = short_classes(data, config.data.shots)
   if short:
     results["classes_below_shots"] = short
+
   def split_logits(name, cache_key, m, fz, source):
     state = trainable if m is method else method.transfer(trainable, m)
     fz = split_frozen(m, fz)
@@ -224,7 +225,7 @@ def train_and_evaluate(config, workdir) -> dict:
   if multiclass and config.eval.temperature == "fit":  # on val, else on the few-shot train set
     fit_on = "val" if data.splits.get("val") is not None else "train"
     temperature = calibration.fit_temperature(*split_logits(
-        fit_on, fit_on, method, split_frozen(method, frozen), data.splits[fit_on]))
+        fit_on, fit_on, method, frozen, data.splits[fit_on]))
     results["temperature"] = {"value": temperature, "fitted_on": fit_on if fit_on == "val"
                               else "train (few-shot set, eval transform; no val split)"}
     log.info("temperature scaling: T = %.4f fitted by NLL on %s", temperature, fit_on)
