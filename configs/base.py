@@ -39,6 +39,7 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       layout="",             # "calibprompt": <root>/<dataset>/images/{train,test}/<folder>/
       sort_paths=True,       # calibprompt layout: sort files before few-shot sampling
       epoch_drop_last=False,  # True: drop each epoch's partial batch (Dassl's train loader)
+      random_flip=False,     # train augmentation: horizontal flip (p 0.5) after the crop
       shots=a.shots,         # K per class (0 = the whole training split)
       setting=a.setting,     # "few_shot" or "base2novel"
       batch_size=32,         # GLOBAL train batch

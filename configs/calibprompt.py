@@ -13,7 +13,8 @@ template: ``configs/zeroshot.py:dataset=covid,... --config.data.layout=calibprom
 
 Reference settings (``configs/trainers/CoOp_BioMedCLIP/vit_b32_biomedclip_c16_ep50_batch16.yaml``,
 ``train.py``, ``run/classification/fewshot/all_fewshot_biomedclip.sh`` of
-``iabh1shekbasu/CalibPrompt``): 16 random context vectors, class token at the end, SGD lr 0.002
+``iabh1shekbasu/CalibPrompt``): train augmentation RandomResizedCrop + horizontal flip,
+16 random context vectors, class token at the end, SGD lr 0.002
 (momentum 0.9, weight decay 5e-4), cosine over 50 epochs after 1 warm-up epoch at 1e-5, batch
 16 with Dassl's drop-last rule (24 RSNA18 images: one step per epoch on a random 16), 8 shots,
 seed 1, last-epoch model. Objective: LS (alpha/(C-1) on wrong classes) + SMAC + w_AS * AS, one
@@ -63,6 +64,7 @@ def get_config(arg=None):
   c.data.template = calibprompt_layout.zero_shot_template(a.dataset)  # zero-shot runs only
   c.data.batch_size = 16
   c.data.epoch_drop_last = True
+  c.data.random_flip = True  # RandomResizedCrop -> RandomHorizontalFlip (flip on, unlike CoOp)
   c.optim.lr = 0.002
   c.optim.epochs = 2 if a.runlocal else 50
   return c

@@ -26,7 +26,7 @@ def test_reference_values():
   assert (c.data.dataset, c.data.shots, c.seed, c.data.batch_size) == ("covid", 8, 1, 16)
   assert (c.optim.name, c.optim.lr, c.optim.epochs, c.optim.momentum) == ("sgd", 0.002, 50, 0.9)
   assert (c.optim.weight_decay, c.optim.warmup_epochs, c.optim.warmup_lr) == (5e-4, 1, 1e-5)
-  assert c.data.epoch_drop_last and c.data.layout == "calibprompt"
+  assert c.data.epoch_drop_last and c.data.random_flip and c.data.layout == "calibprompt"
   assert (c.loss.label_smoothing, c.loss.smoothing, c.loss.terms) == (
       0.1, "reference", "smac:1.0,as:3.0")
   assert cfg_module.alpha_and_w_as("medclip", "covid") == (0.2, 1.0)

@@ -101,11 +101,12 @@ class _EpochPrefix:
 def train_dataset(source, *, global_batch_size: int, seed: int, image_size: int = 224,
                   num_epochs: int | None = None, process_index: int | None = None,
                   process_count: int | None = None, worker_count: int = 0,
-                  epoch_drop_last: bool = False) -> grain.IterDataset:
+                  epoch_drop_last: bool = False, random_flip: bool = False
+                  ) -> grain.IterDataset:
   """Shuffled, augmented, repeated (forever unless ``num_epochs``) batches; last partial dropped.
 
   ``epoch_drop_last``: drop each epoch's partial batch instead (Dassl's loader; see
-  ``_drop_last_per_epoch``).
+  ``_drop_last_per_epoch``). ``random_flip``: horizontal flip with p 0.5 after the crop.
   """
   if len(source) == 0:
     raise ValueError(f"empty training source {source!r}")
@@ -114,7 +115,7 @@ def train_dataset(source, *, global_batch_size: int, seed: int, image_size: int 
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)
   if epoch_drop_last:
     ds = _drop_last_per_epoch(ds, len(source), global_batch_size, seed)
-  ds = ds.random_map(transforms.TrainTransform(image_size))[pi::pc]
+  ds = ds.random_map(transforms.TrainTransform(image_size, random_flip))[pi::pc]
   return _finish(ds, local, True, worker_count)
 
 

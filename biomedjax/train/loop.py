@@ -81,7 +81,8 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
   it = make_train_iterator(data.splits["train"], mesh=mesh, global_batch_size=batch,
                            seed=config.seed, image_size=config.data.image_size,
                            worker_count=config.data.workers,
-                           epoch_drop_last=config.data.get("epoch_drop_last", False))
+                           epoch_drop_last=config.data.get("epoch_drop_last", False),
+                           random_flip=config.data.get("random_flip", False))
   ckpt = checkpoint.Checkpointer(workdir)
   start = 0
   if ckpt.latest_step() is not None:
