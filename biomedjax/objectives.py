@@ -14,8 +14,14 @@ method trains with softmax cross-entropy, label-smoothed cross-entropy or sigmoi
   wrong class; "torch" — ``torch.nn.CrossEntropyLoss(label_smoothing=α)``: (1 − α) one-hot
   + α / C.
 
+* ``terms``: calibration terms added to the data term, "name:weight,..." (e.g.
+  "smac:1.0,as:3.0"; a bare name takes the calibration reference's weight), from
+  ``biomedjax.calibration_losses.TERMS``: ce, smac, mdca, as, focal, dca, mmce, mbls, logitnorm.
+  SMAC shares ``label_smoothing`` as its alpha (CalibPrompt: one alpha for LS and SMAC). They are
+  softmax quantities: with a multilabel task they are an error.
+
 ``extras`` (e.g. ``text_features``) are what a method can offer to terms that need more than
-logits; the data terms here ignore them.
+logits: AS reads the (C, D) normalised class text features that prompt methods pass.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from biomedjax import calibration_losses
+
 KINDS = ("multiclass", "multilabel")
 DATA_TERMS = ("auto", "softmax_ce", "sigmoid_bce")
 SMOOTHING = ("reference", "torch")
-DEFAULTS = dict(data="auto", label_smoothing=0.0, smoothing="reference")
+DEFAULTS = dict(data="auto", label_smoothing=0.0, smoothing="reference", terms="")
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -58,8 +66,18 @@ class Objective:
   data: str                 # "softmax_ce" | "sigmoid_bce" (resolved, never "auto")
   label_smoothing: float = 0.0
   smoothing: str = "reference"
+  terms: tuple[tuple[str, float], ...] = ()   # (name, weight) calibration terms
 
   def __call__(self, logits, labels, **extras: Any) -> tuple[jax.Array, dict]:
+    loss, metrics = self._data(logits, labels)
+    if not self.terms:
+      return loss, metrics
+    extra, parts = calibration_losses.combined(self.terms, logits, labels,
+                                               extras.get("text_features"), self.label_smoothing)
+    return loss + extra, {**metrics, "data_loss": loss,
+                          **{f"{k}_loss": v for k, v in parts.items()}}
+
+  def _data(self, logits, labels) -> tuple[jax.Array, dict]:
     if self.data == "sigmoid_bce":
       loss = sigmoid_bce(logits, labels)
       exact = jnp.all((logits > 0) == (labels > 0.5), axis=-1).mean()
@@ -96,7 +114,9 @@ def make(loss_cfg, task) -> Callable:
     raise ValueError("config.loss.label_smoothing applies to softmax_ce only")
   if alpha and convention == "reference" and task.num_classes < 2:
     raise ValueError("config.loss.smoothing='reference' needs at least 2 classes")
-  return Objective(data, float(alpha), convention)
+  terms = calibration_losses.parse_terms(values["terms"])
+  calibration_losses.check_task_kind(terms, task.kind)
+  return Objective(data, float(alpha), convention, terms)
 
 
 def default(task) -> Objective:

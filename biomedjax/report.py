@@ -135,7 +135,39 @@ def run_markdown(results: dict) -> str:
   table = _md_table(["split", *[name for _, name, _ in columns], "n"], rows)
   if "hm" in results:
     table += f"\nHarmonic mean (base, novel): {results['hm'] * 100:.2f}\n"
-  return title + table
+  return title + table + _calibration_markdown(results)
+
+
+_CAL_COLUMNS = (("ece", "ECE"), ("mce", "MCE"), ("ace", "ACE"), ("ece_kde", "ECE-KDE"))
+
+
+def _calibration_markdown(results: dict) -> str:
+  """The calibration reference's numbers (10 bins, %) per split, and after temperature scaling."""
+  rows = []
+  for split in ("val", "test", "base", "novel"):
+    block = results.get(split)
+    if not isinstance(block, dict) or "calibration" not in block:
+      continue
+    for label, src, acc in ((split, block, block["accuracy"]),
+                            (f"{split}, T-scaled", block.get("temperature_scaled"), None)):
+      cal = (src or {}).get("calibration")
+      if cal is None:
+        continue
+      acc = src["accuracy"] if acc is None else acc
+      per = cal["per_class_ece"]
+      rows.append([label, f"{100 * acc:.2f}", f"{100 * cal['confidence']:.2f}",
+                   *[f"{cal[k]:.2f}" for k, _ in _CAL_COLUMNS],
+                   *[f"{per[k]:.2f}" if per[k] is not None else "-"
+                     for k in ("mean_gt", "mean_pred")]])
+  if not rows:
+    return ""
+  text = ("\n## Calibration (reference definitions, 10 bins, %; the ECE above: 15 bins)\n\n"
+          + _md_table(["split", "acc", "confidence", *[n for _, n in _CAL_COLUMNS],
+                       "class ECE (true)", "class ECE (pred)"], rows))
+  if "temperature" in results:
+    t = results["temperature"]
+    text += f"\nTemperature T = {t['value']:.4f}, fitted by NLL on {t['fitted_on']}.\n"
+  return text
 
 
 def find_results(paths) -> list[pathlib.Path]:
@@ -313,8 +345,71 @@ def plot_fewshot_curve(groups, path: pathlib.Path, metric: str, n_seeds: int) ->
   return True
 
 
+_CAL_METRICS = (("accuracy", "acc"), ("ece", "ECE"), ("mce", "MCE"), ("ace", "ACE"),
+                ("ece_T", "ECE, T-scaled"))
+
+
+def calibration_groups(runs) -> dict[tuple, dict[str, dict[int, float]]]:
+  """(setting, method, dataset, shots, split) -> {metric: {seed: value in %}} for the runs
+  whose results carry the calibration block (multiclass runs)."""
+  out = collections.defaultdict(lambda: collections.defaultdict(dict))
+  for run in runs:
+    for split in SETTINGS[run["setting"]]:
+      block = run[split]
+      cal = block.get("calibration")
+      if not isinstance(cal, dict):
+        continue
+      key = (run["setting"], run["method"], run["dataset"], run["shots"], split)
+      values = {"accuracy": 100.0 * block["accuracy"], "ece": cal["ece"], "mce": cal["mce"],
+                "ace": cal["ace"]}
+      scaled = block.get("temperature_scaled")
+      if isinstance(scaled, dict):
+        values["ece_T"] = scaled["calibration"]["ece"]
+      for k, v in values.items():
+        out[key][k][run["seed"]] = v
+  return out
+
+
+def calibration_tables(cal_groups, n_seeds: int) -> str:
+  """Accuracy beside ECE / MCE / ACE (reference definitions), mean ± std over seeds."""
+  if not cal_groups:
+    return ""
+  rows = [[m, d, str(k), split, *[_cell(g.get(name), n_seeds) for name, _ in _CAL_METRICS]]
+          for (_, m, d, k, split), g in sorted(cal_groups.items())]
+  return ("## Calibration (%), mean ± std over seeds (10 bins; ECE, T-scaled: after post-hoc "
+          "temperature scaling, where the run fitted one)\n\n"
+          + _md_table(["method", "dataset", "K", "split", *[n for _, n in _CAL_METRICS]], rows))
+
+
+def plot_calibration_vs_accuracy(cal_groups, path: pathlib.Path) -> bool:
+  """ECE against accuracy, one point per (method, dataset, K, split) group mean, one colour per
+  method: which methods buy accuracy with over-confidence. False when there is nothing to plot."""
+  if not cal_groups:
+    return False
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
+  methods = sorted({k[1] for k in cal_groups})
+  for m in methods:
+    pts = [(np.mean(list(g["accuracy"].values())), np.mean(list(g["ece"].values())))
+           for k, g in cal_groups.items() if k[1] == m]
+    ax.scatter(*zip(*pts), label=m, s=30)
+  ax.set_xlabel("accuracy (%)")
+  ax.set_ylabel("ECE (%), 10 bins (lower is better)")
+  ax.set_title("Calibration vs accuracy (one point per dataset, K, split; mean over seeds)",
+               fontsize=9)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return True
+
+
 def make_report(paths, out_dir, metric: str = "accuracy") -> str:
-  """Loads runs, writes report.md, summary.csv and fewshot_curve.png; returns the Markdown."""
+  """Loads runs, writes report.md, summary.csv, fewshot_curve.png and (for runs with the
+  calibration block) calibration_vs_accuracy.png; returns the Markdown."""
   runs = load_runs(paths, metric)
   groups = group(runs, metric)
   seeds = sorted({r["seed"] for r in runs})
@@ -322,11 +417,14 @@ def make_report(paths, out_dir, metric: str = "accuracy") -> str:
   out_dir.mkdir(parents=True, exist_ok=True)
   header = (f"# Results: {len(runs)} runs, seeds {seeds}\n\n"
             f"Cells marked (n=k) have fewer than {len(seeds)} seeds.\n\n")
+  cal_groups = calibration_groups(runs)
   text = header + "\n".join(t for t in (fewshot_tables(groups, len(seeds), metric),
-                                        base2novel_tables(groups, len(seeds), metric)) if t)
+                                        base2novel_tables(groups, len(seeds), metric),
+                                        calibration_tables(cal_groups, len(seeds))) if t)
   _atomic_write(out_dir / "report.md", text)
   write_csv(groups, out_dir / "summary.csv")
   plot_fewshot_curve(groups, out_dir / "fewshot_curve.png", metric, len(seeds))
+  plot_calibration_vs_accuracy(cal_groups, out_dir / "calibration_vs_accuracy.png")
   return text
 
 

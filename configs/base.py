@@ -36,6 +36,10 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       split_file="",         # overrides the catalog's split file
       image_root="",         # overrides the catalog's image folder
       prepared="",           # dir written by `python -m biomedjax.data.prepare` (ArrayRecord)
+      layout="",             # "calibprompt": <root>/<dataset>/images/{train,test}/<folder>/
+      sort_paths=True,       # calibprompt layout: sort files before few-shot sampling
+      epoch_drop_last=False,  # True: drop each epoch's partial batch (Dassl's train loader)
+      random_flip=False,     # train augmentation: horizontal flip (p 0.5) after the crop
       shots=a.shots,         # K per class (0 = the whole training split)
       setting=a.setting,     # "few_shot" or "base2novel"
       batch_size=32,         # GLOBAL train batch
@@ -56,6 +60,10 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       warmup_lr=1e-5, schedule="cosine", grad_clip=0.0,
   ))
   c.train = mlc.ConfigDict(dict(log_every_steps=20, ckpt_every_steps=500, progress=True))
+  # Post-hoc temperature scaling ("fit": one T by NLL on val, or on the few-shot train set when
+  # there is no val split) and reliability diagrams ("all" | "overall" | "none"); see
+  # biomedjax/train/calibrate.py.
+  c.eval = mlc.ConfigDict(dict(temperature="none", reliability="all"))
   if a.runlocal:  # a smoke run of the same code path
     c.optim.epochs = 2
     c.data.test_batch_size = 16

@@ -7,7 +7,9 @@ bit-identical afterwards and only the trainable changes; eval logits are (B, C);
 method, the engine's pixel path (tower inside the step) gives the logits of the cached-features
 path; the trainable round-trips through orbax; base-to-novel transfers or refuses with an error
 naming the option; and ``jax.eval_shape`` of the full-size step traces. Registering a method in
-``METHODS`` is what puts it under these checks.
+``METHODS`` is what puts it under these checks. Every method runs on both backbone families (the
+tiny BiomedCLIP and the tiny OpenAI-style CLIP: causal text tower, EOT pooling, BPE); the
+full-size shape check runs on BiomedCLIP (the CLIP family's full size has its own parity test).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from biomedjax.models.clip import CLIP
 from biomedjax.models.tokenizer import Tokenizer
 from biomedjax.models.vocab import write_vocab
 from biomedjax.train import loop, step as step_lib
-from tests import tiny_backbone
+from tests import tiny_backbone, tiny_clip_backbone
 
 CLASSES = tiny_backbone.CLASSNAMES
 NOVEL = ("pituitary tumor", "normal brain")
@@ -53,12 +55,19 @@ def _config(name: str, tmp: pathlib.Path) -> ml_collections.ConfigDict:
   module = importlib.import_module(f"configs.{name}")
   config = module.get_config("dataset=synthetic,shots=4")
   config.data.llm_prompts = _prompt_file(tmp, CLASSES + NOVEL)
+  if "n_prompts" in config.method and config.method.n_prompts:
+    config.method.n_prompts = 4  # the contract does not depend on the ensemble's size
   return config
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  return tiny_backbone.make(tmp_path_factory.mktemp("vocab"))
+FAMILIES = {"biomedclip": tiny_backbone, "openai": tiny_clip_backbone}
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family(request, tmp_path_factory):
+  """(family name, tiny backbone, params), built once per family."""
+  return (request.param,
+          *FAMILIES[request.param].make(tmp_path_factory.mktemp(f"vocab_{request.param}")))
 
 
 @pytest.fixture(scope="module")
@@ -106,9 +115,9 @@ def _steps(method, trainable, frozen, batch, n=2, lr=0.02):
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
-def test_method_contract(name, tiny, full_size, tmp_path):
+def test_method_contract(name, family, full_size, tmp_path):
   assert (REPO / "configs" / f"{name}.py").exists(), f"{name} needs configs/{name}.py"
-  backbone, params = tiny
+  family_name, backbone, params = family
   config = _config(name, tmp_path)
   assert config.method.name == name
   method = loop.build_method(config, backbone, CLASSES, "multiclass")
@@ -161,6 +170,8 @@ def test_method_contract(name, tiny, full_size, tmp_path):
     assert out.shape == (4, len(NOVEL))
 
   # Full size, shapes only.
+  if family_name != "biomedclip":
+    return
   full_backbone, abstract = full_size
   big = loop.build_method(config, full_backbone, CLASSES, "multiclass")
   frozen_shapes = jax.eval_shape(lambda p: {"backbone": p, **big.prepare(p)}, abstract)
@@ -177,9 +188,9 @@ def test_method_contract(name, tiny, full_size, tmp_path):
       assert jax.tree.structure(out[0]) == jax.tree.structure(init)
 
 
-def test_a_method_that_breaks_the_contract_fails(tiny, tmp_path):
+def test_a_method_that_breaks_the_contract_fails(tmp_path):
   """The checks above are not vacuous: a method whose step changes nothing is caught."""
-  backbone, params = tiny
+  backbone, params = tiny_backbone.make(tmp_path / "vocab")
   config = _config("coop", tmp_path)
   method = loop.build_method(config, backbone, CLASSES, "multiclass")
   method.value_and_grad = lambda t, f, b, r: ((jnp.float32(1.0), {}), jax.tree.map(

@@ -73,16 +73,49 @@ def _finish(ds: grain.MapDataset, local_batch_size: int, drop_remainder: bool,
   return it
 
 
+def _drop_last_per_epoch(ds: grain.MapDataset, n: int, batch: int, seed: int
+                         ) -> grain.MapDataset:
+  """Keeps the first ``n - n % batch`` items of every epoch of a shuffled, repeated stream.
+
+  Dassl's train loader (``drop_last=True`` when the set holds at least a batch): every epoch is
+  a fresh shuffle cut into whole batches and its remainder is thrown away, e.g. 24 images at
+  batch 16 give one step per epoch on a random 16. Without this the stream's batches run across
+  epoch boundaries (the remainder starts the next batch).
+  """
+  keep = n - n % batch
+  if keep in (0, n):
+    return ds
+  return grain.MapDataset.range(len(ds) // n * keep).seed(seed).map(_EpochPrefix(ds, n, keep))
+
+
+class _EpochPrefix:
+  """i -> item ``i % keep`` of epoch ``i // keep`` (a class, not a lambda: workers pickle it)."""
+
+  def __init__(self, ds, n: int, keep: int):
+    self.ds, self.n, self.keep = ds, n, keep
+
+  def __call__(self, i):
+    return self.ds[(i // self.keep) * self.n + i % self.keep]
+
+
 def train_dataset(source, *, global_batch_size: int, seed: int, image_size: int = 224,
                   num_epochs: int | None = None, process_index: int | None = None,
-                  process_count: int | None = None, worker_count: int = 0) -> grain.IterDataset:
-  """Shuffled, augmented, repeated (forever unless ``num_epochs``) batches; last partial dropped."""
+                  process_count: int | None = None, worker_count: int = 0,
+                  epoch_drop_last: bool = False, random_flip: bool = False
+                  ) -> grain.IterDataset:
+  """Shuffled, augmented, repeated (forever unless ``num_epochs``) batches; last partial dropped.
+
+  ``epoch_drop_last``: drop each epoch's partial batch instead (Dassl's loader; see
+  ``_drop_last_per_epoch``). ``random_flip``: horizontal flip with p 0.5 after the crop.
+  """
   if len(source) == 0:
     raise ValueError(f"empty training source {source!r}")
   pi, pc = _process(process_index, process_count)
   local = _local_batch_size(global_batch_size, pc)
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)
-  ds = ds.random_map(transforms.TrainTransform(image_size))[pi::pc]
+  if epoch_drop_last:
+    ds = _drop_last_per_epoch(ds, len(source), global_batch_size, seed)
+  ds = ds.random_map(transforms.TrainTransform(image_size, random_flip))[pi::pc]
   return _finish(ds, local, True, worker_count)
 
 

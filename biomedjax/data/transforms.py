@@ -83,11 +83,14 @@ def train_image(image: Image.Image, rng: np.random.Generator, size: int = 224) -
 class TrainTransform(grain.transforms.RandomMap):
   """record ``{"image": bytes, "label", "path"}`` -> ``{"image": uint8 HWC, "label", "mask"}``."""
 
-  def __init__(self, size: int = 224):
+  def __init__(self, size: int = 224, flip: bool = False):
     self.size = size
+    self.flip = flip  # RandomHorizontalFlip(p=0.5) after the crop (CalibPrompt's Dassl config)
 
   def random_map(self, record, rng: np.random.Generator):
     image = train_image(decode(record["image"], record["path"]), rng, self.size)
+    if self.flip and rng.uniform() < 0.5:
+      image = image[:, ::-1].copy()
     return {"image": image, "label": record["label"], "mask": True}
 
 

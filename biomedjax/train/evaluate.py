@@ -17,7 +17,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from biomedjax import metrics
+from biomedjax import calibration, metrics
 from biomedjax.data.pipeline import make_eval_iterator
 
 
@@ -44,10 +44,13 @@ def map_images(fn, source, mesh, data_cfg, desc: str, progress: bool = True):
 
 
 def report(logits, labels, classnames, kind: str = "multiclass") -> dict:
+  """The kind's metrics; multiclass adds the calibration reference's block (ECE/MCE/ACE...)."""
   logits = np.asarray(logits, np.float64)
   if kind == "multilabel":
     return metrics.multilabel_report(logits, labels, classnames)
-  return metrics.classification_report(logits, labels, classnames)
+  out = metrics.classification_report(logits, labels, classnames)
+  out["calibration"] = calibration.calibration_report(logits, labels, classnames)
+  return out
 
 
 PREDICTIONS_DIR = "predictions"
@@ -69,5 +72,7 @@ def summary(result: dict, kind: str) -> str:
   if kind == "multilabel":
     return (f"macro-F1 {100 * result['macro_f1']:.2f}%, exact match "
             f"{100 * result['exact_match']:.2f}%, LRAP {result['lrap']:.4f}")
+  cal = result["calibration"]
   return (f"accuracy {100 * result['accuracy']:.2f}%, macro-F1 {100 * result['macro_f1']:.2f}%, "
-          f"ECE {100 * result['ece']:.2f}%")
+          f"ECE {100 * result['ece']:.2f}% (15 bins); reference (10 bins): ECE {cal['ece']:.2f}%"
+          f", MCE {cal['mce']:.2f}%, ACE {cal['ace']:.2f}%")

@@ -18,13 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from biomedjax import objectives
+from biomedjax import calibration, objectives
 from biomedjax import report as report_lib
 from biomedjax.data import views
 from biomedjax.data.pipeline import make_train_iterator
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
-from biomedjax.train import checkpoint, distributed, evaluate, setup, sharding, step as step_lib
+from biomedjax.train import (calibrate, checkpoint, distributed, evaluate, setup, sharding,
+                             step as step_lib)
 from biomedjax.train.optim import make_optimizer
 
 log = logging.getLogger("biomedjax")
@@ -80,7 +81,9 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
   opt_state = sharding.replicate(tx.init(trainable), mesh)
   it = make_train_iterator(data.splits["train"], mesh=mesh, global_batch_size=batch,
                            seed=config.seed, image_size=config.data.image_size,
-                           worker_count=config.data.workers)
+                           worker_count=config.data.workers,
+                           epoch_drop_last=config.data.get("epoch_drop_last", False),
+                           random_flip=config.data.get("random_flip", False))
   ckpt = checkpoint.Checkpointer(workdir)
   start = 0
   if ckpt.latest_step() is not None:
@@ -162,6 +165,7 @@ def short_classes(data, shots: int) -> dict:
 def train_and_evaluate(config, workdir) -> dict:
   from tensorboardX import SummaryWriter
   workdir = pathlib.Path(workdir)
+  calibrate.check(config)  # before anything is written
   with distributed.process_zero_first("setup"):  # it writes into the shared workdir
     checkpoint.check_or_write_config(workdir, config)
     data = setup.build_data(config.data, config.seed, workdir)
@@ -209,22 +213,40 @@ def train_and_evaluate(config, workdir) -> dict:
   short = short_classes(data, config.data.shots)
   if short:
     results["classes_below_shots"] = short
-  for name, cache_key, m, fz, source, classnames in targets:
+
+  def split_logits(name, cache_key, m, fz, source):
     state = trainable if m is method else method.transfer(trainable, m)
     fz = split_frozen(m, fz)
     logits_fn = step_lib.make_logits_fn(m, backbone)
     if m.inputs == "features":
       feats, labels = image_features(cache_key, source)
-      logits = np.asarray(logits_fn(state, fz, jnp.asarray(feats)))
-    else:
-      logits, labels = evaluate.map_images(lambda px: logits_fn(state, fz, px), source,
-                                           mesh, config.data, f"eval {name}",
-                                           config.train.progress)
+      return np.asarray(logits_fn(state, fz, jnp.asarray(feats))), labels
+    return evaluate.map_images(lambda px: logits_fn(state, fz, px), source, mesh, config.data,
+                               f"eval {name}", config.train.progress)
+
+  multiclass = data.kind == "multiclass"
+  temperature = None
+  if multiclass and config.eval.temperature == "fit":  # on val, else on the few-shot train set
+    fit_on = "val" if data.splits.get("val") is not None else "train"
+    temperature = calibration.fit_temperature(*split_logits(
+        fit_on, fit_on, method, frozen, data.splits[fit_on]))
+    results["temperature"] = {"value": temperature, "fitted_on": fit_on if fit_on == "val"
+                              else "train (few-shot set, eval transform; no val split)"}
+    log.info("temperature scaling: T = %.4f fitted by NLL on %s", temperature, fit_on)
+  for name, cache_key, m, fz, source, classnames in targets:
+    logits, labels = split_logits(name, cache_key, m, fz, source)
     results[name] = evaluate.report(logits, labels, classnames, data.kind)
     if jax.process_index() == 0:
       evaluate.save_predictions(workdir, name, logits, labels, classnames)
     _log_metrics(writer, 0, results[name], name)
     log.info("%s: %s", name, evaluate.summary(results[name], data.kind))
+    if multiclass and temperature is not None:
+      results[name]["temperature_scaled"] = calibrate.scaled_report(logits, labels, classnames,
+                                                                    temperature)
+    if multiclass and jax.process_index() == 0:
+      calibrate.diagrams(config.eval, workdir, name, logits, labels, classnames)
+      if temperature is not None:
+        calibrate.diagrams(config.eval, workdir, name, logits, labels, classnames, temperature)
   writer.close()
   if jax.process_index() == 0:
     report_lib.write_run_results(workdir, results)

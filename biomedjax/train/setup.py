@@ -12,7 +12,7 @@ import pathlib
 
 import jax
 
-from biomedjax.data import catalog, fewshot, readers, synthetic
+from biomedjax.data import calibprompt_layout, catalog, fewshot, readers, synthetic
 from biomedjax.data import splits as splits_lib
 from biomedjax.data.sources import ArrayRecordSource, ImageFileSource, validate_images
 from biomedjax.methods.base import Backbone, Task
@@ -79,6 +79,13 @@ def _split_file_and_root(data_cfg, workdir: pathlib.Path):
       s = data_cfg.synthetic
       synthetic.generate(out, s.classes, s.per_class, s.size, seed=0)
     return out / synthetic.SPLIT_FILE, out, None
+  if data_cfg.get("layout", "") == "calibprompt":  # <root>/<name>/images/{train,test}/<folder>/
+    split_file, image_root = calibprompt_layout.write_split_file(
+        data_cfg.root, data_cfg.dataset, workdir / "calibprompt_split.json", data_cfg.sort_paths)
+    return split_file, image_root, None
+  if data_cfg.get("layout", ""):
+    raise ValueError(f"config.data.layout={data_cfg.layout!r}: use '' (split files) or "
+                     "'calibprompt'")
   if data_cfg.dataset in catalog.DATASETS:
     info = catalog.get(data_cfg.dataset)
     return (pathlib.Path(data_cfg.split_file or info.split_file(data_cfg.root)),

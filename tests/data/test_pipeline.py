@@ -135,3 +135,15 @@ def test_bad_arguments():
                            process_count=3)
   with pytest.raises(ValueError, match="empty training source"):
     pipeline.train_dataset(IndexSource(0), global_batch_size=4, seed=0)
+
+
+def test_epoch_drop_last_is_dasslike():
+  """24 examples at batch 16: each step is a fresh epoch's random 16 (8 dropped per epoch)."""
+  kw = dict(global_batch_size=16, seed=0, image_size=SIZE)
+  steps = labels_of(pipeline.train_dataset(IndexSource(24), epoch_drop_last=True, **kw), 4)
+  assert all(len(set(s)) == 16 for s in steps)
+  assert len({tuple(sorted(s)) for s in steps}) == 4      # a different subset every epoch
+  stream = labels_of(pipeline.train_dataset(IndexSource(24), **kw), 3)
+  assert sorted(stream[0] + stream[1][:8]) == list(range(24))  # default: batches cross epochs
+  same = labels_of(pipeline.train_dataset(IndexSource(32), epoch_drop_last=True, **kw), 2)
+  assert same == labels_of(pipeline.train_dataset(IndexSource(32), **kw), 2)

@@ -91,3 +91,16 @@ def test_eval_transform_is_preprocess():
   assert out["mask"] and out["label"] == 1
   pad = transforms.EvalTransform(32).map({"image": b"", "label": 0, "path": "", "padding": True})
   assert not pad["mask"] and not pad["image"].any()
+
+
+def test_random_flip_mirrors_the_crop_half_the_time():
+  record = {"image": png_bytes(2, (50, 40)), "label": 0, "path": "x"}
+  flips = 0
+  for seed in range(20):
+    plain = transforms.TrainTransform(32).random_map(record, np.random.default_rng(seed))["image"]
+    out = transforms.TrainTransform(32, flip=True).random_map(record,
+                                                              np.random.default_rng(seed))
+    same = np.array_equal(out["image"], plain)
+    assert same or np.array_equal(out["image"], plain[:, ::-1])
+    flips += not same
+  assert 4 <= flips <= 16
