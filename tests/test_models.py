@@ -112,3 +112,26 @@ def test_device_normalisation_equals_the_host_transform(tmp_path):
   np.testing.assert_allclose(backbone.normalize(jnp.asarray(images) / 255.0), host, atol=1e-5)
   np.testing.assert_allclose(backbone.image_features(params, jnp.asarray(images)),
                              backbone.encode_pixels(params, jnp.asarray(host)), atol=1e-5)
+
+
+def test_bfloat16_towers_stay_close_to_float32(tmp_path):
+  """model.compute_dtype="bfloat16": parameters stay fp32, the towers compute in bf16, features
+  come back fp32 with cosine > 0.999 to the fp32 ones (the bf16 parity tier; fp32 is the
+  default and the reference)."""
+  import jax.numpy as jnp
+  from biomedjax.methods.base import Backbone
+  from tests import tiny_backbone
+  backbone, params = tiny_backbone.make(tmp_path)
+  bf16 = Backbone(backbone.module, backbone.tokenizer, "bfloat16")
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 224, 224, 3), np.uint8))
+  ids, mask = backbone.tokenize(["a photo of a glioma tumor.", "a normal brain mri scan."])
+
+  def cos(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+  img32, img16 = backbone.image_features(params, images), bf16.image_features(params, images)
+  txt32, txt16 = backbone.text_features(params, ids, mask), bf16.text_features(params, ids, mask)
+  assert img16.dtype == txt16.dtype == jnp.float32
+  assert cos(img32, img16).min() > 0.999 and cos(txt32, txt16).min() > 0.999
+  assert not np.array_equal(img32, img16)  # it did compute in bf16
