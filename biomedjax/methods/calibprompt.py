@@ -13,7 +13,9 @@ the embedding LayerNorm), not the word embeddings, and feeds [prefix, ctx, suffi
 LayerNorm again. So [CLS], class-name, ".", [SEP] and pad rows get them twice, the context rows
 once. ``embed_mode="word_embeddings"`` splices raw word embeddings (CoOp's construction).
 The full embeddings depend on positions 0..L-1 only, so they are the same at the bucketed prompt
-length as at the reference's 256 (pads are masked and the text tower pools [CLS]).
+length as at the reference's 256 (pads are masked and the text tower pools [CLS]). The quirk
+lives in the reference's BiomedCLIP (BERT) prompt learner; on an OpenAI-style CLIP backbone the
+prompts are CoOp's word-embedding splice whatever ``embed_mode`` says.
 
 Objective: label smoothing (alpha/(C-1) on the wrong classes) + SMAC + w_AS * angular separation
 of the class text features, one alpha shared by LS and SMAC; (alpha, w_AS) per backbone in
@@ -81,7 +83,7 @@ class CalibPrompt(Method):
 
   def prepare(self, backbone_params) -> dict:
     ids = jnp.asarray(self.learner.layout.ids)
-    if self.opts.embed_mode == "full_embeddings":
+    if self.opts.embed_mode == "full_embeddings" and self.backbone.cfg.family == "biomedclip":
       return {"token_embeddings": full_embeddings(self.backbone, backbone_params, ids)}
     return {"token_embeddings": self.backbone.embed_tokens(backbone_params, ids)}
 
