@@ -3,8 +3,11 @@
   python launch.py --config configs/coop.py:dataset=btmri,shots=16,seed=1 --workdir runs/x
   python launch.py --config configs/coop.py --config.optim.lr=0.001 --workdir runs/coop --sweep=print
   python launch.py --config configs/demo.py --workdir /tmp/demo
+  python launch.py --list                                    # every method and its config file
+  python launch.py --config configs/coop.py:shots=4 --show   # every option: value, default, meaning
 
-An existing --workdir resumes its run. On a multi-host TPU VM the same command runs on every host;
+Config and data errors print one line naming the culprit and the fix (``--debug``: the
+traceback). An existing --workdir resumes its run. On a multi-host TPU VM the same command runs on every host;
 ``jax.distributed`` is initialised when the environment names more than one process.
 """
 
@@ -25,7 +28,11 @@ config_flags.DEFINE_config_file("config", None, "configs/<method>.py[:args]", lo
 flags.DEFINE_string("workdir", None, "run directory (created; resumed if it exists)")
 flags.DEFINE_enum("sweep", "", ["", "print", "run"],
                   "print: one command per point of the config file's sweep; run: run them")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_bool("show", False, "print the resolved config (value, default, meaning) and exit")
+flags.DEFINE_bool("list", False, "print every method config file and exit")
+flags.DEFINE_bool("debug", False, "full tracebacks instead of one-line errors")
+flags.mark_flags_as_required(["config"])
+CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
 
 
 def _multiprocess() -> bool:
@@ -85,7 +92,24 @@ def run_sweep(mode: str) -> None:
     print(report.make_report([FLAGS.workdir], pathlib.Path(FLAGS.workdir) / "report"))
 
 
+def show() -> str:
+  """The resolved config, each option with its default (the file without arguments) and meaning."""
+  import importlib.util
+  from biomedjax import cli as cli_lib
+  file = pathlib.Path(config_flags.get_config_filename(FLAGS["config"]).partition(":")[0])
+  spec = importlib.util.spec_from_file_location("shown_config", file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  meanings = cli_lib.field_comments(CONFIGS / "base.py", file)
+  return f"# {file}  (* = differs from the file's default)\n" + cli_lib.show_config(
+      FLAGS.config, module.get_config(), meanings)
+
+
 def main(argv):
+  if FLAGS.show:
+    return print(show())
+  if not FLAGS.workdir:
+    raise app.UsageError("--workdir is required (the run directory; created, or resumed)")
   logging.getLogger("biomedjax").setLevel(logging.INFO)
   for noisy in ("orbax", "absl", "jax._src.xla_bridge", "grain"):  # keep the console readable
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -99,5 +123,15 @@ def main(argv):
   train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
+def cli() -> None:
+  """``python launch.py`` / the ``biomedjax-launch`` console script."""
+  from biomedjax import cli as cli_lib
+  if "--list" in sys.argv[1:]:
+    print(cli_lib.list_configs(CONFIGS))
+    return
+  sys.argv = cli_lib.resolve_config_arg(sys.argv, CONFIGS)
+  sys.exit(cli_lib.run_guarded(lambda: app.run(main)))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli()

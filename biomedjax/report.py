@@ -325,5 +325,10 @@ def main(argv=None) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """Console script ``biomedjax-report``."""
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  cli()

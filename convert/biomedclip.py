@@ -149,6 +149,7 @@ def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str 
     for p in tok_files:
       shutil.copy2(p, tmp / bc.TOKENIZER_DIR / p.name)
     (tmp / bc.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    make_readable(tmp)
     if out.exists():  # --force: keep the old one until the new one is in place
       old = out.with_name(f".{out.name}.old-{os.getpid()}")
       os.rename(out, old)
@@ -160,6 +161,19 @@ def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str 
     if tmp.exists():
       shutil.rmtree(tmp)
   return out
+
+
+def make_readable(root: pathlib.Path) -> None:
+  """Folders 0755 and files 0644 under ``root`` (itself included).
+
+  ``tempfile.mkdtemp`` creates the staging folder owner-only (0700) and orbax writes with the
+  process umask; a converted model is meant to be shared (a lab's common checkpoint folder), so
+  it is opened to reading by everyone before the rename makes it visible.
+  """
+  root = pathlib.Path(root)
+  root.chmod(0o755)
+  for path in root.rglob("*"):
+    path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def _check_tokenizer(tok_dir: pathlib.Path, cfg: CLIPConfig) -> None:
@@ -198,5 +212,10 @@ def main(argv=None) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """Console script ``biomedjax-convert``."""
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  cli()
