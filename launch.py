@@ -42,7 +42,10 @@ def _multiprocess() -> bool:
 
 
 def _merge_args(base: str, point: str) -> str:
-  """The command's config-string arguments with a sweep point's on top (point wins)."""
+  """The command's config-string arguments with a sweep point's on top (point wins); the grid
+  the command named (``datasets=a+b,shots=1+4``) is in the points already."""
+  from configs import common
+  base = common.sweep_grid(base)[0]
   items = dict(i.partition("=")[::2] for i in base.split(",") if i)
   items.update(i.partition("=")[::2] for i in point.split(",") if i)
   return ",".join(f"{k}={v}" if v else k for k, v in items.items())
@@ -57,6 +60,26 @@ def _config_overrides(args: list[str]) -> list[str]:
   return out
 
 
+def _own_data_arg(base_arg: str, overrides: list[str]) -> str:
+  """With own data (a split file or prepared folder on the command) and no dataset named, the
+  sweep covers that one data set only: never benchmark runs on data the user did not name."""
+  from configs import common
+  own = any(o.startswith(("--config.data.split_file", "--config.data.prepared"))
+            for o in overrides)
+  if own and "datasets" not in common.sweep_grid(base_arg)[1]:
+    return ",".join(a for a in (base_arg, f"dataset={FLAGS.config.data.dataset}") if a)
+  return base_arg
+
+
+def _check_single_run(mode: str) -> None:
+  from configs import common
+  arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")[2]
+  several = [k for k, v in common.sweep_grid(arg)[1].items() if len(v) > 1]
+  if several and not mode:
+    raise ValueError(f"the config string names several runs ({', '.join(several)}); add "
+                         "--sweep=print or --sweep=run")
+
+
 def _sweep_commands() -> list[tuple[list[str], pathlib.Path]]:
   """One launch command per sweep point, with this command's --config.* overrides kept."""
   import importlib.util
@@ -65,8 +88,9 @@ def _sweep_commands() -> list[tuple[list[str], pathlib.Path]]:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   points = []
-  module.sweep(lambda **kw: points.append(kw["arg"]), base_arg or None)
   overrides = _config_overrides(sys.argv[1:])
+  sweep_arg = _own_data_arg(base_arg, overrides)
+  module.sweep(lambda **kw: points.append(kw["arg"]), sweep_arg or None)
   out = []
   for point in points:
     workdir = pathlib.Path(FLAGS.workdir) / point.replace(",", "_").replace("=", "-")
@@ -109,7 +133,7 @@ def main(argv):
   if FLAGS.show:
     return print(show())
   if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required (the run directory; created, or resumed)")
+    raise ValueError("--workdir is required (the run directory; created, or resumed)")
   logging.getLogger("biomedjax").setLevel(logging.INFO)
   for noisy in ("orbax", "absl", "jax._src.xla_bridge", "grain"):  # keep the console readable
     logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -117,10 +141,13 @@ def main(argv):
     import jax
     jax.distributed.initialize()
   mode = FLAGS.sweep or ("run" if FLAGS.config.run_sweep else "")
+  _check_single_run(mode)
   if mode:
     return run_sweep(mode)
+  from biomedjax import cli as cli_lib
   from biomedjax.train.loop import train_and_evaluate
-  train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  with cli_lib.logs_above_progress_bars():
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
 def cli() -> None:

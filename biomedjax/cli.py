@@ -13,6 +13,7 @@ installed ``biomedjax-launch`` works from any folder.
 from __future__ import annotations
 
 import ast
+import contextlib
 import io
 import logging
 import pathlib
@@ -65,6 +66,9 @@ def one_line(e: BaseException, argv=()) -> str:
     rest = message.split("\n", 1)[1].strip() if "\n" in message else ""
     message = (f"{flag}: the config has no key {key!r}" + (f"; {rest}" if rest else "")
                + " (python launch.py --config FILE --show lists every key)")
+  elif isinstance(e, FileNotFoundError) and e.filename:
+    message = (f"{e.filename}: no such file or directory (check the path in the config; "
+               "--show prints every path option)")
   elif name not in _HINTS and not isinstance(e, (ValueError, KeyError, FileNotFoundError)):
     message = f"{name}: {message}"
   text = "; ".join(line.strip() for line in message.strip().splitlines() if line.strip())
@@ -179,3 +183,50 @@ def show_config(config, defaults, meanings: dict[str, str]) -> str:
     rows.append((f"{mark} {key} = {value!r}  (default {default!r})", meaning))
   width = min(72, max(len(r[0]) for r in rows))
   return "\n".join(f"{a:<{width}}  # {b}" if b else a for a, b in rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Logs and progress bars on one terminal.
+
+
+class _ThroughTqdm:
+  """A stream whose lines go through ``tqdm.write``: a bar on the same stream is cleared, the
+  line printed, the bar redrawn below it, instead of the line being glued to the bar."""
+
+  def __init__(self, stream):
+    self.stream = stream
+
+  def write(self, text):
+    from tqdm import tqdm
+    text = text.rstrip("\n")
+    if text:
+      tqdm.write(text, file=self.stream)
+
+  def flush(self):
+    self.stream.flush()
+
+  def __getattr__(self, name):
+    return getattr(self.stream, name)
+
+
+def _console_handlers():
+  """Stream handlers of the root logger, absl's included (it wraps a plain StreamHandler)."""
+  for h in logging.root.handlers:
+    inner = getattr(h, "python_handler", h)  # absl.logging.ABSLHandler
+    if isinstance(inner, logging.StreamHandler):
+      yield inner
+
+
+@contextlib.contextmanager
+def logs_above_progress_bars():
+  """Within the block, console log lines are written through tqdm (restored afterwards)."""
+  swapped = []
+  for h in _console_handlers():
+    if not isinstance(h.stream, _ThroughTqdm):
+      swapped.append((h, h.stream))
+      h.stream = _ThroughTqdm(h.stream)
+  try:
+    yield
+  finally:
+    for h, stream in swapped:
+      h.stream = stream
