@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from biomedjax import objectives
+from biomedjax import objectives, provenance
 from biomedjax import report as report_lib
 from biomedjax.data.pipeline import make_train_iterator
 from biomedjax.methods import METHODS
@@ -170,7 +170,9 @@ def train_and_evaluate(config, workdir) -> dict:
 
   results = {"method": config.method.name, "dataset": config.data.dataset,
              "shots": config.data.shots, "seed": config.seed, "setting": config.data.setting,
-             "task_kind": data.kind, "train_loss": history}
+             "task_kind": data.kind, "train_loss": history,
+             "skipped_images": data.skipped_images,
+             "provenance": provenance.collect(config, data.split_file)}
   for name, cache_key, m, fz, source, classnames in targets:
     state = trainable if m is method else method.transfer(trainable, m)
     fz = split_frozen(m, fz)
