@@ -7,7 +7,9 @@
   python launch.py --config configs/coop.py:shots=4 --show   # every option: value, default, meaning
 
 Config and data errors print one line naming the culprit and the fix (``--debug``: the
-traceback). An existing --workdir resumes its run. On a multi-host TPU VM the same command runs on every host;
+traceback).
+
+An existing --workdir resumes its run. On a multi-host TPU VM the same command runs on every host;
 ``jax.distributed`` is initialised when the environment names more than one process.
 """
 

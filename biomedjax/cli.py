@@ -16,6 +16,7 @@ import ast
 import contextlib
 import io
 import logging
+import os
 import pathlib
 import re
 import sys
@@ -84,7 +85,13 @@ def run_guarded(fn, argv=None) -> int:
   argv = sys.argv if argv is None else argv
   try:
     result = fn()
-  except (KeyboardInterrupt, SystemExit):
+  except KeyboardInterrupt as e:  # lifecycle.Interrupted: a checkpoint was saved first
+    print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
+    logging.shutdown()
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(130)  # at once: the input pipeline's prefetch threads are not waited for
+  except SystemExit:
     raise
   except Exception as e:  # noqa: BLE001  (each one becomes the user's one line)
     if DEBUG_FLAG in argv:

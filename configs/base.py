@@ -55,7 +55,13 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       name="sgd", lr=0.002, momentum=0.9, weight_decay=5e-4, epochs=100, warmup_epochs=1,
       warmup_lr=1e-5, schedule="cosine", grad_clip=0.0,
   ))
-  c.train = mlc.ConfigDict(dict(log_every_steps=20, ckpt_every_steps=500, progress=True))
+  c.train = mlc.ConfigDict(dict(
+      log_every_steps=20,
+      ckpt_every_steps=0,       # extra checkpoints every N steps (0: none); every epoch always
+      ckpt_every_minutes=10.0,  # and every N minutes of training, whichever comes first
+      ckpt_min_seconds=30.0,    # but no end-of-epoch save within N s of the last (tiny epochs)
+      progress=True,            # tqdm progress bars
+  ))
   if a.runlocal:  # a smoke run of the same code path
     c.optim.epochs = 2
     c.data.test_batch_size = 16
