@@ -126,7 +126,9 @@ def show() -> str:
   spec = importlib.util.spec_from_file_location("shown_config", file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  meanings = cli_lib.field_comments(CONFIGS / "base.py", file)
+  methods_dir = pathlib.Path(cli_lib.__file__).parent / "methods"
+  method_files = [p for p in (methods_dir / f"{FLAGS.config.method.name}.py",) if p.is_file()]
+  meanings = cli_lib.field_comments(CONFIGS / "base.py", *method_files, file)
   return f"# {file}  (* = differs from the file's default)\n" + cli_lib.show_config(
       FLAGS.config, module.get_config(), meanings)
 
