@@ -179,7 +179,9 @@ def _shots_text(results: dict) -> str:
 
 def write_run_plots(workdir, results: dict) -> list[pathlib.Path]:
   """``confusion_matrix_<split>.png`` and ``per_class_f1_<split>.png`` for the reported splits."""
+  from biomedjax import provenance
   plt = _pyplot()
+  warn = " [RANDOM weights]" if provenance.is_random(results) else ""
   written = []
   for split in ("test", "base", "novel"):
     block = results.get(split)
@@ -200,8 +202,8 @@ def write_run_plots(workdir, results: dict) -> list[pathlib.Path]:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"{results['method']} on {results['dataset']} ({split}): "
-                 f"accuracy {100 * block['accuracy']:.1f}%\n(counts; colour = row fraction)",
-                 fontsize=9)
+                 f"accuracy {100 * block['accuracy']:.1f}%{warn}\n(counts; colour = row "
+                 "fraction)", fontsize=9)
     fig.tight_layout()
     path = pathlib.Path(workdir) / f"confusion_matrix_{split}.png"
     fig.savefig(path)
@@ -220,7 +222,7 @@ def write_run_plots(workdir, results: dict) -> list[pathlib.Path]:
       ax.axvline(100 * block.get("macro_f1", np.mean(f1) / 100), color="k", ls="--", lw=1,
                  label="macro-F1")
       ax.legend(loc="lower right", fontsize=8)
-      ax.set_title(f"{results['method']} on {results['dataset']} ({split}): per-class F1",
+      ax.set_title(f"{results['method']} on {results['dataset']} ({split}): per-class F1{warn}",
                    fontsize=9)
       fig.tight_layout()
       path = pathlib.Path(workdir) / f"per_class_f1_{split}.png"
@@ -446,7 +448,7 @@ def plot_fewshot_curve(groups, path: pathlib.Path, metric: str, n_seeds: int,
     ax.legend(fontsize=7)
   for ax in list(axes.flat)[len(datasets):]:
     ax.axis("off")
-  fig.suptitle((title + ": " if title else "") + f"few-shot {metric}, mean ± std over seeds "
+  fig.suptitle((title + "\n" if title else "") + f"few-shot {metric}, mean ± std over seeds "
                "(open markers: fewer seeds)", fontsize=10)
   fig.tight_layout()
   fig.savefig(path)
@@ -498,7 +500,9 @@ def make_report(paths, out_dir, metric: str = "accuracy") -> str:
                                    base2novel_tables(groups, len(seeds), metric)) if t)
     chance = {r["dataset"]: _num_classes(r) for r in group_runs}
     name = "fewshot_curve.png" if len(labels) == 1 else f"fewshot_curve_{_slug(label)}.png"
-    plot_fewshot_curve(groups, out_dir / name, metric, len(seeds), chance, label)
+    title = (f"{label} WEIGHTS (machinery only, not medical performance)"
+             if any(provenance.is_random(r) for r in group_runs) else label)
+    plot_fewshot_curve(groups, out_dir / name, metric, len(seeds), chance, title)
   _atomic_write(out_dir / "report.md", text)
   write_csv(sections, out_dir / "summary.csv")
   return text

@@ -61,7 +61,7 @@ def test_console_scripts_exist_and_run(installed):
                 "--show"], elsewhere, env)
   assert shown.returncode == 0, shown.stderr
   assert "data.shots = 4" in shown.stdout
-  for name in ("biomedjax-report", "biomedjax-convert"):
+  for name in ("biomedjax-report", "biomedjax-convert", "biomedjax-predict", "biomedjax-export"):
     run = _run([str(target / "bin" / name), "--help"], elsewhere, env)
     assert run.returncode == 0 and "usage" in run.stdout, (name, run.stderr)
 
