@@ -130,6 +130,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_kept(finished, tmp_path):
   import shutil
   workdir = tmp_path / "corrupt"
   shutil.copytree(finished, workdir)
+  (workdir / "results.json").unlink()  # a finished run is never resumed: make it unfinished
   for f in (workdir / "checkpoints" / str(TOTAL) / "state").rglob("*"):
     if f.is_file() and f.name != "commit_success.txt":
       f.write_bytes(b"garbage")  # a disk error or a partial copy of the run
