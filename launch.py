@@ -3,6 +3,11 @@
   python launch.py --config configs/coop.py:dataset=btmri,shots=16,seed=1 --workdir runs/x
   python launch.py --config configs/coop.py --config.optim.lr=0.001 --workdir runs/coop --sweep=print
   python launch.py --config configs/demo.py --workdir /tmp/demo
+  python launch.py --list                                    # every method and its config file
+  python launch.py --config configs/coop.py:shots=4 --show   # every option: value, default, meaning
+
+Config and data errors print one line naming the culprit and the fix (``--debug``: the
+traceback).
 
 An existing --workdir resumes its run. Several processes (hosts, GPU nodes, or processes on one
 machine) run the same command, each with its own process id (README, "Several machines"):
@@ -36,12 +41,19 @@ flags.DEFINE_integer("process_id", None, "this process, 0..num_processes-1 (else
 flags.DEFINE_integer("distributed_timeout", None,
                      "seconds after which a silent process counts as dead and the others stop "
                      "(else $BIOMEDJAX_DISTRIBUTED_TIMEOUT, default 60)")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_bool("show", False, "print the resolved config (value, default, meaning) and exit")
+flags.DEFINE_bool("list", False, "print every method config file and exit")
+flags.DEFINE_bool("debug", False, "full tracebacks instead of one-line errors")
+flags.mark_flags_as_required(["config"])
 DISTRIBUTED_FLAGS = ("coordinator_address", "num_processes", "process_id", "distributed_timeout")
+CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
 
 
 def _merge_args(base: str, point: str) -> str:
-  """The command's config-string arguments with a sweep point's on top (point wins)."""
+  """The command's config-string arguments with a sweep point's on top (point wins); the grid
+  the command named (``datasets=a+b,shots=1+4``) is in the points already."""
+  from configs import common
+  base = common.sweep_grid(base)[0]
   items = dict(i.partition("=")[::2] for i in base.split(",") if i)
   items.update(i.partition("=")[::2] for i in point.split(",") if i)
   return ",".join(f"{k}={v}" if v else k for k, v in items.items())
@@ -56,6 +68,26 @@ def _config_overrides(args: list[str]) -> list[str]:
   return out
 
 
+def _own_data_arg(base_arg: str, overrides: list[str]) -> str:
+  """With own data (a split file or prepared folder on the command) and no dataset named, the
+  sweep covers that one data set only: never benchmark runs on data the user did not name."""
+  from configs import common
+  own = any(o.startswith(("--config.data.split_file", "--config.data.prepared"))
+            for o in overrides)
+  if own and "datasets" not in common.sweep_grid(base_arg)[1]:
+    return ",".join(a for a in (base_arg, f"dataset={FLAGS.config.data.dataset}") if a)
+  return base_arg
+
+
+def _check_single_run(mode: str) -> None:
+  from configs import common
+  arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")[2]
+  several = [k for k, v in common.sweep_grid(arg)[1].items() if len(v) > 1]
+  if several and not mode:
+    raise ValueError(f"the config string names several runs ({', '.join(several)}); add "
+                         "--sweep=print or --sweep=run")
+
+
 def _sweep_commands() -> list[tuple[list[str], pathlib.Path]]:
   """One launch command per sweep point, with this command's --config.* overrides kept."""
   import importlib.util
@@ -64,8 +96,9 @@ def _sweep_commands() -> list[tuple[list[str], pathlib.Path]]:
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   points = []
-  module.sweep(lambda **kw: points.append(kw["arg"]), base_arg or None)
   overrides = _config_overrides(sys.argv[1:])
+  sweep_arg = _own_data_arg(base_arg, overrides)
+  module.sweep(lambda **kw: points.append(kw["arg"]), sweep_arg or None)
   out = []
   for point in points:
     workdir = pathlib.Path(FLAGS.workdir) / point.replace(",", "_").replace("=", "-")
@@ -102,20 +135,51 @@ def run_sweep(mode: str, process_id: int) -> None:
     print(report.make_report([FLAGS.workdir], pathlib.Path(FLAGS.workdir) / "report"))
 
 
+def show() -> str:
+  """The resolved config, each option with its default (the file without arguments) and meaning."""
+  import importlib.util
+  from biomedjax import cli as cli_lib
+  file = pathlib.Path(config_flags.get_config_filename(FLAGS["config"]).partition(":")[0])
+  spec = importlib.util.spec_from_file_location("shown_config", file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  methods_dir = pathlib.Path(cli_lib.__file__).parent / "methods"
+  method_files = [p for p in (methods_dir / f"{FLAGS.config.method.name}.py",) if p.is_file()]
+  meanings = cli_lib.field_comments(CONFIGS / "base.py", *method_files, file)
+  return f"# {file}  (* = differs from the file's default)\n" + cli_lib.show_config(
+      FLAGS.config, module.get_config(), meanings)
+
+
 def main(argv):
+  if FLAGS.show:
+    return print(show())
+  if not FLAGS.workdir:
+    raise ValueError("--workdir is required (the run directory; created, or resumed)")
   logging.getLogger("biomedjax").setLevel(logging.INFO)
   for noisy in ("orbax", "absl", "jax._src.xla_bridge", "grain"):  # keep the console readable
     logging.getLogger(noisy).setLevel(logging.WARNING)
   from biomedjax.train import distributed
   settings = distributed.resolve(*(FLAGS[n].value for n in DISTRIBUTED_FLAGS))
   mode = FLAGS.sweep or ("run" if FLAGS.config.run_sweep else "")
+  _check_single_run(mode)
   if mode:  # each point's run starts its own jax.distributed
     return run_sweep(mode, distributed.process_id_before_start(settings))
   distributed.initialize(settings)
+  from biomedjax import cli as cli_lib
   from biomedjax.train.loop import train_and_evaluate
-  with distributed.stop_all_on_error(FLAGS.workdir):
+  with distributed.stop_all_on_error(FLAGS.workdir), cli_lib.logs_above_progress_bars():
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 
+def cli() -> None:
+  """``python launch.py`` / the ``biomedjax-launch`` console script."""
+  from biomedjax import cli as cli_lib
+  if "--list" in sys.argv[1:]:
+    print(cli_lib.list_configs(CONFIGS))
+    return
+  sys.argv = cli_lib.resolve_config_arg(sys.argv, CONFIGS)
+  sys.exit(cli_lib.run_guarded(lambda: app.run(main)))
+
+
 if __name__ == "__main__":
-  app.run(main)
+  cli()

@@ -3,7 +3,8 @@
 Every run writes ``<workdir>/results.json`` (through ``write_run_results``) and a human-readable
 ``results.md``. ``python -m biomedjax.report <workdirs...> [--out DIR]`` reads any number of them
 (a directory without ``results.json`` is searched recursively, so a sweep's parent directory works)
-and writes ``report.md``, ``summary.csv`` and ``fewshot_curve.png`` to ``--out``.
+and writes ``report.md``, ``summary.csv`` and ``fewshot_curve.png`` to ``--out``. Each run also
+gets ``confusion_matrix_<split>.png`` and ``per_class_f1_<split>.png`` beside its results.
 
 results.json schema (extra keys are kept and ignored)::
 
@@ -63,6 +64,15 @@ def headline_metric(results: dict) -> str:
   return "macro_f1" if results.get("task_kind") == "multilabel" else "accuracy"
 
 
+# Methods whose result does not depend on K (no training image is used): one "any K" column.
+K_INDEPENDENT_METHODS = ("zeroshot",)
+ANY_K = -1  # the shots value of their groups
+
+
+def is_k_independent(results: dict) -> bool:
+  return bool(results.get("k_independent", results.get("method") in K_INDEPENDENT_METHODS))
+
+
 class ResultsError(ValueError):
   """A results.json that does not follow the schema; the message names the file and the key."""
 
@@ -99,8 +109,9 @@ def _atomic_write(path: pathlib.Path, text: str) -> None:
   os.replace(tmp, path)
 
 
-def write_run_results(workdir, results: dict) -> pathlib.Path:
-  """Validates ``results``, adds ``hm`` for base-to-novel, writes results.json and results.md."""
+def write_run_results(workdir, results: dict, plots: bool = True) -> pathlib.Path:
+  """Validates ``results``, adds ``hm`` for base-to-novel, writes results.json and results.md
+  (and, with ``plots``, the run's confusion-matrix and per-class-F1 pictures)."""
   workdir = pathlib.Path(workdir)
   path = workdir / "results.json"
   validate_results(results, str(path), headline_metric(results))
@@ -108,8 +119,14 @@ def write_run_results(workdir, results: dict) -> pathlib.Path:
     results = {**results, "hm": metrics.harmonic_mean(results["base"]["accuracy"],
                                                       results["novel"]["accuracy"])}
   workdir.mkdir(parents=True, exist_ok=True)
-  _atomic_write(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
+  try:
+    if plots:
+      write_run_plots(workdir, results)
+  except ImportError:  # matplotlib is a dependency, but a run must not fail for a picture
+    pass
   _atomic_write(workdir / "results.md", run_markdown(results))
+  # Last: a results.json marks a finished run (a rerun of it is a no-op).
+  _atomic_write(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
   return path
 
 
@@ -119,10 +136,32 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _per_class_md(split: str, block: dict) -> str:
+  """Per-class precision/recall/F1/support and the confusion matrix (rows: true class)."""
+  names = block.get("classnames") or list(block.get("per_class", {}))
+  out = ""
+  if isinstance(block.get("per_class"), dict):
+    rows = [[n, *(f"{100 * block['per_class'][n][k]:.2f}" for k in ("precision", "recall", "f1")),
+             str(block["per_class"][n].get("support", "-"))] for n in names]
+    out += f"\n### {split}: per class\n\n" + _md_table(
+        ["class", "precision %", "recall %", "F1 %", "support"], rows)
+  cm = block.get("confusion_matrix")
+  if cm and len(cm) == len(names):
+    rows = [[f"**{n}**", *map(str, row)] for n, row in zip(names, cm)]
+    out += (f"\n### {split}: confusion matrix (rows: true class, columns: predicted)\n\n"
+            + _md_table(["true \\ predicted", *names], rows))
+  return out
+
+
 def run_markdown(results: dict) -> str:
-  """One run's metrics per split, as a Markdown table."""
-  title = (f"# {results['method']} on {results['dataset']}: {results['shots']}-shot, "
-           f"seed {results['seed']} ({results['setting']})\n\n")
+  """One run: metrics per split, per-class P/R/F1 and confusion matrices, calibration,
+  provenance."""
+  from biomedjax import provenance
+  title = (f"# {results['method']} on {results['dataset']}: "
+           f"{_shots_text(results)}, seed {results['seed']} ({results['setting']})\n\n")
+  if provenance.is_random(results):
+    title += (f"> **RANDOM weights ({provenance.backbone_label(results)})**: these numbers "
+              "measure the machinery, not medical performance.\n\n")
   columns = _MD_MULTILABEL if results.get("task_kind") == "multilabel" else _MD_METRICS
   rows = []
   for split in ("val", "test", "base", "novel"):
@@ -135,7 +174,14 @@ def run_markdown(results: dict) -> str:
   table = _md_table(["split", *[name for _, name, _ in columns], "n"], rows)
   if "hm" in results:
     table += f"\nHarmonic mean (base, novel): {results['hm'] * 100:.2f}\n"
-  return title + table + _calibration_markdown(results)
+  for split in ("test", "base", "novel"):
+    if isinstance(results.get(split), dict):
+      table += _per_class_md(split, results[split])
+  if results.get("skipped_images"):
+    table += (f"\n{len(results['skipped_images'])} unreadable image(s) skipped "
+              "(listed in results.json under skipped_images).\n")
+  prov = provenance.markdown(results.get("provenance"))
+  return title + table + _calibration_markdown(results) + ("\n" + prov if prov else "")
 
 
 _CAL_COLUMNS = (("ece", "ECE"), ("mce", "MCE"), ("ace", "ACE"), ("ece_kde", "ECE-KDE"))
@@ -170,6 +216,74 @@ def _calibration_markdown(results: dict) -> str:
   return text
 
 
+def _shots_text(results: dict) -> str:
+  if is_k_independent(results):
+    return "no training images (K-independent)"
+  return f"{results['shots']}-shot" if results["shots"] else "all training images"
+
+
+def write_run_plots(workdir, results: dict) -> list[pathlib.Path]:
+  """``confusion_matrix_<split>.png`` and ``per_class_f1_<split>.png`` for the reported splits."""
+  from biomedjax import provenance
+  plt = _pyplot()
+  warn = " [RANDOM weights]" if provenance.is_random(results) else ""
+  written = []
+  for split in ("test", "base", "novel"):
+    block = results.get(split)
+    if not isinstance(block, dict) or not block.get("confusion_matrix"):
+      continue
+    names = block.get("classnames") or [str(i) for i in range(len(block["confusion_matrix"]))]
+    cm = np.asarray(block["confusion_matrix"], np.float64)
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(2.2 + 0.75 * n, 1.8 + 0.65 * n), dpi=110)
+    rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+      for j in range(n):
+        ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=9,
+                color="white" if rates[i, j] > 0.6 else "black")
+    ax.set_xticks(range(n), names, rotation=35, ha="right", fontsize=8)
+    ax.set_yticks(range(n), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{results['method']} on {results['dataset']} ({split}): "
+                 f"accuracy {100 * block['accuracy']:.1f}%{warn}\n(counts; colour = row "
+                 "fraction)", fontsize=9)
+    fig.tight_layout()
+    path = pathlib.Path(workdir) / f"confusion_matrix_{split}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    written.append(path)
+    if isinstance(block.get("per_class"), dict):
+      f1 = [100 * block["per_class"][c]["f1"] for c in names]
+      fig, ax = plt.subplots(figsize=(6, 0.9 + 0.4 * n), dpi=110)
+      ax.barh(range(n), f1, color="tab:blue")
+      for i, v in enumerate(f1):
+        ax.text(min(v + 1, 92), i, f"{v:.1f}", va="center", fontsize=8)
+      ax.set_yticks(range(n), names, fontsize=8)
+      ax.invert_yaxis()
+      ax.set_xlim(0, 100)
+      ax.set_xlabel("F1 (%)")
+      ax.axvline(100 * block.get("macro_f1", np.mean(f1) / 100), color="k", ls="--", lw=1,
+                 label="macro-F1")
+      ax.legend(loc="lower right", fontsize=8)
+      ax.set_title(f"{results['method']} on {results['dataset']} ({split}): per-class F1{warn}",
+                   fontsize=9)
+      fig.tight_layout()
+      path = pathlib.Path(workdir) / f"per_class_f1_{split}.png"
+      fig.savefig(path)
+      plt.close(fig)
+      written.append(path)
+  return written
+
+
+def _pyplot():
+  import matplotlib  # Imported here: only reports need it, not training.
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+  return plt
+
+
 def find_results(paths) -> list[pathlib.Path]:
   """results.json files under each path; a path with none is an error (likely a typo)."""
   found = []
@@ -186,7 +300,12 @@ def find_results(paths) -> list[pathlib.Path]:
 
 
 def load_runs(paths, metric: str = "accuracy") -> list[dict]:
-  """Loads and validates every results.json; duplicate runs are an error naming both files."""
+  """Loads and validates every results.json; duplicate runs are an error naming both files.
+
+  A K-independent run (zero-shot) counts once per (backbone, dataset, seed) whatever its
+  ``shots``: a second one with another K is the same experiment and is left out.
+  """
+  from biomedjax import provenance
   runs, seen = [], {}
   for path in find_results(paths):
     try:
@@ -194,16 +313,21 @@ def load_runs(paths, metric: str = "accuracy") -> list[dict]:
     except json.JSONDecodeError as e:
       raise ResultsError(f"{path}: invalid JSON ({e})") from None
     validate_results(results, str(path), metric)
-    key = tuple(results[k] for k in ("setting", "method", "dataset", "shots", "seed"))
+    shots = ANY_K if is_k_independent(results) else results["shots"]
+    key = (provenance.backbone_label(results), results["setting"], results["method"],
+           results["dataset"], shots, results["seed"])
     if key in seen:
+      if shots == ANY_K:
+        continue
       raise ResultsError(f"{path} and {seen[key]} are the same run {key}")
     seen[key] = path
-    runs.append({**results, "_path": str(path)})
+    runs.append({**results, "shots": shots, "_path": str(path)})
   return runs
 
 
 def group(runs: list[dict], metric: str) -> dict[tuple, dict[int, float]]:
-  """(setting, method, dataset, shots, split) -> {seed: metric value in percent}."""
+  """(setting, method, dataset, shots, split) -> {seed: metric value in percent}; K-independent
+  methods have shots ``ANY_K``."""
   groups = collections.defaultdict(dict)
   for run in runs:
     for split in SETTINGS[run["setting"]]:
@@ -236,30 +360,47 @@ def _mean_over_datasets(groups, setting, method, datasets, shots, split, n_seeds
 
 
 def _axes(groups, setting):
+  """(methods that depend on K, datasets, K values); K-independent methods: ``_k_free``."""
   keys = [k for k in groups if k[0] == setting]
-  return (sorted({k[1] for k in keys}), sorted({k[2] for k in keys}), sorted({k[3] for k in keys}))
+  return (sorted({k[1] for k in keys if k[3] != ANY_K}), sorted({k[2] for k in keys}),
+          sorted({k[3] for k in keys if k[3] != ANY_K}))
+
+
+def _k_free(groups, setting):
+  return sorted({k[1] for k in groups if k[0] == setting and k[3] == ANY_K})
 
 
 def fewshot_tables(groups, n_seeds: int, metric: str) -> str:
-  """(a) methods x K per dataset and averaged; (b) datasets x methods per K."""
+  """(a) methods x K per dataset and averaged; (b) datasets x methods per K. K-independent
+  methods (zero-shot) fill one "any K" column instead of repeating under every K."""
   methods, datasets, shots = _axes(groups, "few_shot")
-  if not methods:
+  free = _k_free(groups, "few_shot")
+  if not methods and not free:
     return ""
+  any_k = ["any K"] if free else []
+  header = ["method", *any_k, *[f"K={k}" for k in shots]]
+
+  def row(m, cell):
+    if m in free:
+      return [m, cell(ANY_K), *[""] * len(shots)]
+    return [m, *[""] * len(any_k), *[cell(k) for k in shots]]
+
   out = [f"## Few-shot {metric} (%), mean ± std over seeds\n"]
   for d in datasets:
-    rows = [[m, *[_cell(groups.get(("few_shot", m, d, k, "test")), n_seeds) for k in shots]]
-            for m in methods]
-    out.append(f"### {d}\n\n" + _md_table(["method", *[f"K={k}" for k in shots]], rows))
-  rows = [[m, *[_mean_over_datasets(groups, "few_shot", m, datasets, k, "test", n_seeds)[1]
-                for k in shots]] for m in methods]
-  out.append(f"### Average over {len(datasets)} datasets\n\n"
-             + _md_table(["method", *[f"K={k}" for k in shots]], rows))
+    rows = [row(m, lambda k: _cell(groups.get(("few_shot", m, d, k, "test")), n_seeds))
+            for m in [*free, *methods]]
+    out.append(f"### {d}\n\n" + _md_table(header, rows))
+  rows = [row(m, lambda k: _mean_over_datasets(groups, "few_shot", m, datasets, k, "test",
+                                               n_seeds)[1]) for m in [*free, *methods]]
+  out.append(f"### Average over {len(datasets)} datasets\n\n" + _md_table(header, rows))
   for k in shots:
-    rows = [[d, *[_cell(groups.get(("few_shot", m, d, k, "test")), n_seeds) for m in methods]]
+    cols = [(m, ANY_K) for m in free] + [(m, k) for m in methods]
+    names = [f"{m} (any K)" for m in free] + methods
+    rows = [[d, *[_cell(groups.get(("few_shot", m, d, kk, "test")), n_seeds) for m, kk in cols]]
             for d in datasets]
     rows.append(["**Average**", *[_mean_over_datasets(
-        groups, "few_shot", m, datasets, k, "test", n_seeds)[1] for m in methods]])
-    out.append(f"### K = {k}: datasets × methods\n\n" + _md_table(["dataset", *methods], rows))
+        groups, "few_shot", m, datasets, kk, "test", n_seeds)[1] for m, kk in cols]])
+    out.append(f"### K = {k}: datasets × methods\n\n" + _md_table(["dataset", *names], rows))
   return "\n".join(out)
 
 
@@ -297,48 +438,70 @@ def ci95(values) -> float:
   return float(1.96 * v.std() / np.sqrt(len(v)))
 
 
-def write_csv(groups, path: pathlib.Path) -> None:
-  """One row per group: the numbers behind every table cell, seeds included."""
+def write_csv(sections, path: pathlib.Path) -> None:
+  """One row per group: the numbers behind every table cell, seeds included.
+
+  ``sections``: ``[(backbone label, groups)]``. K-independent groups have shots ``any``."""
   with open(path, "w", newline="") as f:
     writer = csv.writer(f)
-    writer.writerow(["setting", "method", "dataset", "shots", "split", "mean", "std", "n", "seeds",
-                     "ci95"])
-    for key in sorted(groups):
-      v = np.array(list(groups[key].values()))
-      seeds = " ".join(map(str, sorted(groups[key])))
-      writer.writerow([*key, f"{v.mean():.4f}", f"{v.std():.4f}", len(v), seeds,
-                       f"{ci95(v):.4f}"])
+    writer.writerow(["backbone", "setting", "method", "dataset", "shots", "split", "mean", "std",
+                     "n", "seeds", "ci95"])
+    for label, groups in sections:
+      for key in sorted(groups):
+        v = np.array(list(groups[key].values()))
+        seeds = " ".join(map(str, sorted(groups[key])))
+        shots = "any" if key[3] == ANY_K else key[3]
+        writer.writerow([label, key[0], key[1], key[2], shots, *key[4:], f"{v.mean():.4f}",
+                         f"{v.std():.4f}", len(v), seeds, f"{ci95(v):.4f}"])
 
 
-def plot_fewshot_curve(groups, path: pathlib.Path, metric: str, n_seeds: int) -> bool:
-  """Mean over datasets vs K, one line per method; open markers flag incomplete means (as the
-  Average table's notes do). Returns False when there are no few-shot runs."""
+def plot_fewshot_curve(groups, path: pathlib.Path, metric: str, n_seeds: int,
+                       chance: dict | None = None, title: str = "") -> bool:
+  """One panel per dataset: mean ± std over seeds vs K, one line per method, K-independent
+  methods as horizontal lines, chance level (100 / number of classes) dotted. Open markers flag
+  means over fewer seeds than the report's. Returns False when there are no few-shot runs."""
   methods, datasets, shots = _axes(groups, "few_shot")
-  if not methods:
+  free = _k_free(groups, "few_shot")
+  if not methods and not free:
     return False
-  import matplotlib  # Imported here: only the report CLI needs it, not training.
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt
-  fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
-  any_incomplete = False
-  for m in methods:
-    cells = [(k, *_mean_over_datasets(groups, "few_shot", m, datasets, k, "test", n_seeds))
-             for k in shots]
-    cells = [(k, v, "(" in text) for k, v, text in cells if v is not None]
-    line, = ax.plot([k for k, _, _ in cells], [v for _, v, _ in cells], marker="o", label=m)
-    open_points = [(k, v) for k, v, incomplete in cells if incomplete]
-    if open_points:
-      any_incomplete = True
-      ax.plot(*zip(*open_points), linestyle="none", marker="o", markersize=8,
-              markerfacecolor="white", markeredgecolor=line.get_color())
-  ax.set_xscale("log", base=2)
-  ax.set_xticks(shots, [str(k) for k in shots])
-  ax.set_xlabel("shots per class (K)")
-  ax.set_ylabel(f"{metric} (%), mean over {len(datasets)} datasets")
-  ax.set_title("Few-shot " + metric + (" (open markers: missing datasets or seeds)"
-                                       if any_incomplete else ""), fontsize=10)
-  ax.grid(alpha=0.3)
-  ax.legend()
+  plt = _pyplot()
+  cols = min(3, len(datasets))
+  rows_n = -(-len(datasets) // cols)
+  fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.6 * rows_n + 0.5), dpi=110,
+                           squeeze=False)
+  colors = {m: f"C{i}" for i, m in enumerate([*methods, *free])}
+  xs = shots or [1]
+  for ax, d in zip(axes.flat, datasets):
+    for m in methods:
+      pts = [(k, groups[key]) for k in shots if (key := ("few_shot", m, d, k, "test")) in groups]
+      if not pts:
+        continue
+      k_, mean, std = zip(*[(k, np.mean(list(g.values())), np.std(list(g.values())))
+                            for k, g in pts])
+      ax.errorbar(k_, mean, yerr=std, marker="o", capsize=3, color=colors[m], label=m)
+      partial = [(k, v) for (k, g), v in zip(pts, mean) if len(g) < n_seeds]
+      if partial:
+        ax.plot(*zip(*partial), ls="none", marker="o", ms=8, mfc="white", mec=colors[m])
+    for m in free:
+      g = groups.get(("few_shot", m, d, ANY_K, "test"))
+      if g:
+        v, sd = np.mean(list(g.values())), np.std(list(g.values()))
+        ax.axhline(v, color=colors[m], ls="--", label=f"{m} (any K)")
+        if sd > 0:
+          ax.axhspan(v - sd, v + sd, color=colors[m], alpha=0.15)
+    if chance and chance.get(d):
+      ax.axhline(100.0 / chance[d], color="gray", ls=":", label=f"chance (1/{chance[d]})")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(xs, [str(k) for k in xs])
+    ax.set_xlabel("shots per class (K)")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_title(d, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  for ax in list(axes.flat)[len(datasets):]:
+    ax.axis("off")
+  fig.suptitle((title + "\n" if title else "") + f"few-shot {metric}, mean ± std over seeds "
+               "(open markers: fewer seeds)", fontsize=10)
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
@@ -407,23 +570,59 @@ def plot_calibration_vs_accuracy(cal_groups, path: pathlib.Path) -> bool:
   return True
 
 
+def _num_classes(run: dict) -> int | None:
+  for split in SETTINGS[run["setting"]]:
+    block = run.get(split, {})
+    n = block.get("classnames") or block.get("confusion_matrix")
+    if n:
+      return len(n)
+  return None
+
+
+def _slug(text: str) -> str:
+  return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
+
+
 def make_report(paths, out_dir, metric: str = "accuracy") -> str:
-  """Loads runs, writes report.md, summary.csv, fewshot_curve.png and (for runs with the
-  calibration block) calibration_vs_accuracy.png; returns the Markdown."""
+  """Loads runs, writes report.md, summary.csv and the few-shot curves; returns the Markdown.
+
+  Runs are grouped by backbone first (converted directory + manifest hash, or RANDOM preset):
+  numbers from different weights never share a table, and random-weight sections say so.
+  One backbone: ``fewshot_curve.png``; several: ``fewshot_curve_<backbone>.png`` each.
+  """
+  from biomedjax import provenance
   runs = load_runs(paths, metric)
-  groups = group(runs, metric)
   seeds = sorted({r["seed"] for r in runs})
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  header = (f"# Results: {len(runs)} runs, seeds {seeds}\n\n"
-            f"Cells marked (n=k) have fewer than {len(seeds)} seeds.\n\n")
+  by_backbone = collections.defaultdict(list)
+  for r in runs:
+    by_backbone[provenance.backbone_label(r)].append(r)
+  labels = sorted(by_backbone, key=lambda l: (l.startswith("RANDOM"), l))
+  text = (f"# Results: {len(runs)} runs, seeds {seeds}\n\n"
+          f"Cells marked (n=k) have fewer than {len(seeds)} seeds.\n")
+  sections = []
+  for label in labels:
+    group_runs = by_backbone[label]
+    groups = group(group_runs, metric)
+    sections.append((label, groups))
+    text += f"\n# Backbone: {label} ({len(group_runs)} runs)\n\n"
+    if any(provenance.is_random(r) for r in group_runs):
+      text += ("> **WARNING: RANDOM weights.** These numbers measure the machinery only; they "
+               "say nothing about medical performance.\n\n")
+    text += "\n".join(t for t in (fewshot_tables(groups, len(seeds), metric),
+                                   base2novel_tables(groups, len(seeds), metric)) if t)
+    chance = {r["dataset"]: _num_classes(r) for r in group_runs}
+    name = "fewshot_curve.png" if len(labels) == 1 else f"fewshot_curve_{_slug(label)}.png"
+    title = (f"{label} WEIGHTS (machinery only, not medical performance)"
+             if any(provenance.is_random(r) for r in group_runs) else label)
+    plot_fewshot_curve(groups, out_dir / name, metric, len(seeds), chance, title)
   cal_groups = calibration_groups(runs)
-  text = header + "\n".join(t for t in (fewshot_tables(groups, len(seeds), metric),
-                                        base2novel_tables(groups, len(seeds), metric),
-                                        calibration_tables(cal_groups, len(seeds))) if t)
+  cal = calibration_tables(cal_groups, len(seeds))
+  if cal:
+    text += "\n" + cal
   _atomic_write(out_dir / "report.md", text)
-  write_csv(groups, out_dir / "summary.csv")
-  plot_fewshot_curve(groups, out_dir / "fewshot_curve.png", metric, len(seeds))
+  write_csv(sections, out_dir / "summary.csv")
   plot_calibration_vs_accuracy(cal_groups, out_dir / "calibration_vs_accuracy.png")
   return text
 
@@ -443,5 +642,10 @@ def main(argv=None) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """Console script ``biomedjax-report``."""
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  cli()

@@ -59,7 +59,13 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       name="sgd", lr=0.002, momentum=0.9, weight_decay=5e-4, epochs=100, warmup_epochs=1,
       warmup_lr=1e-5, schedule="cosine", grad_clip=0.0,
   ))
-  c.train = mlc.ConfigDict(dict(log_every_steps=20, ckpt_every_steps=500, progress=True))
+  c.train = mlc.ConfigDict(dict(
+      log_every_steps=20,
+      ckpt_every_steps=0,       # extra checkpoints every N steps (0: none); every epoch always
+      ckpt_every_minutes=10.0,  # and every N minutes of training, whichever comes first
+      ckpt_min_seconds=30.0,    # but no end-of-epoch save within N s of the last (tiny epochs)
+      progress=True,            # tqdm progress bars
+  ))
   # Post-hoc temperature scaling ("fit": one T by NLL on val, or on the few-shot train set when
   # there is no val split) and reliability diagrams ("all" | "overall" | "none"); see
   # biomedjax/train/calibrate.py.
@@ -71,7 +77,14 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
 
 
 def parse(arg, **extra) -> mlc.ConfigDict:
-  return common.parse_arg(arg, **RUN_ARGS, **extra)
+  """The run arguments; a sweep grid in ``arg`` (``datasets=a+b,shots=1+4``) gives its first
+  point here (launch.py refuses a grid without ``--sweep``)."""
+  rest, grid = common.sweep_grid(arg)
+  a = common.parse_arg(rest, **RUN_ARGS, **extra)
+  for axis, key in (("datasets", "dataset"), ("shots", "shots"), ("seeds", "seed")):
+    if axis in grid:
+      a[key] = grid[axis][0]
+  return a
 
 
 def sweep(add, arg=None, **extra_args) -> None:
@@ -80,11 +93,14 @@ def sweep(add, arg=None, **extra_args) -> None:
 
   launch.py merges the command's own config arguments (``model``, ``root``, ...) into every
   point, so they need no carrying here. ``extra_args`` declares a config file's extra keys.
+  The command may name the grid (``datasets=btmri+busi,shots=1+4,seeds=1+2``, see
+  ``common.sweep_grid``); the axes it names replace the benchmark's.
   """
-  if parse(arg, **extra_args).setting == "base2novel":
-    common.fewshot_grid(add, shots=(16,), setting="base2novel")
+  rest, grid = common.sweep_grid(arg)
+  if parse(rest, **extra_args).setting == "base2novel":
+    common.fewshot_grid(add, **{"shots": (16,), **grid}, setting="base2novel")
   else:
-    common.fewshot_grid(add)
+    common.fewshot_grid(add, **grid)
 
 
 def method_config(options_cls, name: str, **overrides) -> mlc.ConfigDict:

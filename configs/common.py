@@ -113,6 +113,36 @@ SHOTS = (1, 2, 4, 8, 16)
 SEEDS = (1, 2, 3)
 
 
+# Sweep commands may name the grid: ``datasets=btmri+busi,shots=1+4,seeds=1+2`` (the singular
+# keys too: ``dataset=busi`` sweeps that one dataset). The key each one fills:
+GRID_KEYS = {"dataset": "datasets", "datasets": "datasets", "shots": "shots", "seed": "seeds",
+             "seeds": "seeds"}
+
+
+def sweep_grid(arg: str | None) -> tuple[str, dict]:
+  """Splits a sweep's config string into the rest and the grid it names.
+
+  ``'datasets=btmri+busi,shots=1+4,model=m'`` -> ``('model=m', {'datasets': ('btmri', 'busi'),
+  'shots': (1, 4)})``. Axes the string does not name are absent (the sweep's defaults apply);
+  the rest goes to every point unchanged.
+  """
+  rest, grid = [], {}
+  for key, text in _split_items(arg or ""):
+    if key not in GRID_KEYS or text is None:
+      rest.append(key if text is None else f"{key}={text}")
+      continue
+    axis = GRID_KEYS[key]
+    if axis in grid:
+      raise ValueError(f"sweep axis {axis!r} given twice in {arg!r}")
+    values = [v.strip() for v in text.split("+") if v.strip()]
+    if not values:
+      raise ValueError(f"config arg {key!r} in {arg!r} names no value")
+    if axis != "datasets":
+      values = [_convert(key, v, 0) for v in values]
+    grid[axis] = tuple(values)
+  return ",".join(rest), grid
+
+
 def fewshot_grid(add, datasets=DATASETS, shots=SHOTS, seeds=SEEDS, **fixed) -> None:
   """Adds the datasets x K x seeds grid of the few-shot benchmark (``fixed`` args appended)."""
   for dataset in datasets:

@@ -16,4 +16,7 @@ def get_config(arg=None):
 
 
 def sweep(add, arg=None):
-  common.fewshot_grid(add, shots=(0,), seeds=(1,))
+  """Datasets only: zero-shot uses no training image, so K and the seed change nothing."""
+  grid = common.sweep_grid(arg)[1]
+  common.fewshot_grid(add, shots=(0,), seeds=(1,), **{k: v for k, v in grid.items()
+                                                       if k == "datasets"})

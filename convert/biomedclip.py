@@ -167,6 +167,7 @@ def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str 
     tokenizer_files.write(tok_dir, tmp / bc.TOKENIZER_DIR, cfg)
     bc.save_params(tmp / bc.PARAMS_DIR, params)
     (tmp / bc.MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+    make_readable(tmp)
     if out.exists():  # --force: keep the old one until the new one is in place
       old = out.with_name(f".{out.name}.old-{os.getpid()}")
       os.rename(out, old)
@@ -178,6 +179,19 @@ def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str 
     if tmp.exists():
       shutil.rmtree(tmp)
   return out
+
+
+def make_readable(root: pathlib.Path) -> None:
+  """Folders 0755 and files 0644 under ``root`` (itself included).
+
+  ``tempfile.mkdtemp`` creates the staging folder owner-only (0700) and orbax writes with the
+  process umask; a converted model is meant to be shared (a lab's common checkpoint folder), so
+  it is opened to reading by everyone before the rename makes it visible.
+  """
+  root = pathlib.Path(root)
+  root.chmod(0o755)
+  for path in root.rglob("*"):
+    path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def main(argv=None) -> int:
@@ -204,5 +218,10 @@ def main(argv=None) -> int:
   return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+  """Console script ``biomedjax-convert``."""
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  cli()

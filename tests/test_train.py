@@ -130,6 +130,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_kept(finished, tmp_path):
   import shutil
   workdir = tmp_path / "corrupt"
   shutil.copytree(finished, workdir)
+  (workdir / "results.json").unlink()  # a finished run is never resumed: make it unfinished
   for f in (workdir / "checkpoints" / str(TOTAL) / "state").rglob("*"):
     if f.is_file() and f.name != "commit_success.txt":
       f.write_bytes(b"garbage")  # a disk error or a partial copy of the run
@@ -202,3 +203,58 @@ def test_prepared_arrayrecord_data_gives_the_same_results_as_image_files(tmp_pat
   assert a["test"]["num_examples"] == b["test"]["num_examples"] == 48
   assert a["test"]["confusion_matrix"] == b["test"]["confusion_matrix"]
   assert a["test"]["nll"] == pytest.approx(b["test"]["nll"], rel=1e-5)
+
+
+def test_sigint_saves_exits_within_seconds_and_the_resumed_run_is_identical(finished, tmp_path):
+  """Ctrl-C at random points, then the same command: same parameters, metrics and loss curve."""
+  import random
+  workdir = tmp_path / "interrupted"
+  rng = random.Random(0)
+  latest = 0
+  for _ in range(2):
+    proc = subprocess.Popen(_cmd(workdir), cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not any(int(p.name) > latest for p in (workdir / "checkpoints").glob("[0-9]*")
+                  if p.name.isdigit()):
+      assert proc.poll() is None and time.time() < deadline, "run ended before the signal"
+      time.sleep(0.05)
+    time.sleep(rng.uniform(0, 1.5))
+    sent = time.time()
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=120)[1]
+    elapsed = time.time() - sent
+    if proc.returncode == 0:  # finished before the signal landed: nothing left to interrupt
+      break
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "interrupted: SIGINT: stopped at step" in stderr and elapsed < 30, (elapsed, stderr)
+    latest = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert latest < TOTAL
+  rerun = _run(workdir)
+  assert f"resumed from step {latest} of {TOTAL}" in rerun.stderr
+  np.testing.assert_array_equal(_final_trainable(workdir)["ctx"],
+                                _final_trainable(finished)["ctx"])
+  ours, ref = (json.loads((d / "results.json").read_text()) for d in (workdir, finished))
+  assert ours["test"] == ref["test"]
+  assert [s for s, _ in ours["train_loss"]] == [s for s, _ in ref["train_loss"]]
+  np.testing.assert_allclose([v for _, v in ours["train_loss"]],
+                             [v for _, v in ref["train_loss"]], rtol=1e-6)
+
+
+def test_finished_run_rerun_is_a_noop_that_says_so(finished):
+  before = _tree_hash(finished)
+  events = sorted((finished / "tensorboard").iterdir())
+  run = _run(finished)
+  assert "is a finished run" in run.stderr and "nothing to do" in run.stderr
+  assert _tree_hash(finished) == before
+  assert sorted((finished / "tensorboard").iterdir()) == events
+
+
+def test_a_failed_setup_does_not_lock_the_workdir(tmp_path):
+  lp = "configs/demo.py:method=linear_probe"
+  bad = _run(tmp_path, f"--config.model.init={tmp_path / 'no-such-model'}", config=lp,
+             check=False)
+  assert bad.returncode == 2 and "no-such-model" in bad.stderr
+  assert not (tmp_path / "config.json").exists()
+  _run(tmp_path, config=lp)  # the corrected command runs in the same workdir
+  assert (tmp_path / "results.json").exists()

@@ -3,7 +3,10 @@
 ``python -m biomedjax.data.prepare --dataset btmri --raw DIR --out DIR`` reads the reference
 layout (``DIR/BTMRI/BTMRI/<path>`` plus ``DIR/BTMRI/split_BTMRI.json``; ``--split-file`` to
 override) and writes ``OUT/btmri/``, readable with ``sources.ArrayRecordSource(OUT/btmri, split)``.
-A dataset not in the catalog needs ``--split-file``; ``--raw`` is then its image root.
+Own data, under any name (a catalog key included), needs ``--split-file``; ``--raw`` is then its
+image root and the class names come from the split file. The prepared folder carries the split
+file it was built from (``split.json``, skipped images left out), so a run needs only
+``--config.data.prepared=OUT/<name>``.
 
 Records hold the file's *encoded bytes* unchanged (so eval pixels equal those of the original
 file, and TFDS never needs TensorFlow to encode), the label and the relative path. Records keep
@@ -104,7 +107,9 @@ def find_split_file(info: catalog.DatasetInfo, raw: pathlib.Path) -> pathlib.Pat
 def load_examples(dataset: str, raw, out, split_file=None, split_seed: int = 1):
   """(examples per split, classnames, image root) for a catalog dataset or a custom split file."""
   raw, out = pathlib.Path(raw), pathlib.Path(out)
-  if dataset.lower() not in catalog.DATASETS:
+  info = catalog.DATASETS.get(dataset.lower())
+  # Own data (any name, a catalog key included): a split file whose paths are relative to --raw.
+  if info is None or (split_file is not None and not info.image_root(raw).is_dir()):
     if split_file is None:
       raise ValueError(f"{dataset!r} is not in the catalog: pass --split-file (paths relative "
                        "to --raw)")
@@ -114,7 +119,6 @@ def load_examples(dataset: str, raw, out, split_file=None, split_seed: int = 1):
                 for k, v in items.items()}
     names = {it.label: it.classname for v in items.values() for it in v}
     return examples, [names[k] for k in sorted(names)], raw
-  info = catalog.get(dataset)
   split_file = split_file or find_split_file(info, raw)
   if split_file is None:
     split_file = out / info.split_file_name
@@ -154,6 +158,10 @@ def prepare(dataset: str, raw, out, split_file=None, skip_bad_images: bool = Fal
             "paths": {k: [ex.relpath for ex in v if ex.origin not in bad]
                       for k, v in examples.items()}}
     (built / sources.METADATA_FILE).write_text(json.dumps(meta))
+    if not multi:  # the folder carries its split file: `data.prepared` alone is then enough
+      splits_lib.write_split_file(built / sources.PREPARED_SPLIT_FILE, {
+          k: [splits_lib.Item(ex.relpath, int(ex.label), classnames[int(ex.label)])
+              for ex in v if ex.origin not in bad] for k, v in examples.items()})
     if skipped:
       logging.warning("%s: skipped %d unreadable image(s)", name, len(bad))
     if final.exists():

@@ -20,6 +20,7 @@ from biomedjax.data import transforms
 from biomedjax.data.splits import Item
 
 METADATA_FILE = "biomedjax.json"  # written by prepare.py next to the TFDS files
+PREPARED_SPLIT_FILE = "split.json"  # the split file a prepared folder was built from (prepare.py)
 
 
 def _label(label):
@@ -47,21 +48,36 @@ class ImageFileSource:
     return f"ImageFileSource({len(self)} images)"
 
 
-def validate_images(examples: Sequence[readers.Example], skip_bad_images: bool = False
-                    ) -> list[readers.Example]:
-  """Decodes every image once; raises on the first bad one unless ``skip_bad_images``."""
+MAX_LISTED = 20  # bad images named in an error; the rest are counted
+
+
+def validate_images(examples: Sequence[readers.Example], skip_bad_images: bool = False,
+                    skipped: list | None = None) -> list[readers.Example]:
+  """Decodes every image once and returns the readable ones.
+
+  Every image is tried, so one error lists all the bad ones (the first ``MAX_LISTED`` with their
+  split-file line, then a count) instead of one per run. Without ``skip_bad_images`` that error
+  is raised; with it the bad ones are dropped, logged, and appended to ``skipped`` as
+  ``{"origin", "path", "error"}`` records (the run writes them to results.json).
+  """
   kept, bad = [], []
   for ex in examples:
     try:
       transforms.decode(pathlib.Path(ex.path).read_bytes(), f"{ex.path} ({ex.origin})")
       kept.append(ex)
     except (OSError, transforms.BadImageError) as e:
-      if not skip_bad_images:
-        raise transforms.BadImageError(f"{ex.origin}: {e}") from None
-      bad.append(ex)
+      bad.append((ex, str(e).splitlines()[0]))
+  if bad and not skip_bad_images:
+    listed = "; ".join(f"{ex.origin}: {err}" for ex, err in bad[:MAX_LISTED])
+    more = f"; and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
+    raise transforms.BadImageError(
+        f"{len(bad)} unreadable image(s) of {len(examples)}: {listed}{more} (fix or remove "
+        "them, or pass --config.data.skip_bad_images=True to train without them)")
   if bad:
     logging.warning("skipped %d unreadable image(s) of %d, first: %s", len(bad), len(examples),
-                    bad[0].origin)
+                    bad[0][0].origin)
+  if skipped is not None:
+    skipped += [{"origin": ex.origin, "path": ex.path, "error": err} for ex, err in bad]
   return kept
 
 

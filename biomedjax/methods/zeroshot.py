@@ -78,6 +78,7 @@ class ZeroShot(Method):
   name = "zeroshot"
   inputs = "features"
   stages = ("fit",)
+  fit_needs_data = False  # the engine then skips encoding the train/val images for ``fit``
   task_kinds = ("multiclass", "multilabel")
 
   def __init__(self, backbone: Backbone, task: Task, opts: ZeroShotOptions, objective=None):

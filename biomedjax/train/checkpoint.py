@@ -23,8 +23,9 @@ import orbax.checkpoint as ocp
 
 CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption without changing its result.
-OPERATIONAL_KEYS = ("train.log_every_steps", "train.ckpt_every_steps", "train.progress",
-                    "data.workers")
+OPERATIONAL_KEYS = ("train.log_every_steps", "train.ckpt_every_steps",
+                    "train.ckpt_every_minutes",
+                    "train.ckpt_min_seconds", "train.progress", "data.workers")
 
 
 class CheckpointError(RuntimeError):
@@ -39,19 +40,13 @@ def _flat(d: dict, prefix: str = "") -> dict:
   return out
 
 
-def check_or_write_config(workdir: pathlib.Path, config) -> bool:
-  """Writes ``config.json`` for a new run; for an existing one, checks it is the same run.
-
-  Returns True when the workdir already held this run.
-  """
+def check_config(workdir: pathlib.Path, config) -> bool:
+  """Reads nothing but ``config.json``, writes nothing: True when the workdir already holds this
+  run, False when it holds none; a different run there is a ``CheckpointError``."""
   path = workdir / CONFIG_FILE
-  new = json.loads(config.to_json_best_effort())
   if not path.exists():
-    workdir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(new, indent=2, sort_keys=True))
-    tmp.replace(path)
     return False
+  new = json.loads(config.to_json_best_effort())
   try:
     old = json.loads(path.read_text())
   except json.JSONDecodeError as e:
@@ -63,6 +58,25 @@ def check_or_write_config(workdir: pathlib.Path, config) -> bool:
     raise CheckpointError(f"{workdir} holds a run with a different config ({detail}); use another "
                           "--workdir, or delete this one to start over")
   return True
+
+
+def write_config(workdir: pathlib.Path, config) -> None:
+  """Writes ``config.json`` atomically; called once the data and the model are known good, so a
+  setup error (a typo'd path) never locks the workdir to the wrong config."""
+  path = workdir / CONFIG_FILE
+  workdir.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text(json.dumps(json.loads(config.to_json_best_effort()), indent=2, sort_keys=True))
+  tmp.replace(path)
+
+
+def check_or_write_config(workdir: pathlib.Path, config) -> bool:
+  """``check_config``, then ``write_config`` for a new run. Returns True when the workdir
+  already held this run."""
+  if check_config(workdir, config):
+    return True
+  write_config(workdir, config)
+  return False
 
 
 class Checkpointer:

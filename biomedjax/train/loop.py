@@ -18,14 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from biomedjax import calibration, objectives
+from biomedjax import calibration, objectives, provenance, trained
 from biomedjax import report as report_lib
 from biomedjax.data import views
 from biomedjax.data.pipeline import make_train_iterator
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
-from biomedjax.train import (calibrate, checkpoint, distributed, evaluate, setup, sharding,
-                             step as step_lib)
+from biomedjax.train import (calibrate, checkpoint, distributed, evaluate, lifecycle, setup,
+                             sharding, step as step_lib)
 from biomedjax.train.optim import make_optimizer
 
 log = logging.getLogger("biomedjax")
@@ -85,36 +85,50 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
                            epoch_drop_last=config.data.get("epoch_drop_last", False),
                            random_flip=config.data.get("random_flip", False))
   ckpt = checkpoint.Checkpointer(workdir)
+  history = lifecycle.History(workdir)
   start = 0
   if ckpt.latest_step() is not None:
     trainable, opt_state, start, rng = ckpt.restore(ckpt.latest_step(), trainable, opt_state,
                                                     rng, it)
+    history.restore(start)
     log.info("resumed from step %d of %d", start, total)
   step_fn = step_lib.make_train_step(method, backbone, tx, mesh)
   log.info("training %d steps (%d epochs x %d) at global batch %d on %d device(s)", total,
            config.optim.epochs, per_epoch, batch, mesh.shape["data"])
+  policy = lifecycle.CheckpointPolicy(per_epoch, total, config.train.ckpt_every_steps,
+                                      config.train.ckpt_every_minutes,
+                                      config.train.ckpt_min_seconds)
   bar = tqdm(range(start, total), initial=start, total=total, desc="train",
              disable=not config.train.progress)
   t0 = time.time()
-  history = []  # (step, loss) at logging steps of this process's life, for results.json
-  for i in bar:
-    trainable, opt_state, m = step_fn(trainable, opt_state, frozen, next(it), rng, jnp.int32(i))
-    done = i + 1
-    if done % config.train.log_every_steps == 0 or done == total:
-      m = jax.device_get(m)
-      m["lr"] = float(schedule(i))
-      if not all(np.isfinite(v) for v in m.values()):
-        raise TrainingDiverged(f"non-finite metrics at step {done}: {m}; the last checkpoint in "
-                               f"{ckpt.directory} is intact")
-      _log_metrics(writer, done, m, "train")
-      history.append((done, float(m["loss"])))
-      bar.set_postfix(loss=f"{m['loss']:.4f}")
-      log.info("step %d/%d epoch %d: %s (%.1f steps/s)", done, total, i // per_epoch + 1,
-               ", ".join(f"{k}={v:.4g}" for k, v in m.items()), (done - start) / (time.time() - t0))
-    if done % config.train.ckpt_every_steps == 0 or done == total:
-      ckpt.save(done, trainable, opt_state, rng, it)
+  with lifecycle.StopRequest() as stop:
+    for i in bar:
+      trainable, opt_state, m = step_fn(trainable, opt_state, frozen, next(it), rng, jnp.int32(i))
+      done = i + 1
+      if done % config.train.log_every_steps == 0 or done == total:
+        m = jax.device_get(m)
+        m["lr"] = float(schedule(i))
+        if not all(np.isfinite(v) for v in m.values()):
+          raise TrainingDiverged(f"non-finite metrics at step {done}: {m}; the last checkpoint "
+                                 f"in {ckpt.directory} is intact")
+        _log_metrics(writer, done, m, "train")
+        history.append(done, float(m["loss"]))
+        bar.set_postfix(loss=f"{m['loss']:.4f}")
+        log.info("step %d/%d epoch %d: %s (%.1f steps/s)", done, total, i // per_epoch + 1,
+                 ", ".join(f"{k}={v:.4g}" for k, v in m.items()),
+                 (done - start) / (time.time() - t0))
+      if policy.due(done, bool(stop)):
+        ckpt.save(done, trainable, opt_state, rng, it)
+        history.save()
+      if stop and done < total:
+        bar.close()
+        ckpt.close()
+        getattr(it, "close", lambda: None)()  # stops grain's prefetch threads/worker processes
+        raise lifecycle.Interrupted(
+            f"{stop.name}: stopped at step {done} of {total} with a checkpoint in "
+            f"{ckpt.directory}; run the same command again to resume")
   ckpt.close()
-  return trainable, history
+  return trainable, history.entries
 
 
 def _eval_targets(config, data, backbone, params, method, frozen, mesh):
@@ -166,8 +180,11 @@ def train_and_evaluate(config, workdir) -> dict:
   from tensorboardX import SummaryWriter
   workdir = pathlib.Path(workdir)
   calibrate.check(config)  # before anything is written
+  if checkpoint.check_config(workdir, config):  # reads only; a different run is refused
+    finished = lifecycle.finished_results(workdir)
+    if finished is not None:
+      return finished
   with distributed.process_zero_first("setup"):  # it writes into the shared workdir
-    checkpoint.check_or_write_config(workdir, config)
     data = setup.build_data(config.data, config.seed, workdir)
     backbone, params = setup.build_backbone(config.model, workdir,
                                            setup.vocabulary_words(config, data))
@@ -178,7 +195,11 @@ def train_and_evaluate(config, workdir) -> dict:
   targets = _eval_targets(config, data, backbone, params, method, frozen, mesh)
   if config.data.setting == "base2novel":  # refuse before training, not after
     method.transfer(jax.eval_shape(method.init, jax.random.key(0), frozen), targets[-1][2])
-  writer = SummaryWriter(str(workdir / "tensorboard")) if jax.process_index() == 0 else _NoWriter()
+  # Data and model are good: only now does the workdir get its config (the resume lock).
+  if jax.process_index() == 0:
+    checkpoint.write_config(workdir, config)
+  writer = (SummaryWriter(str(workdir / "tensorboard"), purge_step=lifecycle.latest_step(workdir))
+            if jax.process_index() == 0 else _NoWriter())
 
   feature_fn = step_lib.make_feature_fn(backbone)
   params_r = frozen["backbone"]
@@ -192,7 +213,9 @@ def train_and_evaluate(config, workdir) -> dict:
     return features[split]
 
   history, trainable = [], None
-  if method.fits:
+  if method.fits and not getattr(method, "fit_needs_data", True):
+    trainable = method.fit(frozen, None, None)  # zero-shot: encoding the train split is waste
+  elif method.fits:
     val = data.splits.get("val")
     val = image_features("val", val) if val is not None else None
     if method.fit_views:  # fits on augmented views (biomedjax/data/views.py)
@@ -207,9 +230,15 @@ def train_and_evaluate(config, workdir) -> dict:
   trainable = sharding.replicate(trainable, mesh)
   frozen = split_frozen(method, frozen)
 
+  if jax.process_index() == 0:  # what predict/export use; before results.json marks the end
+    trained.save(workdir / trained.STATE_FILE, trainable, trained.run_meta(
+        config, method.task, setup.vocabulary_words(config, data)))
   results = {"method": config.method.name, "dataset": config.data.dataset,
              "shots": config.data.shots, "seed": config.seed, "setting": config.data.setting,
-             "task_kind": data.kind, "train_loss": history}
+             "task_kind": data.kind, "train_loss": history,
+             "skipped_images": data.skipped_images,
+             "provenance": provenance.collect(config, data.split_file),
+             "trained_state": trained.summary(trainable)}
   short = short_classes(data, config.data.shots)
   if short:
     results["classes_below_shots"] = short

@@ -14,7 +14,8 @@ import jax
 
 from biomedjax.data import calibprompt_layout, catalog, fewshot, readers, synthetic
 from biomedjax.data import splits as splits_lib
-from biomedjax.data.sources import ArrayRecordSource, ImageFileSource, validate_images
+from biomedjax.data.sources import (PREPARED_SPLIT_FILE, ArrayRecordSource, ImageFileSource,
+                                    validate_images)
 from biomedjax.methods.base import Backbone, Task
 from biomedjax.models import biomedclip as bc
 from biomedjax.models import config as model_config
@@ -49,6 +50,8 @@ class RunData:
   novel_classnames: tuple[str, ...] = ()
   novel_test: object = None
   kind: str = "multiclass"             # "multilabel" when targets are multi-hot vectors
+  skipped_images: list = dataclasses.field(default_factory=list)  # {"origin", "path", "error"}
+  split_file: str = ""
 
 
 def build_multilabel_data(data_cfg, workdir: pathlib.Path) -> RunData:
@@ -73,6 +76,12 @@ def build_multilabel_data(data_cfg, workdir: pathlib.Path) -> RunData:
 
 
 def _split_file_and_root(data_cfg, workdir: pathlib.Path):
+  """(split file, image root or None, class names to check against or None).
+
+  Own data: a ``split_file`` defines its classes (names in label order, from the file), and
+  ``dataset`` is then a free name for the run (the catalog's key included). A ``prepared``
+  folder carries its split file, so it needs nothing else. Otherwise the catalog's layout.
+  """
   if data_cfg.dataset == "synthetic":
     out = workdir / "synthetic_data"
     if not (out / synthetic.SPLIT_FILE).exists():
@@ -86,14 +95,23 @@ def _split_file_and_root(data_cfg, workdir: pathlib.Path):
   if data_cfg.get("layout", ""):
     raise ValueError(f"config.data.layout={data_cfg.layout!r}: use '' (split files) or "
                      "'calibprompt'")
-  if data_cfg.dataset in catalog.DATASETS:
-    info = catalog.get(data_cfg.dataset)
-    return (pathlib.Path(data_cfg.split_file or info.split_file(data_cfg.root)),
-            pathlib.Path(data_cfg.image_root or info.image_root(data_cfg.root)), info.classnames)
+  info = catalog.DATASETS.get(data_cfg.dataset.lower())
   if data_cfg.split_file:
-    return pathlib.Path(data_cfg.split_file), pathlib.Path(data_cfg.image_root), None
+    image_root = data_cfg.image_root or (info.image_root(data_cfg.root) if info else "")
+    if not image_root and not data_cfg.prepared:
+      raise ValueError(f"config.data.split_file={data_cfg.split_file!r} needs "
+                       "config.data.image_root: the folder its image paths are relative to")
+    return pathlib.Path(data_cfg.split_file), pathlib.Path(image_root) if image_root else None, None
+  if data_cfg.prepared:
+    carried = pathlib.Path(data_cfg.prepared) / PREPARED_SPLIT_FILE
+    if carried.is_file():
+      return carried, None, None
+  if info:
+    return (info.split_file(data_cfg.root),
+            pathlib.Path(data_cfg.image_root or info.image_root(data_cfg.root)), info.classnames)
   raise ValueError(f"config.data.dataset={data_cfg.dataset!r} is not one of "
-                   f"{sorted(catalog.DATASETS)} or 'synthetic', and config.data.split_file is empty")
+                   f"{sorted(catalog.DATASETS)} or 'synthetic': for your own data set "
+                   "config.data.split_file and config.data.image_root (or config.data.prepared)")
 
 
 def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
@@ -115,21 +133,29 @@ def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
     items = fewshot.subsample_classes(items, "base")
   elif data_cfg.setting != "few_shot":
     raise ValueError(f"config.data.setting={data_cfg.setting!r}: 'few_shot' or 'base2novel'")
-  if jax.process_index() == 0:
-    fewshot.write_selection(workdir / "fewshot_selection.json", items, shots=data_cfg.shots,
-                            seed=split_seed, split_file=str(split_file))
+  skipped = []
 
   def source(split, its):
     if prepared:  # records written (and validated) by biomedjax.data.prepare
       return ArrayRecordSource(prepared, split).select(its)
     ex = readers.from_items(its, image_root, [origin.get((split, it.path), it.path) for it in its])
-    return ImageFileSource(validate_images(ex, data_cfg.skip_bad_images))
+    return ImageFileSource(validate_images(ex, data_cfg.skip_bad_images, skipped))
 
+  classnames = tuple(fewshot.classnames_of(items["train"]))
+  split_sources = {k: source(k, v) for k, v in items.items() if v}
+  novel_test = source("test", novel["test"]) if novel else None
+  bad = {r["path"] for r in skipped}
+  if bad:  # the selection file lists what the run trains on: the skipped images are not in it
+    root = pathlib.Path(image_root)
+    items = {k: [it for it in v if str(root / it.path) not in bad] for k, v in items.items()}
+  if jax.process_index() == 0:
+    fewshot.write_selection(workdir / "fewshot_selection.json", items, shots=data_cfg.shots,
+                            seed=split_seed, split_file=str(split_file),
+                            skipped_images=[r["origin"] for r in skipped])
   return RunData(
-      classnames=tuple(fewshot.classnames_of(items["train"])),
-      splits={k: source(k, v) for k, v in items.items() if v},
+      classnames=classnames, splits=split_sources,
       novel_classnames=tuple(fewshot.classnames_of(novel["test"])) if novel else (),
-      novel_test=source("test", novel["test"]) if novel else None)
+      novel_test=novel_test, skipped_images=skipped, split_file=str(split_file))
 
 
 def vocabulary_words(config, data: RunData) -> list[str]:

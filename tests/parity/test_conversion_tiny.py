@@ -22,6 +22,8 @@ def tiny(tmp_path_factory):
                                         hub_layout=False)
   out = tmp_path_factory.mktemp("out") / "tiny"
   assert conv.main(["--src", str(src), "--out", str(out), "--preset", "tiny"]) == 0
+  modes = {p: p.stat().st_mode & 0o777 for p in [out, *out.rglob("*")]}
+  assert all(m == (0o755 if p.is_dir() else 0o644) for p, m in modes.items()), modes
   return src, torch_model, biomedjax.load(out)
 
 

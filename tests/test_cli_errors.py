@@ -1,0 +1,141 @@
+"""Errors in one line (culprit + fix; --debug for the traceback), every bad image listed, skipped
+images recorded and left out of the few-shot selection, log lines never glued to a progress bar,
+``launch.py --list`` and ``--show``."""
+
+import io
+import json
+import logging
+import pathlib
+import subprocess
+import sys
+
+import ml_collections as mlc
+import pytest
+
+from biomedjax import cli
+from biomedjax.data import readers, sources, splits, transforms
+from biomedjax.train import setup
+from tests.data.conftest import write_png
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _launch(*args, timeout=300):
+  return subprocess.run([sys.executable, "launch.py", *args], cwd=REPO, capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def test_config_key_typo_is_one_unescaped_line_naming_the_flag(tmp_path):
+  run = _launch("--config=configs/coop.py", "--config.optim.lrr=1", f"--workdir={tmp_path}")
+  assert run.returncode == 2
+  lines = run.stderr.strip().splitlines()
+  assert len(lines) == 1, run.stderr
+  assert "--config.optim.lrr" in lines[0] and 'Did you mean "lr"' in lines[0]
+  assert "\\n" not in lines[0] and "\\'" not in lines[0]
+  debug = _launch("--config=configs/coop.py", "--config.optim.lrr=1", f"--workdir={tmp_path}",
+                  "--debug")
+  assert "Traceback" in debug.stderr
+
+
+def test_data_error_is_one_line_naming_the_file(tmp_path):
+  missing = tmp_path / "nope" / "split.json"
+  run = _launch("--config=configs/demo.py:method=linear_probe", f"--workdir={tmp_path / 'w'}",
+                f"--config.data.split_file={missing}", f"--config.data.image_root={tmp_path}",
+                "--config.data.dataset=mine")
+  assert run.returncode == 2
+  errors = [l for l in run.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1 and str(missing) in errors[0], run.stderr[-2000:]
+  assert "Traceback" not in run.stderr
+
+
+def test_one_line_formats_config_string_and_bad_image_errors():
+  line = cli.one_line(KeyError("unknown config arg 'datset' in 'datset=x'; known: [...]"))
+  assert line.startswith("error: unknown config arg 'datset'") and '"' not in line[:10]
+  line = cli.one_line(transforms.BadImageError("a.png: cannot decode"))
+  assert "skip_bad_images" in line and "\n" not in line
+
+
+def _examples(tmp_path, n_bad):
+  good = write_png(tmp_path / "good.png")
+  out = [readers.Example(str(good), 0, "split.json:1")]
+  for i in range(n_bad):
+    (tmp_path / f"bad{i}.png").write_bytes(b"not a png")
+    out.append(readers.Example(str(tmp_path / f"bad{i}.png"), 0, f"split.json:{i + 2}"))
+  return out
+
+
+def test_all_bad_images_are_listed_with_the_skip_hint(tmp_path):
+  examples = _examples(tmp_path, 23)
+  with pytest.raises(transforms.BadImageError) as e:
+    sources.validate_images(examples)
+  text = str(e.value)
+  assert text.startswith("23 unreadable image(s) of 24")
+  assert all(f"split.json:{i + 2}:" in text for i in range(20))
+  assert "split.json:22:" not in text and "and 3 more" in text
+  assert "--config.data.skip_bad_images=True" in text
+  skipped = []
+  kept = sources.validate_images(examples, skip_bad_images=True, skipped=skipped)
+  assert kept == examples[:1] and [r["origin"] for r in skipped] == [
+      f"split.json:{i + 2}" for i in range(23)]
+
+
+def test_skipped_images_are_recorded_and_not_in_the_selection(tmp_path):
+  root = tmp_path / "img"
+  items = []
+  for label, name in enumerate(("cat", "dog")):
+    for i in range(4):
+      write_png(root / name / f"{i}.png", seed=i)
+      items.append(splits.Item(f"{name}/{i}.png", label, name))
+  (root / "dog/2.png").write_bytes(b"broken")
+  split_file = tmp_path / "split.json"
+  splits.write_split_file(split_file, {"train": items, "val": items[:2], "test": items})
+  cfg = mlc.ConfigDict(dict(dataset="mine", root="", split_file=str(split_file),
+                            image_root=str(root), prepared="", shots=0, setting="few_shot",
+                            skip_bad_images=True, synthetic={}))
+  data = setup.build_data(cfg, 1, tmp_path / "run")
+  assert data.classnames == ("cat", "dog")
+  assert [r["path"] for r in data.skipped_images] == [str(root / "dog/2.png")] * 2  # train, test
+  selection = json.loads((tmp_path / "run/fewshot_selection.json").read_text())
+  assert "dog/2.png" not in [p for p, _, _ in selection["train"]]
+  assert len(selection["train"]) == 7 and len(selection["skipped_images"]) == 2
+  assert len(data.splits["train"]) == 7
+
+
+def test_log_lines_do_not_glue_to_a_progress_bar():
+  from tqdm import tqdm
+  buf = io.StringIO()
+  handler = logging.StreamHandler(buf)
+  logger = logging.getLogger("test_cli_errors.glue")
+  logger.addHandler(handler)
+  logger.propagate = False
+  logging.root.addHandler(handler)  # the redirect acts on the root's console handlers
+  try:
+    with cli.logs_above_progress_bars():
+      bar = tqdm(total=10, file=buf, desc="train", mininterval=0, ascii=True)
+      bar.update(3)
+      logger.warning("LOGLINE")
+      bar.update(3)
+      bar.close()
+  finally:
+    logging.root.removeHandler(handler)
+  text = buf.getvalue()
+  before = text[:text.index("LOGLINE")]
+  assert before.endswith(("\r", "\n")), repr(text)
+  assert handler.stream is buf  # restored
+
+
+def test_list_names_every_method_config():
+  run = _launch("--list")
+  assert run.returncode == 0, run.stderr
+  for name in ("coop", "cocoop", "kgcoop", "prograd", "biomedcoop", "linear_probe", "zeroshot"):
+    assert f"configs/{name}.py" in run.stdout
+
+
+def test_show_prints_value_default_and_meaning():
+  run = _launch("--config=configs/coop.py:shots=4", "--config.optim.lr=0.01", "--show")
+  assert run.returncode == 0, run.stderr
+  lines = {l.split("=")[0].strip(" *"): l for l in run.stdout.splitlines() if " = " in l}
+  assert lines["data.shots"].startswith("*") and "(default 16)" in lines["data.shots"]
+  assert "K per class" in lines["data.shots"]
+  assert "(default 0.002)" in lines["optim.lr"] and "0.01" in lines["optim.lr"]
+  assert "method.n_ctx" in lines
