@@ -147,7 +147,7 @@ def bilinear_resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return m
 
   ry, rx = matrix(maps.shape[1], size[0]), matrix(maps.shape[2], size[1])
-  return np.einsum("Hh,bhw,Ww->bHW", ry, np.asarray(maps, np.float64), rx).astype(np.float32)
+  return (ry @ np.asarray(maps, np.float64) @ rx.T).astype(np.float32)
 
 
 def scale_maps(maps: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
