@@ -55,7 +55,10 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       name="sgd", lr=0.002, momentum=0.9, weight_decay=5e-4, epochs=100, warmup_epochs=1,
       warmup_lr=1e-5, schedule="cosine", grad_clip=0.0,
   ))
-  c.train = mlc.ConfigDict(dict(log_every_steps=20, ckpt_every_steps=500, progress=True))
+  c.train = mlc.ConfigDict(dict(log_every_steps=20, ckpt_every_steps=500, progress=True,
+                                # > 0: stop after this many epochs without a val-loss gain of
+                                # min_delta, and evaluate the best epoch (0 = off)
+                                early_stopping_patience=0, early_stopping_min_delta=1e-4))
   if a.runlocal:  # a smoke run of the same code path
     c.optim.epochs = 2
     c.data.test_batch_size = 16

@@ -56,6 +56,7 @@ SPLIT_SEED = 42
 # (first test_size, second test_size): 70/15/15 (reference notebook) and 70/10/20 (paper text).
 SPLITS = {"reference": (0.30, 0.50), "paper": (0.30, 2.0 / 3.0)}
 PROJECTIONS_CSV = "indiana_projections.csv"
+REFERENCE_CSV = "iuxray_frontal_14labels.csv"   # the reference's per-image labels file
 IMAGE_DIR = ("images", "images_normalized")
 
 _POSITIVE = ("1", "1.0")

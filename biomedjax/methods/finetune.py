@@ -1,10 +1,11 @@
-"""Full fine-tuning for multi-label tasks: the image tower and a Linear(D, C) head, BCE-trained.
+"""Full fine-tuning: the image tower and a Linear(D, C) head, trained with the run's objective.
 
 The IU-Xray study (Sadman et al., BIOKDD'25; ``train_eval_biomedclip(mode="finetune")`` in
 ``evaluatingBiomedClIP_IUXRAY.ipynb``, Nafiz95/BioVLM_Eval_CXR): logits = head(visual(x)), with
 ``visual`` the whole BiomedCLIP image tower (ViT trunk + 768->512 projection, output not
-normalised) and the head initialised as ``linear_head`` (Xavier-uniform weight, PyTorch-default
+normalised) and the head initialised as ``head_probe`` (Xavier-uniform weight, PyTorch-default
 bias). Only ``visual`` and the head train; the text tower and the logit scale stay frozen.
+The data term is ``config.loss`` (sigmoid BCE on a multilabel task, as the reference).
 
 Two optimisation schedules (``loop``):
 
@@ -17,11 +18,13 @@ Two optimisation schedules (``loop``):
     at 1e-4, then the tower unfrozen and one AdamW over everything, built once, at lr x 0.1 with a
     per-epoch cosine over the remaining epochs (CosineAnnealingLR(T_max = epochs - warmup)).
 
-Both train with BCE-with-logits (mean over batch x labels), batches of 24, at most 10 epochs,
-early stopping on the validation BCE (min delta 1e-4, patience 5) and the best-val weights reloaded
-for test. Mixed precision: the tower runs in ``compute_dtype`` (bfloat16 by default; the reference
-uses fp16 autocast with a GradScaler, which bf16's fp32-sized exponent makes unnecessary) on
-float32 master weights; the head and the loss are float32.
+The base learning rate, weight decay and epoch count are ``config.optim``'s (lr 1e-4, weight decay
+1e-2, 10 epochs in configs/finetune.py); the loop decides how they are used (``optimizer``).
+Batches of 24; early stopping on the validation loss (min delta 1e-4, patience 5) with the best
+epoch reloaded is the engine's ``config.train.early_stopping``. Mixed precision is the backbone's
+``config.model.compute_dtype="bfloat16"``: the tower computes in bf16 from float32 master
+weights (the reference uses fp16 autocast with a GradScaler, which bf16's float32-sized exponent
+makes unnecessary); the head and the loss are float32.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ import jax.numpy as jnp
 import optax
 
 from biomedjax.methods import options
-from biomedjax.methods.linear_head import bce_with_logits, head_logits, init_head
-from biomedjax.models.clip import CLIP
+from biomedjax.methods.base import Backbone, Method, Task
+from biomedjax.methods.head_probe import head_logits, init_head
 
 LOOPS = ("notebook", "paper")
 
@@ -43,16 +46,9 @@ LOOPS = ("notebook", "paper")
 @dataclasses.dataclass(frozen=True)
 class Options:
   loop: str = "notebook"
-  lr: float = 1e-4              # the head-only warm-up lr ("paper"); the tower phase uses lr_factor
-  lr_factor: float = 0.1
-  weight_decay: float = 1e-2
-  batch_size: int = 24
-  epochs: int = 10
-  warmup_epochs: int = 1        # "paper": head-only epochs
-  patience: int = 5
-  min_delta: float = 1e-4
-  compute_dtype: str = "bfloat16"   # the tower's forward/backward dtype; "float32" turns it off
-  seed: int = 42
+  lr_factor: float = 0.1        # the tower phase's lr = config.optim.lr x lr_factor
+  warmup_epochs: int = 1        # "paper": head-only epochs at config.optim.lr
+  seed: int = 42                # head init
 
 
 class ResetState(NamedTuple):
@@ -104,8 +100,9 @@ def switch_at(first: optax.GradientTransformation, second: optax.GradientTransfo
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def _adamw(lr, weight_decay):
-  return optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=weight_decay)
+def _adamw(lr, cfg):
+  return optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999), eps=cfg.get("eps", 1e-8),
+                     weight_decay=cfg["weight_decay"])
 
 
 def epoch_cosine(base: float, t_max: int, steps_per_epoch: int):
@@ -113,66 +110,62 @@ def epoch_cosine(base: float, t_max: int, steps_per_epoch: int):
   return lambda step: base * (1 + jnp.cos(jnp.pi * (step // steps_per_epoch) / t_max)) / 2
 
 
-def make_optimizer(opts: Options, steps_per_epoch: int) -> optax.GradientTransformation:
-  """The optimizer of ``opts.loop`` over the trainable {"visual": ..., "head": ...}."""
+def make_optimizer(opts: Options, optim_cfg, steps_per_epoch: int):
+  """(optax transform, step -> lr) of ``opts.loop`` over the trainable {"visual", "head"}.
+
+  ``optim_cfg``: a mapping with ``lr``, ``weight_decay``, ``epochs`` (and optionally ``b1``,
+  ``b2``, ``eps``); AdamW as ``torch.optim.AdamW``.
+  """
+  cfg = dict(optim_cfg.items()) if hasattr(optim_cfg, "items") else dict(optim_cfg)
   if opts.loop not in LOOPS:
     raise ValueError(f"config.method.loop={opts.loop!r}: use one of {LOOPS}")
-  tower_lr = opts.lr * opts.lr_factor
+  tower_lr = cfg["lr"] * opts.lr_factor
   if opts.loop == "notebook":
-    return reset_every(_adamw(tower_lr, opts.weight_decay), steps_per_epoch)
+    return (reset_every(_adamw(tower_lr, cfg), steps_per_epoch),
+            lambda step: jnp.full(jnp.shape(step), tower_lr))
+  warm = opts.warmup_epochs * steps_per_epoch
+  if not 0 < opts.warmup_epochs < cfg["epochs"]:
+    raise ValueError(f"config.method.warmup_epochs={opts.warmup_epochs} must be in "
+                     f"[1, config.optim.epochs={cfg['epochs']})")
   head_only = optax.multi_transform(
-      {"train": _adamw(opts.lr, opts.weight_decay), "frozen": optax.set_to_zero()},
+      {"train": _adamw(cfg["lr"], cfg), "frozen": optax.set_to_zero()},
       lambda tree: {k: jax.tree.map(lambda _: "frozen" if k == "visual" else "train", v)
                     for k, v in tree.items()})
-  later = _adamw(epoch_cosine(tower_lr, opts.epochs - opts.warmup_epochs, steps_per_epoch),
-                 opts.weight_decay)
-  return switch_at(head_only, later, opts.warmup_epochs * steps_per_epoch)
+  cosine = epoch_cosine(tower_lr, cfg["epochs"] - opts.warmup_epochs, steps_per_epoch)
+  later = _adamw(cosine, cfg)
+  return (switch_at(head_only, later, warm),
+          lambda step: jnp.where(step < warm, cfg["lr"], cosine(step - warm)))
 
 
-class FineTune:
+class FineTune(Method):
   """Image tower + head, trained on pixels (see the module docstring)."""
+  name = "finetune"
   inputs = "pixels"
   stages = ("train",)
   trainable_backbone = ("visual",)
-  task_kinds = ("multilabel",)
+  task_kinds = ("multiclass", "multilabel")
 
-  def __init__(self, backbone, task, opts: Options, objective=None):
+  def __init__(self, backbone: Backbone, task: Task, opts: Options, objective=None):
     if opts.loop not in LOOPS:
       raise ValueError(f"config.method.loop={opts.loop!r}: use one of {LOOPS}")
-    self.backbone, self.task, self.opts, self.objective = backbone, task, opts, objective
-    self.dtype = jnp.dtype(opts.compute_dtype)
-
-  def prepare(self, backbone_params) -> dict:
-    return {}
+    super().__init__(backbone, task, opts, objective)
 
   def init(self, rng, frozen) -> dict:
     """The tower's pretrained weights (copied from the backbone) and a fresh head."""
-    visual = frozen["backbone"]["visual"]
     head = init_head(jax.random.key(self.opts.seed), self.backbone.cfg.embed_dim,
-                     len(self.task.classnames))
-    return {"visual": visual, "head": head}
+                     self.task.num_classes)
+    return {"visual": frozen["backbone"]["visual"], "head": head}
 
   def features(self, visual, frozen, images):
-    """Tower output (B, D) in float32, computed in ``compute_dtype`` from float32 weights."""
-    x = self.backbone.normalize(images).astype(self.dtype)
-    params = {"visual": jax.tree.map(lambda p: p.astype(self.dtype), visual),
-              "logit_scale": frozen["backbone"]["logit_scale"]}  # declared in CLIP.setup
-    out = self.backbone.module.apply({"params": params}, x, method=CLIP.encode_image)
-    return out.astype(jnp.float32)
+    """The (trained) tower's output (B, D), float32; computed in the backbone's dtype."""
+    return self.backbone.image_features({**frozen["backbone"], "visual": visual}, images)
 
   def logits(self, trainable, frozen, images):
     return head_logits(trainable["head"], self.features(trainable["visual"], frozen, images))
 
-  def loss(self, trainable, frozen, batch, rng):
-    logits = self.logits(trainable, frozen, batch["image"])
-    if self.objective is not None:
-      return self.objective(logits, batch["label"])
-    loss = bce_with_logits(logits, batch["label"])
-    return loss, {"bce": loss}
-
-  def optimizer(self, steps_per_epoch: int) -> optax.GradientTransformation:
-    return make_optimizer(self.opts, steps_per_epoch)
+  def optimizer(self, optim_cfg, steps_per_epoch: int):
+    return make_optimizer(self.opts, optim_cfg, steps_per_epoch)
 
 
-def build(backbone, task, cfg=None, objective=None) -> FineTune:
+def build(backbone: Backbone, task: Task, cfg=None, objective=None) -> FineTune:
   return FineTune(backbone, task, options.read(Options, cfg, "finetune"), objective)

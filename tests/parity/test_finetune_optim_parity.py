@@ -26,7 +26,7 @@ def _data():
   return xs, ys, w, k, b
 
 
-def _torch(loop, opts, xs, ys, w, k, b):
+def _torch(loop, opts, cfg, xs, ys, w, k, b):
   """``train_eval_biomedclip(mode="finetune")``: the notebook version (warm-up test commented
   out) or the paper's (warm-up test active, ``warmup_epochs`` head-only epochs)."""
   visual = torch.nn.Linear(D_IN, D, bias=False)
@@ -37,14 +37,14 @@ def _torch(loop, opts, xs, ys, w, k, b):
     head.bias.copy_(torch.from_numpy(b.copy()))
   params = list(visual.parameters()) + list(head.parameters())
   visual.requires_grad_(False)
-  optim = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
-  sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=opts.epochs)
+  optim = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+  sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=cfg["epochs"])
   for epoch in range(1, EPOCHS + 1):
     if loop == "notebook" or epoch == opts.warmup_epochs + 1:
       visual.requires_grad_(True)
-      optim = torch.optim.AdamW(params, lr=opts.lr * 0.1, weight_decay=opts.weight_decay)
+      optim = torch.optim.AdamW(params, lr=cfg["lr"] * 0.1, weight_decay=cfg["weight_decay"])
       sched = torch.optim.lr_scheduler.CosineAnnealingLR(
-          optim, T_max=opts.epochs - opts.warmup_epochs)
+          optim, T_max=cfg["epochs"] - opts.warmup_epochs)
     for x, y in zip(xs[epoch - 1], ys[epoch - 1]):
       optim.zero_grad(set_to_none=True)
       loss = F.binary_cross_entropy_with_logits(head(visual(torch.from_numpy(x))),
@@ -58,8 +58,9 @@ def _torch(loop, opts, xs, ys, w, k, b):
 @pytest.mark.parametrize("loop", finetune.LOOPS)
 def test_optimizer_loops_match_notebook(loop):
   xs, ys, w, k, b = _data()
-  opts = dataclasses.replace(finetune.Options(), loop=loop, lr=3e-2, epochs=5)
-  tx = finetune.make_optimizer(opts, STEPS)
+  opts = dataclasses.replace(finetune.Options(), loop=loop)
+  cfg = dict(lr=3e-2, weight_decay=1e-2, epochs=5)
+  tx, schedule = finetune.make_optimizer(opts, cfg, STEPS)
   params = {"visual": {"kernel": jnp.asarray(w)}, "head": {"kernel": jnp.asarray(k),
                                                          "bias": jnp.asarray(b)}}
   state = tx.init(params)
@@ -76,7 +77,11 @@ def test_optimizer_loops_match_notebook(loop):
   for e in range(EPOCHS):
     for s in range(STEPS):
       params, state = step(params, state, xs[e, s], ys[e, s])
-  w_ref, k_ref, b_ref = _torch(loop, opts, xs, ys, w, k, b)
+  w_ref, k_ref, b_ref = _torch(loop, opts, cfg, xs, ys, w, k, b)
+  lrs = [float(schedule(e * STEPS)) for e in range(EPOCHS)]
+  expected = ([3e-3] * EPOCHS if loop == "notebook" else
+              [3e-2] + [3e-3 * (1 + np.cos(np.pi * e / 4)) / 2 for e in range(EPOCHS - 1)])
+  np.testing.assert_allclose(lrs, expected, rtol=1e-6)
   np.testing.assert_allclose(params["visual"]["kernel"], w_ref, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(params["head"]["kernel"], k_ref, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(params["head"]["bias"], b_ref, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,4 @@
-"""bce_probe's training loop vs a PyTorch transcription of the IU-Xray notebook's linear probe
+"""head_probe's training loop vs a PyTorch transcription of the IU-Xray notebook's linear probe
 (``train_eval_biomedclip(mode="linearprobe")``) on fixed features, same init and batch orders."""
 
 import copy
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from biomedjax.methods import bce_probe
+from biomedjax.methods import head_probe
 
 
 def _reference(head0, train_x, train_y, val_x, val_y, orders, opts):
@@ -57,15 +57,15 @@ def test_training_loop_matches_notebook(lr, stops_early):
   val_x = rng.normal(size=(37, d)).astype(np.float32) * 3
   train_y = (train_x @ w_true + rng.normal(size=(100, c)) * 4 > 0).astype(np.float32)
   val_y = (val_x @ w_true + rng.normal(size=(37, c)) * 4 > 0).astype(np.float32)
-  opts = dataclasses.replace(bce_probe.Options(), lr=lr, patience=2)
+  opts = dataclasses.replace(head_probe.Options(), lr=lr, patience=2)
   orders = [rng.permutation(100) for _ in range(opts.epochs)]
   import jax
-  head0 = bce_probe.init_head(jax.random.key(0), d, c)
-  head, history = bce_probe.train_head(train_x, train_y, val_x, val_y, opts, head=head0,
+  head0 = head_probe.init_head(jax.random.key(0), d, c)
+  head, history = head_probe.train_head(train_x, train_y, val_x, val_y, opts, head=head0,
                                          orders=orders)
   w_ref, b_ref, val_ref = _reference(head0, train_x, train_y, val_x, val_y, orders, opts)
   assert len(history) == len(val_ref) and (len(history) < opts.epochs) == stops_early
-  np.testing.assert_allclose([h["val_bce"] for h in history], val_ref, rtol=1e-5)
+  np.testing.assert_allclose([h["val_loss"] for h in history], val_ref, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(head["kernel"]), w_ref, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(np.asarray(head["bias"]), b_ref, rtol=1e-4, atol=1e-5)
   assert [h["lr"] for h in history][:3] == pytest.approx(
