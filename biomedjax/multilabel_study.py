@@ -100,9 +100,39 @@ def write_run_setting(workdir, method, trainable, frozen, data, config, mesh, im
   domains = ({d: list(v) for d, v in iuxray.DOMAINS.items()}
              if set(iuxray.LABELS) <= set(data.classnames) else None)
   name = {"zeroshot": "zs", "head_probe": "lp", "finetune": "ft"}.get(method.name, method.name)
+  if jax.tree.leaves(trainable):  # what was evaluated (the best epoch), for Grad-CAM --workdir
+    save_trainable(workdir, trainable)
   return save_setting(pathlib.Path(workdir) / SETTING_FILE, name, kind, scores, test_y,
                       data.classnames, domains, embeddings=test_x, train_embeddings=train_x,
                       train_targets=train_y, minutes=minutes)
+
+
+TRAINABLE_DIR = "trainable"
+
+
+def save_trainable(workdir, trainable) -> pathlib.Path:
+  """The evaluated trainable pytree as an orbax checkpoint ``<workdir>/trainable`` (replaced)."""
+  import shutil
+
+  import jax
+  import orbax.checkpoint as ocp
+  path = (pathlib.Path(workdir) / TRAINABLE_DIR).absolute()
+  if path.exists():
+    shutil.rmtree(path)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(path, jax.device_get(trainable))
+    ckptr.wait_until_finished()
+  return path
+
+
+def load_trainable(workdir):
+  """The trainable saved by ``save_trainable`` (numpy leaves), or None when there is none."""
+  import orbax.checkpoint as ocp
+  path = (pathlib.Path(workdir) / TRAINABLE_DIR).absolute()
+  if not path.is_dir():
+    return None
+  with ocp.StandardCheckpointer() as ckptr:
+    return ckptr.restore(path)
 
 
 def load_setting(path) -> dict:

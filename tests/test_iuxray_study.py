@@ -70,3 +70,30 @@ def test_study_tables_and_gradcam_from_runs(runs, tmp_path):
     assert "| zs |" in text and "| lp |" in text and "| ft |" in text
   setting = multilabel_study.load_setting(out / "finetune")
   assert setting["embeddings"].shape[0] == 9 and setting["minutes"] > 0
+
+
+def test_gradcam_cli_on_the_runs(runs, tmp_path):
+  """--workdir: the probe's head (pretrained tower) and the fine-tuned tower + head."""
+  import shutil
+
+  from biomedjax.models import biomedclip as bc
+  from biomedjax.models import config as model_config
+  root, out, _ = runs
+  model_dir = tmp_path / "model"  # the runs' random backbone, in the converted layout
+  cfg = model_config.tiny()
+  model_dir.mkdir()
+  (model_dir / bc.CONFIG_FILE).write_text(cfg.to_json())
+  bc.save_params(model_dir / bc.PARAMS_DIR, bc.init_params(cfg))
+  shutil.copytree(out / "finetune" / "random_tokenizer", model_dir / bc.TOKENIZER_DIR)
+  image = next((root / "images" / "images_normalized").glob("*Frontal*.png"))
+  maps = {}
+  for mode in ("zeroshot", "linear_probe", "finetune"):
+    png = tmp_path / f"{mode}.png"
+    assert gradcam.main(["--model", str(model_dir), "--workdir", str(out / mode), "--image",
+                         str(image), "--label", "Cardiomegaly", "--out", str(png),
+                         "--blocks", "-2", "--save-map", str(tmp_path / f"{mode}.npy")]) == 0
+    assert Image.open(png).size == (224, 224)
+    maps[mode] = np.load(tmp_path / f"{mode}.npy")
+  assert not np.allclose(maps["linear_probe"], maps["finetune"])  # the tuned tower is used
+  assert gradcam.main(["--model", str(model_dir), "--workdir", str(out / "finetune"), "--image",
+                       str(image), "--label", "Nodule", "--out", str(tmp_path / "x.png")]) == 2
