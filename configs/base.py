@@ -65,6 +65,9 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       ckpt_every_minutes=10.0,  # and every N minutes of training, whichever comes first
       ckpt_min_seconds=30.0,    # but no end-of-epoch save within N s of the last (tiny epochs)
       progress=True,            # tqdm progress bars
+      # > 0: stop after this many epochs without a val-loss gain of min_delta, and evaluate the
+      # best epoch (0 = off)
+      early_stopping_patience=0, early_stopping_min_delta=1e-4,
   ))
   # Post-hoc temperature scaling ("fit": one T by NLL on val, or on the few-shot train set when
   # there is no val split) and reliability diagrams ("all" | "overall" | "none"); see

@@ -3,9 +3,9 @@
 Every method registered here is checked by tests/test_method_contract.py.
 """
 
-from biomedjax.methods import (biomedcoop, calibprompt, clip_adapter, cocoop, coop, kgcoop,
-                               linear_head, linear_probe, lp_plus_plus, prograd, tip_adapter,
-                               tip_adapter_f, zeroshot)
+from biomedjax.methods import (biomedcoop, calibprompt, clip_adapter, cocoop, coop, finetune,
+                               head_probe, kgcoop, linear_head, linear_probe, lp_plus_plus,
+                               prograd, tip_adapter, tip_adapter_f, zeroshot)
 
 METHODS = {
     "biomedcoop": biomedcoop.build,
@@ -13,6 +13,8 @@ METHODS = {
     "clip_adapter": clip_adapter.build,
     "cocoop": cocoop.build,
     "coop": coop.build,
+    "finetune": finetune.build,
+    "head_probe": head_probe.build,
     "kgcoop": kgcoop.build,
     "linear_head": linear_head.build,
     "linear_probe": linear_probe.build,

@@ -45,6 +45,7 @@ import numpy as np
 
 from biomedjax import objectives
 from biomedjax.models.clip import CLIP, l2_normalize
+from biomedjax.train.optim import make_optimizer
 
 Pytree = Any
 INPUTS = ("features", "pixels")
@@ -235,6 +236,11 @@ class Method:
     if reg_metrics:
       metrics = {**metrics, "data_loss": data, **reg_metrics}
     return data + reg, metrics
+
+  def optimizer(self, optim_cfg, steps_per_epoch: int):
+    """(optax transform, step -> lr) the engine trains with: ``config.optim`` by default. A
+    method whose reference changes optimizers mid-run (e.g. fine-tuning) overrides this."""
+    return make_optimizer(optim_cfg, steps_per_epoch)
 
   def value_and_grad(self, trainable, frozen, batch, rng):
     """((loss, aux), d loss / d trainable): what the engine's step applies."""

@@ -6,6 +6,11 @@ image features. Defined for both task kinds: on a multilabel task each class's l
 independently (sigmoid), on a multiclass one they compete (softmax). Base-to-novel: the method is
 class-agnostic, the novel classes get their own prompts.
 
+Scores (``score``): "cosine", open_clip's ``exp(logit_scale) * cos(image, text)``; or "dot", the
+raw dot product of the unnormalised image and text features with no scale, as the IU-Xray study
+(Sadman et al., BIOKDD'25) scores each finding with ``encode_image(normalize=False) @
+encode_text(normalize=False).T`` and a bare-label prompt (template "{}").
+
 Two prompt sources:
 
 * the task's hand-crafted template ("a photo of a {}.", '_' in class names read as spaces);
@@ -27,6 +32,7 @@ from biomedjax.methods import options
 from biomedjax.methods.base import Backbone, Method, Task
 from biomedjax.models.clip import l2_normalize
 
+SCORES = ("cosine", "dot")
 ENCODE_BATCH = 64  # prompts per encoder call; one fixed shape, so one compilation
 
 
@@ -34,6 +40,9 @@ ENCODE_BATCH = 64  # prompts per encoder call; one fixed shape, so one compilati
 class ZeroShotOptions:
   ensemble: bool = False  # average the task's LLM prompts instead of the single template
   n_prompts: int = 0      # ensemble: the first n prompts of each class (0: all of them)
+  # "cosine": exp(logit_scale) * cos(image, text) (open_clip's logits); "dot": the raw dot product
+  # of the unnormalised image and text features, no scale (the IU-Xray study's scores)
+  score: str = "cosine"
 
 
 Options = ZeroShotOptions
@@ -82,6 +91,11 @@ class ZeroShot(Method):
   task_kinds = ("multiclass", "multilabel")
 
   def __init__(self, backbone: Backbone, task: Task, opts: ZeroShotOptions, objective=None):
+    if opts.score not in SCORES:
+      raise ValueError(f"config.method.score={opts.score!r}: use one of {SCORES}")
+    if opts.score == "dot" and opts.ensemble:
+      raise ValueError("config.method.score='dot' scores one prompt per class; it does not "
+                       "combine with ensemble=True")
     super().__init__(backbone, task, opts, objective)
     self.prompts = class_prompts(task, opts.n_prompts) if opts.ensemble else None
 
@@ -94,13 +108,22 @@ class ZeroShot(Method):
     means = jnp.stack([feats[a:b].mean(0) for a, b in zip(bounds[:-1], bounds[1:])])
     return l2_normalize(means)
 
+  def raw_text_features(self, backbone_params) -> jnp.ndarray:
+    """(n_cls, D) unnormalised text features of the class prompts (open_clip normalize=False)."""
+    ids, mask = self.backbone.tokenize(self.task.prompts(), length="bucket")
+    return self.backbone.text_features(backbone_params, ids, mask)
+
   def prepare(self, backbone_params) -> dict:
+    if self.opts.score == "dot":
+      return {"text_features": self.raw_text_features(backbone_params)}
     return {"text_features": self.class_text_features(backbone_params)}
 
   def fit(self, frozen, train, val) -> dict:
     return {}  # nothing to fit: the classifier is the text features
 
   def logits(self, trainable, frozen, image_features):
+    if self.opts.score == "dot":
+      return image_features @ frozen["text_features"].T
     scale = self.backbone.logit_scale(frozen["backbone"])
     return scale * l2_normalize(image_features) @ frozen["text_features"].T
 

@@ -24,9 +24,8 @@ from biomedjax.data import views
 from biomedjax.data.pipeline import make_train_iterator
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
-from biomedjax.train import (calibrate, checkpoint, distributed, evaluate, lifecycle, setup,
-                             sharding, step as step_lib)
-from biomedjax.train.optim import make_optimizer
+from biomedjax.train import (calibrate, checkpoint, distributed, early_stopping, evaluate,
+                             lifecycle, setup, sharding, step as step_lib)
 
 log = logging.getLogger("biomedjax")
 
@@ -72,7 +71,7 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
   Returns the trained pytree and the loss history.
   """
   batch, per_epoch, total = steps
-  tx, schedule = make_optimizer(config.optim, per_epoch)
+  tx, schedule = method.optimizer(config.optim, per_epoch)
   rng = jax.random.key(config.seed)
   if initial is None:
     initial = method.init(jax.random.fold_in(rng, 1), frozen)
@@ -101,11 +100,17 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
   bar = tqdm(range(start, total), initial=start, total=total, desc="train",
              disable=not config.train.progress)
   t0 = time.time()
+  stopper = _early_stopping(method, backbone, frozen, data, config, mesh, batch)
   with lifecycle.StopRequest() as stop:
     for i in bar:
       trainable, opt_state, m = step_fn(trainable, opt_state, frozen, next(it), rng, jnp.int32(i))
       done = i + 1
-      if done % config.train.log_every_steps == 0 or done == total:
+      early = False
+      if stopper is not None and done % per_epoch == 0:
+        early = stopper.update(stopper.val_loss(trainable), trainable)
+        log.info("epoch %d: val loss %.5f (best %.5f)%s", done // per_epoch,
+                 stopper.history[-1], stopper.best_loss, ", early stop" if early else "")
+      if done % config.train.log_every_steps == 0 or done == total or early:
         m = jax.device_get(m)
         m["lr"] = float(schedule(i))
         if not all(np.isfinite(v) for v in m.values()):
@@ -117,6 +122,8 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
         log.info("step %d/%d epoch %d: %s (%.1f steps/s)", done, total, i // per_epoch + 1,
                  ", ".join(f"{k}={v:.4g}" for k, v in m.items()),
                  (done - start) / (time.time() - t0))
+      if early:
+        break
       if policy.due(done, bool(stop)):
         ckpt.save(done, trainable, opt_state, rng, it)
         history.save()
@@ -128,7 +135,39 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
             f"{stop.name}: stopped at step {done} of {total} with a checkpoint in "
             f"{ckpt.directory}; run the same command again to resume")
   ckpt.close()
+  if stopper is not None and stopper.best is not None:
+    trainable = sharding.replicate(stopper.best, mesh)  # the best epoch, as the reference reloads
   return trainable, history.entries
+
+
+def _early_stopping(method, backbone, frozen, data, config, mesh, batch):
+  """An EarlyStopping with a ``val_loss(trainable)`` for this run, or None when it is off."""
+  patience = config.train.get("early_stopping_patience", 0)
+  if not patience:
+    return None
+  val = data.splits.get("val")
+  if val is None:
+    raise ValueError("config.train.early_stopping_patience needs a validation split")
+  stopper = early_stopping.EarlyStopping(patience, config.train.early_stopping_min_delta)
+  logits_fn = step_lib.make_logits_fn(method, backbone)
+  loss_fn = jax.jit(lambda z, y: method.objective(z, y))
+  cache = {}
+
+  def val_loss(trainable):
+    if method.inputs == "features":
+      if "features" not in cache:
+        feature_fn = step_lib.make_feature_fn(backbone)
+        cache["features"] = evaluate.map_images(lambda px: feature_fn(frozen["backbone"], px),
+                                                val, mesh, config.data, "val features", False)
+      feats, labels = cache["features"]
+      logits = np.asarray(logits_fn(trainable, frozen, jnp.asarray(feats)))
+    else:
+      logits, labels = evaluate.map_images(lambda px: logits_fn(trainable, frozen, px), val,
+                                           mesh, config.data, "val", False)
+    return early_stopping.batch_mean_loss(loss_fn, logits, labels, batch)
+
+  stopper.val_loss = val_loss
+  return stopper
 
 
 def _eval_targets(config, data, backbone, params, method, frozen, mesh):
@@ -212,7 +251,7 @@ def train_and_evaluate(config, workdir) -> dict:
           config.train.progress))
     return features[split]
 
-  history, trainable = [], None
+  history, trainable, t_train = [], None, time.time()
   if method.fits and not getattr(method, "fit_needs_data", True):
     trainable = method.fit(frozen, None, None)  # zero-shot: encoding the train split is waste
   elif method.fits:
@@ -227,6 +266,7 @@ def train_and_evaluate(config, workdir) -> dict:
   if method.trains:
     trainable, history = train(method, backbone, frozen, data, config, workdir, mesh, writer,
                                steps, initial=trainable)
+  train_minutes = (time.time() - t_train) / 60
   trainable = sharding.replicate(trainable, mesh)
   frozen = split_frozen(method, frozen)
 
@@ -277,6 +317,10 @@ def train_and_evaluate(config, workdir) -> dict:
       if temperature is not None:
         calibrate.diagrams(config.eval, workdir, name, logits, labels, classnames, temperature)
   writer.close()
+  if data.kind == "multilabel" and config.data.setting == "few_shot":
+    from biomedjax import multilabel_study  # the study tables' inputs (scores, embeddings)
+    multilabel_study.write_run_setting(workdir, method, trainable, frozen, data, config, mesh,
+                                       image_features, train_minutes)
   if jax.process_index() == 0:
     report_lib.write_run_results(workdir, results)
   return results

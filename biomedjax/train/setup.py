@@ -114,10 +114,29 @@ def _split_file_and_root(data_cfg, workdir: pathlib.Path):
                    "config.data.split_file and config.data.image_root (or config.data.prepared)")
 
 
+def build_iuxray_data(data_cfg) -> RunData:
+  """IU-Xray frontal images with their 14 CheXbert labels (``biomedjax.data.iuxray``), split by
+  uid; ``config.data.iuxray`` holds the reader's options (configs/iuxray.py)."""
+  from biomedjax.data import iuxray
+  if data_cfg.shots or data_cfg.setting != "few_shot":
+    raise ValueError("config.data.dataset='iuxray' is multilabel: use shots=0 and "
+                     "setting='few_shot' (whole splits)")
+  c = data_cfg.iuxray
+  labels_csv = c.labels_csv or str(pathlib.Path(data_cfg.root) / iuxray.REFERENCE_CSV)
+  examples = iuxray.read_iuxray(data_cfg.root, labels_csv, split=c.split, frontal=c.frontal,
+                                seed=c.split_seed, uncertain_as=c.uncertain_as,
+                                missing_frontal=c.missing_frontal)
+  splits = {k: ImageFileSource(validate_images(v, data_cfg.skip_bad_images))
+            for k, v in examples.items()}
+  return RunData(classnames=iuxray.LABELS, splits=splits, kind="multilabel")
+
+
 def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
   """Reads the split file, draws the reference's few-shot sets, writes them for audit."""
   if data_cfg.dataset == "synthetic_multilabel":
     return build_multilabel_data(data_cfg, workdir)
+  if data_cfg.dataset == "iuxray":
+    return build_iuxray_data(data_cfg)
   split_file, image_root, classnames = _split_file_and_root(data_cfg, workdir)
   prepared = pathlib.Path(data_cfg.prepared) if data_cfg.prepared else None
   items = splits_lib.read_split_file(split_file, classnames, None if prepared else image_root)

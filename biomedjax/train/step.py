@@ -55,9 +55,17 @@ def make_feature_fn(backbone: Backbone):
 
 
 def make_logits_fn(method: Method, backbone: Backbone):
-  """Eval logits from features (cached) or from uint8 images (pixel methods)."""
+  """Eval logits from features (cached) or from uint8 images (pixel methods).
+
+  One jitted function per method object, so the val, test (and early-stopping) passes share
+  one compilation."""
+  cached = method.__dict__.get("_jit_logits")
+  if cached is not None:
+    return cached
+
   def logits(trainable, frozen, inputs):
     if method.inputs == "pixels" and inputs.dtype == jnp.uint8:
       inputs = inputs.astype(jnp.float32) / jnp.float32(255.0)
     return method.logits(trainable, frozen, inputs)
-  return jax.jit(logits)
+  method._jit_logits = jax.jit(logits)
+  return method._jit_logits

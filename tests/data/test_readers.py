@@ -1,8 +1,8 @@
-"""Bring-your-own-data readers (folders, CSV), IU-Xray, the synthetic generator, real samples."""
+"""Bring-your-own-data readers (folders, CSV), the synthetic generator, real samples (IU-Xray:
+test_iuxray.py)."""
 
 import csv
 import json
-import random
 import subprocess
 import sys
 
@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from biomedjax.data import iuxray
 from biomedjax.data import readers
 from biomedjax.data import sources
 from biomedjax.data import splits
@@ -67,48 +66,6 @@ def test_validate_images_skips_with_count(tmp_path, caplog):
     sources.validate_images(examples)
   assert sources.validate_images(examples, skip_bad_images=True) == examples[:1]
   assert "skipped 1 unreadable image(s) of 2" in caplog.text
-
-
-def _iuxray_tree(tmp_path, n_studies=40):
-  rng = random.Random(0)
-  (tmp_path / "images/images_normalized").mkdir(parents=True)
-  proj, labels = [], []
-  for uid in range(1, n_studies + 1):
-    for view in ("Frontal", "Lateral"):
-      name = f"{uid}_IM-{view}.dcm.png"
-      (tmp_path / "images/images_normalized" / name).write_bytes(b"")
-      proj.append([uid, name, view])
-    labels.append([uid] + [rng.choice(["1", "0", "", "-1"]) for _ in iuxray.LABELS])
-  _write_csv(tmp_path / "indiana_projections.csv", ["uid", "filename", "projection"], proj)
-  return _write_csv(tmp_path / "chexbert.csv", ["uid"] + list(iuxray.LABELS), labels), labels
-
-
-def test_iuxray_patient_split_and_targets(tmp_path):
-  labels_csv, rows = _iuxray_tree(tmp_path)
-  out = iuxray.read_iuxray(tmp_path, labels_csv, projections=None, uncertain_as=0.0)
-  uids = {s: {e.path.split("/")[-1].split("_")[0] for e in v} for s, v in out.items()}
-  assert [len(uids[s]) for s in ("train", "val", "test")] == [28, 4, 8]
-  assert not (uids["train"] & uids["val"] or uids["train"] & uids["test"] or
-              uids["val"] & uids["test"])
-  order = sorted(str(u) for u in range(1, 41))  # independent: the rule written out
-  random.Random(4).shuffle(order)
-  assert uids["train"] == set(order[:28]) and uids["test"] == set(order[32:])
-  expected = {str(r[0]): [1.0 if v == "1" else 0.0 for v in r[1:]] for r in rows}
-  for e in out["train"]:
-    assert e.label.dtype == np.float32 and e.label.shape == (14,)
-    np.testing.assert_array_equal(e.label, expected[e.path.split("/")[-1].split("_")[0]])
-  frontal = iuxray.read_iuxray(tmp_path, labels_csv)
-  assert sum(len(v) for v in frontal.values()) == 40
-  assert sorted(i for v in iuxray.domain_indices().values() for i in v) == list(range(13))
-
-
-def test_iuxray_bad_value_names_line(tmp_path):
-  labels_csv, _ = _iuxray_tree(tmp_path, 3)
-  text = labels_csv.read_text().splitlines()
-  text[2] = text[2].rsplit(",", 1)[0] + ",2"
-  labels_csv.write_text("\n".join(text) + "\n")
-  with pytest.raises(splits.SplitError, match=r"chexbert.csv:3: 'No Finding' must be"):
-    iuxray.read_iuxray(tmp_path, labels_csv)
 
 
 def test_synthetic_generator_cli(tmp_path):
