@@ -22,6 +22,8 @@ import tempfile
 
 import numpy as np
 
+from biomedjax import pytree_paths
+
 STATE_FILE = "trained_state.safetensors"
 FORMAT = "biomedjax-trained-method"
 _META_KEY = "biomedjax"
@@ -42,17 +44,6 @@ def _flatten(tree, prefix="") -> dict[str, np.ndarray]:
   if tree is None:
     return {}
   return {prefix.rstrip("/"): np.ascontiguousarray(np.asarray(tree))}
-
-
-def _unflatten(flat: dict) -> dict:
-  tree = {}
-  for path, v in flat.items():
-    node = tree
-    *parents, leaf = path.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = v
-  return tree
 
 
 def save(path, trainable, meta: dict) -> pathlib.Path:
@@ -90,7 +81,7 @@ def load(path) -> tuple[dict, dict]:
   if meta.get("format") != FORMAT:
     raise TrainedStateError(f"{path}: not a biomedjax trained-method file (no {_META_KEY!r} "
                             "metadata)")
-  return _unflatten(flat), meta
+  return pytree_paths.unflatten(flat), meta
 
 
 def summary(trainable) -> dict:

@@ -27,6 +27,7 @@ import tempfile
 
 import numpy as np
 
+from biomedjax import pytree_paths
 from biomedjax.models import biomedclip as bc
 from biomedjax.models import config as model_config
 from biomedjax.models.config import CLIPConfig
@@ -42,17 +43,6 @@ def _flat(tree, prefix=""):
       yield from _flat(v, path)
     else:
       yield path, v
-
-
-def _unflat(flat: dict):
-  tree = {}
-  for path, v in flat.items():
-    node = tree
-    *parents, leaf = path.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = v
-  return tree
 
 
 def layout_of(state_dict: dict, cfg: CLIPConfig) -> str:
@@ -95,7 +85,7 @@ def map_state_dict(state_dict: dict[str, np.ndarray], cfg: CLIPConfig, source: s
       raise ConversionError(f"{source}: shape mismatch for {shapes} -> Flax {path}: "
                             f"got {value.shape}, the config needs {want}")
     flat[path] = value
-  return _unflat(flat)
+  return pytree_paths.unflatten(flat)
 
 
 def _count(tree) -> int:

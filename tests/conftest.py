@@ -1,12 +1,19 @@
-"""Test-wide settings: CPU only, 8 simulated devices, exact fp32 matmuls.
+"""Test-wide settings: CPU only, 8 simulated devices, exact fp32 matmuls, one compilation cache.
 
 The device count must be fixed before JAX initialises its backends, hence the environment
-variables at import time rather than in a fixture.
+variables at import time rather than in a fixture. The suite launches many short runs of the same
+tiny programs (``launch.py`` in subprocesses, the same backbone in many modules); a persistent
+compilation cache, fresh for each session and inherited by the subprocesses, compiles each once.
+SIGKILL-and-resume of one process is checked in tests/test_multihost.py (both processes killed),
+graceful interruption in tests/test_train.py.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="biomedjax_jit_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 

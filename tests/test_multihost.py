@@ -201,7 +201,7 @@ def test_launcher_refuses_bad_settings_before_writing_anything(tmp_path):
                         "--num_processes=2", "--process_id=0"], cwd=REPO, timeout=300,
                        env=_env(), capture_output=True, text=True)
   assert run.returncode != 0
-  assert "DistributedSettingsError: a multi-process run needs" in run.stderr
+  assert "error: a multi-process run needs" in run.stderr  # one line (launch --debug: traceback)
   assert "but no --coordinator_address (or JAX_COORDINATOR_ADDRESS)" in run.stderr
   assert not workdir.exists()
 

@@ -93,24 +93,6 @@ def test_base_to_novel_run_reports_base_novel_and_hm(tmp_path):
   assert results["hm"] == pytest.approx(0 if b + n == 0 else 2 * b * n / (b + n))
 
 
-def test_sigkill_and_resume_gives_the_same_parameters(finished, tmp_path):
-  workdir = tmp_path / "killed"
-  proc = subprocess.Popen(_cmd(workdir), cwd=REPO, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  deadline = time.time() + 300
-  while not (workdir / "checkpoints" / "4").is_dir():  # the first finalised checkpoints
-    assert proc.poll() is None and time.time() < deadline, "run ended before it was killed"
-    time.sleep(0.05)
-  os.kill(proc.pid, signal.SIGKILL)
-  assert proc.wait() == -signal.SIGKILL
-  assert not (workdir / "checkpoints" / str(TOTAL)).exists()
-  _run(workdir)  # the same command resumes
-  np.testing.assert_array_equal(_final_trainable(workdir)["ctx"],
-                                _final_trainable(finished)["ctx"])
-  ours = json.loads((workdir / "results.json").read_text())["test"]["accuracy"]
-  assert ours == json.loads((finished / "results.json").read_text())["test"]["accuracy"]
-
-
 def _tree_hash(path):
   h = hashlib.sha256()
   for f in sorted(p for p in pathlib.Path(path).rglob("*") if p.is_file()):

@@ -59,6 +59,13 @@ def check_labels(labels, num_classes: int, split: str, method: str):
                                                 if labels.size else ""))
 
 
+def check_fit_inputs(train, val, num_classes: int, method: str) -> None:
+  """What every harness ``fit`` needs: a non-empty val split and labels in range on both."""
+  check_val(val, method)
+  check_labels(train.labels, num_classes, "train", method)
+  check_labels(val.labels, num_classes, "val", method)
+
+
 def backbone_fingerprint(params) -> str:
   """A short hash of the backbone: its tree layout, shapes, and the first values of each leaf."""
   h = hashlib.sha256()

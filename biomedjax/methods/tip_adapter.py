@@ -182,10 +182,8 @@ class TipAdapter(base.Method):
     return {"text_features": harness.text_features(self, backbone_params)}
 
   def fit(self, frozen, train, val, rng=None) -> dict:
-    harness.check_val(val, self.name)
     n_cls = self.task.num_classes
-    harness.check_labels(train.labels, n_cls, "train", self.name)
-    harness.check_labels(val.labels, n_cls, "val", self.name)
+    harness.check_fit_inputs(train, val, n_cls, self.name)
     views = harness.train_views(train)[:self.opts.augment_epochs]
     text = jnp.asarray(frozen["text_features"])
     cache = None

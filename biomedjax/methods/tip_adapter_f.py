@@ -216,10 +216,8 @@ class TipAdapterF(base.Method):
     return {"text_features": harness.text_features(self, backbone_params)}
 
   def fit(self, frozen, train, val, rng=None) -> dict:
-    harness.check_val(val, self.name)
     n_cls = self.task.num_classes
-    harness.check_labels(train.labels, n_cls, "train", self.name)
-    harness.check_labels(val.labels, n_cls, "val", self.name)
+    harness.check_fit_inputs(train, val, n_cls, self.name)
     views = harness.train_views(train)
     r = fit_tip_adapter_f(views, train.labels, val.features, val.labels,
                           frozen["text_features"], n_cls, self.opts)

@@ -31,7 +31,7 @@ def _ours(side, task, opts, pixels):
   _, _, backbone, params = side
   method = zeroshot.build(backbone, task, opts)
   frozen = {"backbone": params, **method.prepare(params)}
-  return np.asarray(method.logits({}, frozen, backbone.image_features(params, pixels)))
+  return np.asarray(method.logits({}, frozen, backbone.encode_pixels(params, pixels)))
 
 
 def _reference(side, text_features, pixels):
