@@ -174,6 +174,7 @@ class Method:
   stages = ("train",)
   trainable_backbone: tuple[str, ...] = ()
   fit_views = 0
+  fit_needs_data = True  # False: ``fit`` gets no features (zero-shot), none are encoded for it
   task_kinds: tuple[str, ...] = ("multiclass",)
   # Why other kinds are refused, for the error message (e.g. "its KL term needs a softmax").
   kind_note = ""

@@ -252,7 +252,7 @@ def train_and_evaluate(config, workdir) -> dict:
     return features[split]
 
   history, trainable, t_train = [], None, time.time()
-  if method.fits and not getattr(method, "fit_needs_data", True):
+  if method.fits and not method.fit_needs_data:
     trainable = method.fit(frozen, None, None)  # zero-shot: encoding the train split is waste
   elif method.fits:
     val = data.splits.get("val")
