@@ -54,6 +54,12 @@ KINDS = objectives.KINDS
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def unit_range(images):
+  """uint8 images -> float32 in [0, 1]; float images are taken to be in [0, 1] already."""
+  x = images.astype(jnp.float32)
+  return x / jnp.float32(255.0) if images.dtype == jnp.uint8 else x
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
   """What is being classified: class names in label order and the text resources for them.
@@ -120,9 +126,7 @@ class Backbone:
 
   def normalize(self, images):
     """uint8 or [0, 1] float images (..., H, W, 3) -> standardised float32 pixels."""
-    x = images.astype(jnp.float32)
-    if images.dtype == jnp.uint8:
-      x = x / jnp.float32(255.0)
+    x = unit_range(images)
     mean = jnp.asarray(self.cfg.image_mean, jnp.float32)
     std = jnp.asarray(self.cfg.image_std, jnp.float32)
     return (x - mean) / std

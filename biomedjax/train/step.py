@@ -16,10 +16,9 @@ precomputed features instead. A ``"pixels"`` method receives the images in [0, 1
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import optax
 
-from biomedjax.methods.base import Backbone, Method
+from biomedjax.methods.base import Backbone, Method, unit_range
 from biomedjax.train import sharding
 
 
@@ -27,10 +26,7 @@ def method_batch(method: Method, backbone: Backbone, backbone_params, batch: dic
   """The batch a method sees: uint8 images -> features (frozen tower) or [0, 1] floats."""
   if method.inputs == "features":
     return {**batch, "features": backbone.image_features(backbone_params, batch["image"])}
-  images = batch["image"]
-  if images.dtype == jnp.uint8:
-    images = images.astype(jnp.float32) / jnp.float32(255.0)
-  return {**batch, "image": images}
+  return {**batch, "image": unit_range(batch["image"])}
 
 
 def make_train_step(method: Method, backbone: Backbone, tx: optax.GradientTransformation, mesh):
@@ -64,8 +60,8 @@ def make_logits_fn(method: Method, backbone: Backbone):
     return cached
 
   def logits(trainable, frozen, inputs):
-    if method.inputs == "pixels" and inputs.dtype == jnp.uint8:
-      inputs = inputs.astype(jnp.float32) / jnp.float32(255.0)
+    if method.inputs == "pixels":
+      inputs = unit_range(inputs)
     return method.logits(trainable, frozen, inputs)
   method._jit_logits = jax.jit(logits)
   return method._jit_logits
