@@ -27,7 +27,9 @@ key (e.g. ``macro_f1``).
 
 Aggregation, and why: runs are grouped by (setting, method, dataset, shots[, split]) over seeds
 and shown as ``mean ± std`` (std with ddof=0, as CoOp's ``parse_test_res.py``); summary.csv
-also has ``ci95`` = 1.96·std/√n, the interval the adapter harness reports for its 3 runs. A group
+also has ``ci95`` = 1.96·std/√n, the interval the adapter harness reports for its 3 runs, and the
+few-shot tables show it beside the mean for runs of that harness (``is_harness``):
+``mean ± std (CI ±ci95)``. A group
 with fewer seeds than the report's seed set is marked ``(n=2)``; an average over datasets that lacks a
 dataset says ``(3/4 datasets)``, and one that includes groups with missing seeds says
 ``(1 with n<3)``: an incomplete mean must never pass for a complete one. Two files
@@ -71,6 +73,17 @@ ANY_K = -1  # the shots value of their groups
 
 def is_k_independent(results: dict) -> bool:
   return bool(results.get("k_independent", results.get("method") in K_INDEPENDENT_METHODS))
+
+
+# Methods of BiomedCoOp's main.py harness, whose reference reports 1.96·std/√3 over its three
+# runs (population std) as "std": for results.json files that predate the "harness" key.
+HARNESS_METHODS = ("clip_adapter", "tip_adapter", "tip_adapter_f", "lp_plus_plus",
+                   "linear_probe")
+
+
+def is_harness(results: dict) -> bool:
+  """A run of the adapter harness (``data.augment="harness"``; older files: by method name)."""
+  return bool(results.get("harness", results.get("method") in HARNESS_METHODS))
 
 
 class ResultsError(ValueError):
@@ -336,11 +349,14 @@ def group(runs: list[dict], metric: str) -> dict[tuple, dict[int, float]]:
   return dict(groups)
 
 
-def _cell(values: dict[int, float] | None, n_seeds: int) -> str:
+def _cell(values: dict[int, float] | None, n_seeds: int, ci: bool = False) -> str:
+  """``mean ± std``; with ``ci`` (adapter-harness groups) also ``(CI ±1.96·std/√n)``."""
   if not values:
     return "-"
   v = np.array(list(values.values()))
   text = f"{v.mean():.2f} ± {v.std():.2f}"
+  if ci:
+    text += f" (CI ±{ci95(v):.2f})"
   return text if len(v) == n_seeds else f"{text} (n={len(v)})"
 
 
@@ -370,9 +386,10 @@ def _k_free(groups, setting):
   return sorted({k[1] for k in groups if k[0] == setting and k[3] == ANY_K})
 
 
-def fewshot_tables(groups, n_seeds: int, metric: str) -> str:
+def fewshot_tables(groups, n_seeds: int, metric: str, harness=()) -> str:
   """(a) methods x K per dataset and averaged; (b) datasets x methods per K. K-independent
-  methods (zero-shot) fill one "any K" column instead of repeating under every K."""
+  methods (zero-shot) fill one "any K" column instead of repeating under every K. Methods in
+  ``harness`` (adapter-harness runs) also show the reference's 1.96·std/√n beside the mean."""
   methods, datasets, shots = _axes(groups, "few_shot")
   free = _k_free(groups, "few_shot")
   if not methods and not free:
@@ -386,8 +403,12 @@ def fewshot_tables(groups, n_seeds: int, metric: str) -> str:
     return [m, *[""] * len(any_k), *[cell(k) for k in shots]]
 
   out = [f"## Few-shot {metric} (%), mean ± std over seeds\n"]
+  if set(harness) & {*methods, *free}:
+    out.append("(CI ±x): 1.96·std/√n (population std), the column the adapter harness "
+               "(BiomedCoOp main.py) reports as \"std\" for its three runs.\n")
   for d in datasets:
-    rows = [row(m, lambda k: _cell(groups.get(("few_shot", m, d, k, "test")), n_seeds))
+    rows = [row(m, lambda k: _cell(groups.get(("few_shot", m, d, k, "test")), n_seeds,
+                                   m in harness))
             for m in [*free, *methods]]
     out.append(f"### {d}\n\n" + _md_table(header, rows))
   rows = [row(m, lambda k: _mean_over_datasets(groups, "few_shot", m, datasets, k, "test",
@@ -396,8 +417,8 @@ def fewshot_tables(groups, n_seeds: int, metric: str) -> str:
   for k in shots:
     cols = [(m, ANY_K) for m in free] + [(m, k) for m in methods]
     names = [f"{m} (any K)" for m in free] + methods
-    rows = [[d, *[_cell(groups.get(("few_shot", m, d, kk, "test")), n_seeds) for m, kk in cols]]
-            for d in datasets]
+    rows = [[d, *[_cell(groups.get(("few_shot", m, d, kk, "test")), n_seeds, m in harness)
+                  for m, kk in cols]] for d in datasets]
     rows.append(["**Average**", *[_mean_over_datasets(
         groups, "few_shot", m, datasets, kk, "test", n_seeds)[1] for m, kk in cols]])
     out.append(f"### K = {k}: datasets × methods\n\n" + _md_table(["dataset", *names], rows))
@@ -610,7 +631,8 @@ def make_report(paths, out_dir, metric: str = "accuracy") -> str:
     if any(provenance.is_random(r) for r in group_runs):
       text += ("> **WARNING: RANDOM weights.** These numbers measure the machinery only; they "
                "say nothing about medical performance.\n\n")
-    text += "\n".join(t for t in (fewshot_tables(groups, len(seeds), metric),
+    harness = {r["method"] for r in group_runs if is_harness(r)}
+    text += "\n".join(t for t in (fewshot_tables(groups, len(seeds), metric, harness),
                                    base2novel_tables(groups, len(seeds), metric)) if t)
     chance = {r["dataset"]: _num_classes(r) for r in group_runs}
     name = "fewshot_curve.png" if len(labels) == 1 else f"fewshot_curve_{_slug(label)}.png"

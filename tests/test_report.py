@@ -138,3 +138,27 @@ def test_write_is_atomic_and_cli(tmp_path, capsys):
   assert report.main([str(tmp_path / "run"), "--out", str(tmp_path / "out")]) == 0
   assert "## Few-shot accuracy" in capsys.readouterr().out
   assert report.main([str(tmp_path / "missing")]) == 1
+
+
+def test_harness_groups_show_the_reference_ci(tmp_path):
+  """Adapter-harness runs: 1.96·std/√3 (population std, as BiomedCoOp main.py writes its "std")
+  beside the mean; other methods keep mean ± std only."""
+  accs = (0.70, 0.75, 0.81)
+  for seed, acc in enumerate(accs, 1):
+    for method, extra in (("tip_adapter", {}), ("coop", {}), ("lp", {"harness": True})):
+      report.write_run_results(
+          tmp_path / f"{method}_{seed}",
+          dict(method=method, dataset="btmri", shots=4, seed=seed, setting="few_shot",
+               test=dict(accuracy=acc), **extra), plots=False)
+  text = report.make_report([tmp_path], tmp_path / "out")
+  v = np.array(accs) * 100
+  # by hand: mean 75.333, population std sqrt(60.667 / 3) = 4.4969, 1.96 * 4.4969 / sqrt(3)
+  assert 1.96 * v.std() / np.sqrt(3) == pytest.approx(5.0888, abs=1e-4)
+  assert v.std() == pytest.approx(4.4969, abs=1e-4)
+  cell = "75.33 ± 4.50 (CI ±5.09)"
+  assert f"| tip_adapter | {cell} |" in text      # by method name (no "harness" key)
+  assert f"| lp | {cell} |" in text               # by the run's "harness" key
+  assert "| coop | 75.33 ± 4.50 |" in text        # not a harness method
+  with open(tmp_path / "out" / "summary.csv") as f:
+    rows = {r["method"]: r for r in csv.DictReader(f)}
+  assert float(rows["tip_adapter"]["ci95"]) == pytest.approx(5.0888, abs=1e-4)
