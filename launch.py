@@ -32,8 +32,10 @@ import biomedjax  # noqa: F401  (sets its XLA CPU flag before JAX starts)
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "configs/<method>.py[:args]", lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory (created; resumed if it exists)")
-flags.DEFINE_enum("sweep", "", ["", "print", "run"],
-                  "print: one command per point of the config file's sweep; run: run them")
+flags.DEFINE_enum("sweep", "", ["", "print", "run", "packed"],
+                  "print: one command per point of the config file's sweep; run: run them; "
+                  "packed: the seeds of a setting as one computation where the method allows "
+                  "it (fit-stage methods: biomedjax/train/fit_pack.py), the rest as 'run'")
 flags.DEFINE_string("coordinator_address", None,
                     "HOST:PORT of process 0 of a multi-process run (else $JAX_COORDINATOR_ADDRESS)")
 flags.DEFINE_integer("num_processes", None, "processes of the run (else $JAX_NUM_PROCESSES)")
@@ -122,6 +124,8 @@ def run_sweep(mode: str, process_id: int) -> None:
   """
   from biomedjax import report
   commands = _sweep_commands()
+  if mode == "packed":
+    commands = run_packed_fits(commands)
   for cmd, workdir in commands:
     if (workdir / "results.json").exists():
       logging.info("done, skipping: %s", workdir)
@@ -131,8 +135,42 @@ def run_sweep(mode: str, process_id: int) -> None:
     else:
       logging.info("running %s", shlex.join(cmd))
       subprocess.run(cmd, check=True)
-  if mode == "run" and process_id == 0:
+  if mode in ("run", "packed") and process_id == 0:
     print(report.make_report([FLAGS.workdir], pathlib.Path(FLAGS.workdir) / "report"))
+
+
+def _point_config(cmd: list[str]):
+  """The locked config a sweep point's command would run (its --config and --config.* flags)."""
+  values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
+  values([cmd[0], *(a for a in cmd[2:] if a.startswith("--config"))])
+  return values.config
+
+
+def run_packed_fits(commands):
+  """--sweep=packed for fit-stage methods: the unfinished points that differ only in their seed
+  and are ``fit_pack.packable`` run here, in this process, as one computation each
+  (``fit_pack.run``); returns the other points, for the usual one-by-one loop."""
+  import collections
+  from biomedjax import cli as cli_lib
+  from biomedjax.train import distributed, fit_pack
+  if distributed.resolve(*(FLAGS[n].value for n in DISTRIBUTED_FLAGS)) is not None:
+    raise ValueError("--sweep=packed runs fit-stage methods in one process; drop the "
+                     "multi-process settings or use --sweep=run")
+  groups = collections.defaultdict(list)
+  for cmd, workdir in commands:
+    config = _point_config(cmd)
+    groups[fit_pack.setting_key(config)].append((cmd, workdir, config))
+  rest = []
+  for points in groups.values():
+    todo = [p for p in points if not (p[1] / "results.json").exists()]
+    if not fit_pack.packable([c for _, _, c in todo]):
+      rest += [(cmd, workdir) for cmd, workdir, _ in points]
+      continue
+    logging.info("packed: %s", ", ".join(str(w) for _, w, _ in todo))
+    with cli_lib.logs_above_progress_bars():
+      fit_pack.run([c for _, _, c in todo], [w for _, w, _ in todo])
+  return rest
 
 
 def show() -> str:

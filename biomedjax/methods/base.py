@@ -23,6 +23,8 @@ What a method declares, and what the engine does with it:
 * ``fit_views``: for a "fit" stage, how many augmented views of the training set the engine
   encodes (the adapter harness's RandomResizedCrop + flip, ``biomedjax/data/views.py``) and
   passes to ``fit`` as (V, N, D) features with an ``rng``; 0 = the eval-transform features.
+* ``packs_runs``: ``fit_runs`` fits several seeds of one setting as one vmapped computation
+  (``launch.py --sweep=packed``, biomedjax/train/fit_pack.py); False: runs go one by one.
 * ``task_kinds``: the task kinds the method is defined for; building it for another kind is an
   error naming the method and the kind (e.g. a softmax-only regulariser on a multilabel task).
 
@@ -179,6 +181,7 @@ class Method:
   trainable_backbone: tuple[str, ...] = ()
   fit_views = 0
   fit_needs_data = True  # False: ``fit`` gets no features (zero-shot), none are encoded for it
+  packs_runs = False  # True: ``fit_runs`` fits the runs of a setting as ONE vmapped computation
   task_kinds: tuple[str, ...] = ("multiclass",)
   # Why other kinds are refused, for the error message (e.g. "its KL term needs a softmax").
   kind_note = ""
@@ -218,6 +221,15 @@ class Method:
   def fit(self, frozen: Pytree, train: FeatureSet, val: FeatureSet | None) -> Pytree:
     """The trainable pytree in closed form from cached features (methods with a "fit" stage)."""
     raise NotImplementedError(f"method {self.name!r} declares no 'fit' stage")
+
+  def fit_runs(self, frozen: Pytree, trains: list, val: FeatureSet | None, rngs: list) -> list:
+    """``fit`` for runs of one setting that differ only in their seed (biomedjax/train/
+    fit_pack.py): run r's training features ``trains[r]`` and key ``rngs[r]`` (passed to ``fit``
+    only with ``fit_views``), ``val`` shared. Default: one ``fit`` after another; a method whose
+    fit is jittable overrides it with one vmapped computation and sets ``packs_runs``."""
+    if self.fit_views:
+      return [self.fit(frozen, t, val, rng=r) for t, r in zip(trains, rngs)]
+    return [self.fit(frozen, t, val) for t in trains]
 
   def logits(self, trainable: Pytree, frozen: Pytree, inputs: jax.Array) -> jax.Array:
     """(B, num_classes) eval logits from features (B, D) or [0, 1] images, per ``inputs``."""

@@ -26,6 +26,7 @@ accuracy instead. The reference's alpha search (off by default there, and broken
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -146,6 +147,7 @@ class ClipAdapter(base.Method):
   name = "clip_adapter"
   inputs = "features"
   stages = ("fit",)
+  packs_runs = True
 
   @property
   def fit_views(self) -> int:
@@ -154,9 +156,9 @@ class ClipAdapter(base.Method):
   def prepare(self, backbone_params) -> dict:
     return {"text_features": harness.text_features(self, backbone_params)}
 
-  def fit(self, frozen, train, val, rng=None) -> dict:
-    n_cls = self.task.num_classes
-    harness.check_labels(train.labels, n_cls, "train", self.name)
+  def _fit_args(self, frozen, train, val, rng):
+    """(adapter init, (E, n, d) views, (E, n) orders, labels) of one run, and the shared val."""
+    harness.check_labels(train.labels, self.task.num_classes, "train", self.name)
     if self.opts.select == "best_val":
       harness.check_val(val, self.name)
     rng = jax.random.key(0) if rng is None else rng
@@ -169,11 +171,21 @@ class ClipAdapter(base.Method):
         jax.random.split(k_order, self.opts.epochs))
     val_xy = None if val is None else (jnp.asarray(val.features, jnp.float32),
                                        jnp.asarray(val.labels, jnp.int32))
+    return (params, jnp.asarray(views), orders, jnp.asarray(train.labels, jnp.int32)), val_xy
+
+  def fit(self, frozen, train, val, rng=None) -> dict:
+    run, val_xy = self._fit_args(frozen, train, val, rng)
     scale = self.backbone.logit_scale(frozen["backbone"])
-    params, _ = _train_jit(params, jnp.asarray(views), orders,
-                           jnp.asarray(train.labels, jnp.int32), frozen["text_features"], scale,
-                           self.opts, val_xy)
+    params, _ = _train_jit(*run, frozen["text_features"], scale, self.opts, val_xy)
     return params
+
+  def fit_runs(self, frozen, trains, val, rngs) -> list:
+    """The runs' 20-epoch loops as one vmapped scan (inits, views and orders per run)."""
+    args = [self._fit_args(frozen, t, val, r) for t, r in zip(trains, rngs)]
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *[a[0] for a in args])
+    scale = self.backbone.logit_scale(frozen["backbone"])
+    params, _ = _train_runs(*stacked, frozen["text_features"], scale, self.opts, args[0][1])
+    return [jax.tree.map(lambda x: x[r], params) for r in range(len(trains))]
 
   def logits(self, trainable, frozen, features):
     scale = self.backbone.logit_scale(frozen["backbone"])
@@ -191,6 +203,13 @@ def _train(params, views, orders, labels, text, scale, opts, val):
 
 
 _train_jit = jax.jit(_train, static_argnums=(6,))
+
+
+@functools.partial(jax.jit, static_argnums=(6,))
+def _train_runs(params, views, orders, labels, text, scale, opts, val):
+  """``_train`` vmapped over runs (leading axis of params, views, orders, labels)."""
+  return jax.vmap(lambda p, v, o, y: _train(p, v, o, y, text, scale, opts, val))(
+      params, views, orders, labels)
 
 
 def build(backbone, task, cfg=None, objective=None) -> ClipAdapter:

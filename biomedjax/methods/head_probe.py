@@ -149,7 +149,10 @@ def train_head(train_x, train_y, val_x=None, val_y=None, opts: Options = Options
 
 
 class HeadProbe(Method):
-  """A linear head trained in ``fit`` by the reference's loop (see the module docstring)."""
+  """A linear head trained in ``fit`` by the reference's loop (see the module docstring).
+
+  Not packed (``packs_runs`` False): the loop stops early on a host-side patience counter and
+  keeps its history on the method object, so runs cannot share one vmapped program."""
   name = "head_probe"
   inputs = "features"
   stages = ("fit",)

@@ -234,7 +234,11 @@ Options = LinearProbeOptions
 
 
 class LinearProbe(Method):
-  """The linear probe as a training-free method of the engine (``fit`` on cached features)."""
+  """The linear probe as a training-free method of the engine (``fit`` on cached features).
+
+  Not packed (``packs_runs`` False, runs go one by one): each fit is an L-BFGS solve with a
+  data-dependent number of iterations and line-search steps, and the C bisection branches on
+  val accuracies, all on the host in float64; there is no fixed-shape program to vmap."""
   name = "linear_probe"
   inputs = "features"
   stages = ("fit",)

@@ -27,6 +27,7 @@ normalised single-template text features. Trainable: W (N, d), b (N,), alpha (N,
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -126,9 +127,10 @@ def train(params, F, labels, text, val_F, val_labels, lr_w, lr_alpha, opts: Opti
 _train_jit = jax.jit(train, static_argnums=(8,))
 
 
-def fit_lp_plus_plus(rng, train_feats, train_labels, val_feats, val_labels, text,
-                     num_classes: int, opts: Options = Options()) -> dict:
-  """Init + 300 epochs on unnormalised features -> selected {"W", "b", "alpha"} and a log."""
+def _prepare(rng, train_feats, train_labels, val_feats, val_labels, text, num_classes: int,
+             opts: Options):
+  """Normalised features, the initial params and the step sizes of one run (host: numpy's
+  symmetric eigensolver, the fp64 alpha0)."""
   if val_feats is None or len(val_labels) == 0:
     raise ValueError("lp_plus_plus: the val set is empty; LP++ selects its epoch on val")
   F = jnp.asarray(train_feats, jnp.float32)
@@ -144,12 +146,43 @@ def fit_lp_plus_plus(rng, train_feats, train_labels, val_feats, val_labels, text
             "alpha": jnp.full((num_classes,), init_alpha(F, labels, text, num_classes,
                                                          opts.alpha_factor))}
   lr_w, lr_alpha = step_sizes(F, text)
-  best, epoch, alphas, counts = _train_jit(params, F, labels, text, val_F,
-                                           jnp.asarray(val_labels, jnp.int32),
-                                           jnp.float32(lr_w), jnp.float32(lr_alpha), opts)
-  return {"params": jax.tree.map(np.asarray, best), "epoch": int(epoch), "lr_w": lr_w,
-          "lr_alpha": lr_alpha, "alpha0": float(params["alpha"][0]),
+  return dict(params=params, F=F, labels=labels, text=text, val_F=val_F,
+              val_labels=jnp.asarray(val_labels, jnp.int32), lr_w=lr_w, lr_alpha=lr_alpha)
+
+
+def _log(p, best, epoch, alphas, counts) -> dict:
+  return {"params": jax.tree.map(np.asarray, best), "epoch": int(epoch), "lr_w": p["lr_w"],
+          "lr_alpha": p["lr_alpha"], "alpha0": float(p["params"]["alpha"][0]),
           "alphas": np.asarray(alphas), "val_correct": np.asarray(counts)}
+
+
+def fit_lp_plus_plus(rng, train_feats, train_labels, val_feats, val_labels, text,
+                     num_classes: int, opts: Options = Options()) -> dict:
+  """Init + 300 epochs on unnormalised features -> selected {"W", "b", "alpha"} and a log."""
+  p = _prepare(rng, train_feats, train_labels, val_feats, val_labels, text, num_classes, opts)
+  out = _train_jit(p["params"], p["F"], p["labels"], p["text"], p["val_F"], p["val_labels"],
+                   jnp.float32(p["lr_w"]), jnp.float32(p["lr_alpha"]), opts)
+  return _log(p, *out)
+
+
+@functools.partial(jax.jit, static_argnums=(8,))
+def _train_runs(params, F, labels, text, val_F, val_labels, lr_w, lr_alpha, opts):
+  """``train`` vmapped over runs: params, F, labels and the step sizes carry a run axis."""
+  return jax.vmap(lambda p, f, y, lw, la: train(p, f, y, text, val_F, val_labels, lw, la, opts))(
+      params, F, labels, lr_w, lr_alpha)
+
+
+def fit_lp_plus_plus_runs(rngs, train_feats: list, train_labels: list, val_feats, val_labels,
+                          text, num_classes: int, opts: Options = Options()) -> list[dict]:
+  """``fit_lp_plus_plus`` of several runs: each run's init and step sizes on the host, the
+  300 epochs of all runs as one vmapped scan."""
+  ps = [_prepare(r, f, y, val_feats, val_labels, text, num_classes, opts)
+        for r, f, y in zip(rngs, train_feats, train_labels)]
+  stack = lambda key: jax.tree.map(lambda *xs: jnp.stack(xs), *[p[key] for p in ps])
+  out = _train_runs(stack("params"), stack("F"), stack("labels"), ps[0]["text"], ps[0]["val_F"],
+                    ps[0]["val_labels"], jnp.asarray([p["lr_w"] for p in ps], jnp.float32),
+                    jnp.asarray([p["lr_alpha"] for p in ps], jnp.float32), opts)
+  return [_log(p, *jax.tree.map(lambda x: x[r], out)) for r, p in enumerate(ps)]
 
 
 def read_options(cfg) -> Options:
@@ -162,6 +195,7 @@ class LPPlusPlus(base.Method):
   inputs = "features"
   stages = ("fit",)
   fit_views = 1
+  packs_runs = True
 
   def prepare(self, backbone_params) -> dict:
     return {"text_features": harness.text_features(self, backbone_params)}
@@ -173,6 +207,16 @@ class LPPlusPlus(base.Method):
     r = fit_lp_plus_plus(rng, harness.train_views(train)[0], train.labels, val.features,
                          val.labels, frozen["text_features"], n_cls, self.opts)
     return jax.tree.map(jnp.asarray, r["params"])
+
+  def fit_runs(self, frozen, trains, val, rngs) -> list:
+    """The runs' 300-epoch scans as one vmapped computation (each run's own view and init)."""
+    n_cls = self.task.num_classes
+    for t in trains:
+      harness.check_fit_inputs(t, val, n_cls, self.name)
+    rs = fit_lp_plus_plus_runs(rngs, [harness.train_views(t)[0] for t in trains],
+                               [t.labels for t in trains], val.features, val.labels,
+                               frozen["text_features"], n_cls, self.opts)
+    return [jax.tree.map(jnp.asarray, r["params"]) for r in rs]
 
   def logits(self, trainable, frozen, features):
     F = features / jnp.linalg.norm(features, axis=-1, keepdims=True)

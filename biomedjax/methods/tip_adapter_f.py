@@ -117,12 +117,9 @@ def finetune(W, views_n, view_index, labels, text, values, beta, alpha, opts: Op
 
 
 def _best_epoch(W0, stack, correct):
-  """Best-val epoch, strict > from 0 correct; ``W0`` when no epoch scores above 0."""
-  correct = np.asarray(correct)
-  if correct.max() <= 0:
-    return W0, -1
-  e = int(np.argmax(correct))
-  return stack[e], e
+  """Best-val epoch, strict > from 0 correct (the first best); ``W0`` when no epoch scores
+  above 0. Traceable."""
+  return jnp.where(correct.max() > 0, stack[jnp.argmax(correct)], W0)
 
 
 @dataclasses.dataclass
@@ -136,58 +133,96 @@ class FitResult:
   val_correct: int
 
 
-@functools.partial(jax.jit, static_argnums=(10,))
-def _alpha_grid(keys, views_n, view_index, labels, text, values, beta, alphas, val_n, val_y,
-                opts):
+def _procedure(views, labels, val_n, val_y, text, num_classes: int, opts: Options):
+  """Steps 1 and 2 of one run, traceable (so several runs vmap):
+  -> (W, values, alpha0 (-1: none beat 0 %), val correct per alpha0).
+
+  Both branches of step 2 are computed and one is selected (``jnp.where``): the extra 20
+  full-batch epochs cost milliseconds and keep the whole procedure one program."""
+  keys, values = tip.build_cache(views[:opts.augment_epochs], labels, num_classes)
+  if views.shape[0] > opts.augment_epochs:  # the fine-tunes get their own passes
+    views = views[opts.augment_epochs:]
+  views_n = tip.normalize(views)
+  n_views = views.shape[0]
+  alphas = jnp.arange(opts.init_alpha_scale, dtype=jnp.float32)
+  index = (jnp.arange(opts.init_alpha_scale)[:, None] * opts.epochs
+           + jnp.arange(opts.epochs)[None]) % n_views
 
   def one(alpha, idx):
-    W, _, _ = finetune(keys, views_n, idx, labels, text, values, beta, alpha, opts)
-    return W, _correct(W, val_n, val_y, text, values, beta, alpha, opts.scale)
+    W, _, _ = finetune(keys, views_n, idx, labels, text, values, opts.init_beta, alpha, opts)
+    return W, _correct(W, val_n, val_y, text, values, opts.init_beta, alpha, opts.scale)
 
-  return jax.vmap(one)(alphas, view_index)
+  Ws, correct = jax.vmap(one)(alphas, index)
+  a = jnp.argmax(correct)  # the first strictly better alpha0
+  W = Ws[a]
+  if opts.second_stage:
+    idx = (jnp.arange(opts.epochs) + opts.init_alpha_scale * opts.epochs) % n_views
+    _, stack, ep_correct = finetune(W, views_n, idx, labels, text, values, opts.init_beta,
+                                    alphas[a], opts, (val_n, val_y))
+    W = _best_epoch(W, stack, ep_correct)
+  # Edge case: no alpha0 beats 0 %: the "main" training does step the original keys, at
+  # beta = alpha = 1, and the best-val epoch is kept.
+  idx = jnp.arange(opts.epochs) % n_views
+  _, stack, ep_correct = finetune(keys, views_n, idx, labels, text, values, 1.0, 1.0, opts,
+                                  (val_n, val_y))
+  found = correct.max() > 0
+  W = jnp.where(found, W, _best_epoch(keys, stack, ep_correct))
+  return W, values, jnp.where(found, a.astype(jnp.float32), -1.0), correct
 
 
-def fit_tip_adapter_f(train_views, train_labels, val_feats, val_labels, text, num_classes: int,
-                      opts: Options = Options()) -> FitResult:
-  """Steps 1 (vmapped alpha0 fine-tunes), 2 (optional or edge case) and 3 (grid search)."""
+_procedure_jit = jax.jit(_procedure, static_argnums=(5, 6))
+
+
+@functools.partial(jax.jit, static_argnums=(5, 6))
+def _procedure_runs(views, labels, val_n, val_y, text, num_classes, opts):
+  """``_procedure`` vmapped over runs (leading axis of ``views`` and ``labels``)."""
+  return jax.vmap(lambda v, y: _procedure(v, y, val_n, val_y, text, num_classes, opts))(
+      views, labels)
+
+
+def _inputs(train_views, train_labels, val_feats, val_labels, text, opts):
   tip.check_val(val_feats, val_labels, "tip_adapter_f")
   views = tip.views_of(train_views)
   n = views.shape[1]
   if n > opts.batch_size:
     raise ValueError(f"tip_adapter_f: {n} training images exceed batch_size={opts.batch_size}; "
                      "this implementation trains full-batch, as every reference dataset does")
-  labels = jnp.asarray(train_labels, jnp.int32)
-  keys, values = tip.build_cache(views[:opts.augment_epochs], labels, num_classes)
-  if views.shape[0] > opts.augment_epochs:  # the fine-tunes get their own passes
-    views = views[opts.augment_epochs:]
-  views_n = tip.normalize(views)
-  val_n = tip.normalize(jnp.asarray(val_feats, jnp.float32))
-  val_y = jnp.asarray(val_labels, jnp.int32)
-  text = jnp.asarray(text, jnp.float32)
-  alphas = jnp.arange(opts.init_alpha_scale, dtype=jnp.float32)
-  index = (jnp.arange(opts.init_alpha_scale)[:, None] * opts.epochs
-           + jnp.arange(opts.epochs)[None]) % views.shape[0]
-  Ws, correct = _alpha_grid(keys, views_n, index, labels, text, values,
-                            jnp.float32(opts.init_beta), alphas, val_n, val_y, opts)
-  correct = np.asarray(correct)
-  if correct.max() > 0:
-    a = int(np.argmax(correct))  # first strictly better alpha0
-    W, alpha0 = Ws[a], float(a)
-    if opts.second_stage:
-      idx = (jnp.arange(opts.epochs) + opts.init_alpha_scale * opts.epochs) % views.shape[0]
-      _, stack, ep_correct = finetune(W, views_n, idx, labels, text, values,
-                                      opts.init_beta, alpha0, opts, (val_n, val_y))
-      W, _ = _best_epoch(W, stack, ep_correct)
-  else:  # edge case: the "main" training does step the original keys, at beta = alpha = 1
-    idx = jnp.arange(opts.epochs) % views.shape[0]
-    _, stack, ep_correct = finetune(keys, views_n, idx, labels, text, values, 1.0, 1.0, opts,
-                                    (val_n, val_y))
-    W, alpha0 = _best_epoch(keys, stack, ep_correct)[0], -1.0
+  return (views, jnp.asarray(train_labels, jnp.int32),
+          tip.normalize(jnp.asarray(val_feats, jnp.float32)),
+          jnp.asarray(val_labels, jnp.int32), jnp.asarray(text, jnp.float32))
+
+
+def _search(W, values, alpha0, correct, val_n, val_y, text, opts) -> FitResult:
+  """Step 3: the (beta, alpha) grid search of Tip-Adapter on val with the fine-tuned keys."""
   search_opts = tip.Options(search_scale=opts.search_scale, search_step=opts.search_step,
                             scale=opts.scale)
   result = tip.search(val_n, val_y, text, val_n @ W.T, values, search_opts)
-  return FitResult(np.asarray(W), np.asarray(values), alpha0, correct, result.beta,
-                   result.alpha, result.best_correct)
+  return FitResult(np.asarray(W), np.asarray(values), float(alpha0), np.asarray(correct),
+                   result.beta, result.alpha, result.best_correct)
+
+
+def fit_tip_adapter_f(train_views, train_labels, val_feats, val_labels, text, num_classes: int,
+                      opts: Options = Options()) -> FitResult:
+  """Steps 1 (vmapped alpha0 fine-tunes), 2 (optional or edge case) and 3 (grid search)."""
+  views, labels, val_n, val_y, text = _inputs(train_views, train_labels, val_feats, val_labels,
+                                              text, opts)
+  W, values, alpha0, correct = _procedure_jit(views, labels, val_n, val_y, text, num_classes,
+                                              opts)
+  return _search(W, values, alpha0, correct, val_n, val_y, text, opts)
+
+
+def fit_tip_adapter_f_runs(train_views: list, train_labels: list, val_feats, val_labels, text,
+                           num_classes: int, opts: Options = Options()) -> list[FitResult]:
+  """``fit_tip_adapter_f`` of several runs (their own views and labels, shared val): steps 1-2
+  of every run in one vmapped program, then each run's search."""
+  inputs = [_inputs(v, y, val_feats, val_labels, text, opts)
+            for v, y in zip(train_views, train_labels)]
+  _, _, val_n, val_y, text = inputs[0]
+  W, values, alpha0, correct = _procedure_runs(jnp.stack([i[0] for i in inputs]),
+                                               jnp.stack([i[1] for i in inputs]), val_n, val_y,
+                                               text, num_classes, opts)
+  return [_search(W[r], values[r], alpha0[r], correct[r], val_n, val_y, text, opts)
+          for r in range(len(inputs))]
 
 
 def read_options(cfg) -> Options:
@@ -204,6 +239,7 @@ class TipAdapterF(base.Method):
   name = "tip_adapter_f"
   inputs = "features"
   stages = ("fit",)
+  packs_runs = True
 
   @property
   def fit_views(self) -> int:
@@ -223,6 +259,17 @@ class TipAdapterF(base.Method):
                           frozen["text_features"], n_cls, self.opts)
     return {"W": jnp.asarray(r.W), "values": jnp.asarray(r.values),
             "beta": jnp.float32(r.beta), "alpha": jnp.float32(r.alpha)}
+
+  def fit_runs(self, frozen, trains, val, rngs) -> list:
+    """Every run's ten alpha0 fine-tunes (and step 2) as one vmapped program; then the searches."""
+    n_cls = self.task.num_classes
+    for t in trains:
+      harness.check_fit_inputs(t, val, n_cls, self.name)
+    rs = fit_tip_adapter_f_runs([harness.train_views(t) for t in trains],
+                                [t.labels for t in trains], val.features, val.labels,
+                                frozen["text_features"], n_cls, self.opts)
+    return [{"W": jnp.asarray(r.W), "values": jnp.asarray(r.values), "beta": jnp.float32(r.beta),
+             "alpha": jnp.float32(r.alpha)} for r in rs]
 
   def logits(self, trainable, frozen, features):
     return adapter_logits(trainable["W"], tip.normalize(features), frozen["text_features"],

@@ -240,16 +240,8 @@ def train_and_evaluate(config, workdir) -> dict:
   writer = (SummaryWriter(str(workdir / "tensorboard"), purge_step=lifecycle.latest_step(workdir))
             if jax.process_index() == 0 else _NoWriter())
 
-  feature_fn = step_lib.make_feature_fn(backbone)
   params_r = frozen["backbone"]
-  features = {}
-
-  def image_features(split, examples) -> FeatureSet:
-    if split not in features:
-      features[split] = FeatureSet(*evaluate.map_images(
-          lambda px: feature_fn(params_r, px), examples, mesh, config.data, f"features {split}",
-          config.train.progress))
-    return features[split]
+  image_features = make_image_features(backbone, frozen, mesh, config)
 
   history, trainable, t_train = [], None, time.time()
   if method.fits and not method.fit_needs_data:
@@ -267,6 +259,32 @@ def train_and_evaluate(config, workdir) -> dict:
     trainable, history = train(method, backbone, frozen, data, config, workdir, mesh, writer,
                                steps, initial=trainable)
   train_minutes = (time.time() - t_train) / 60
+  return write_run(config, workdir, data, backbone, method, frozen, targets, mesh, writer,
+                   image_features, trainable, history, train_minutes)
+
+
+def make_image_features(backbone, frozen, mesh, config):
+  """``image_features(split, examples) -> FeatureSet``: eval-transform features of a split,
+  encoded once per key and cached (runs of one setting can share it: ``fit_pack``)."""
+  feature_fn = step_lib.make_feature_fn(backbone)
+  params_r = frozen["backbone"]
+  features = {}
+
+  def image_features(split, examples) -> FeatureSet:
+    if split not in features:
+      features[split] = FeatureSet(*evaluate.map_images(
+          lambda px: feature_fn(params_r, px), examples, mesh, config.data, f"features {split}",
+          config.train.progress))
+    return features[split]
+
+  return image_features
+
+
+def write_run(config, workdir, data, backbone, method, frozen, targets, mesh, writer,
+              image_features, trainable, history, train_minutes) -> dict:
+  """Everything after training: trained_state, evaluation of ``targets`` (``_eval_targets``),
+  predictions, calibration, results.json/results.md. ``writer`` is closed here."""
+  workdir = pathlib.Path(workdir)
   trainable = sharding.replicate(trainable, mesh)
   frozen = split_frozen(method, frozen)
 
@@ -277,6 +295,7 @@ def train_and_evaluate(config, workdir) -> dict:
              "shots": config.data.shots, "seed": config.seed, "setting": config.data.setting,
              "task_kind": data.kind, "train_loss": history,
              "skipped_images": data.skipped_images,
+             "harness": config.data.get("augment", "") == "harness",
              "provenance": provenance.collect(config, data.split_file),
              "trained_state": trained.summary(trainable)}
   short = short_classes(data, config.data.shots)
