@@ -47,7 +47,10 @@ def method_class(name: str):
   build = METHODS.get(name)
   if build is None:
     return None
-  return typing.get_type_hints(build).get("return")
+  try:
+    return typing.get_type_hints(build).get("return")
+  except NameError:  # an annotation that does not resolve: treat as not packable
+    return None
 
 
 def _same_data(config) -> bool:

@@ -48,8 +48,10 @@ def btmri(shared_dir):
 def test_runs_from_the_launcher_on_converted_weights(method, packed, converted, btmri,
                                                      tmp_path):
   seeds = "seeds=1+2" if packed else "seed=2"
-  cmd = [sys.executable, "launch.py", f"--config=configs/{method}.py:dataset=btmri,shots=2,{seeds}",
-         f"--config.model.init={converted}", f"--config.data.split_file={btmri / 'split_BTMRI.json'}",
+  cmd = [sys.executable, "launch.py",
+         f"--config=configs/{method}.py:dataset=btmri,shots=2,{seeds}",
+         f"--config.model.init={converted}",
+         f"--config.data.split_file={btmri / 'split_BTMRI.json'}",
          f"--config.data.image_root={btmri / 'images'}", "--config.train.progress=False",
          "--config.eval.reliability=none", f"--workdir={tmp_path}"]
   cmd += [f"--config.method.{k}={v}" for k, v in SHORT[method].items()]
