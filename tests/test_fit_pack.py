@@ -25,7 +25,10 @@ SHORT = {  # method -> config.method overrides that keep fits to a fraction of a
 }
 
 
-@pytest.mark.parametrize("name", sorted(SHORT))
+# ~10 s of CPU each for the two with longer programs to compile: those two are marked slow.
+@pytest.mark.parametrize("name", [
+    pytest.param("clip_adapter", marks=pytest.mark.slow), "lp_plus_plus", "tip_adapter",
+    pytest.param("tip_adapter_f", marks=pytest.mark.slow)])
 def test_fit_runs_equal_fit_run_by_run(name, tiny):
   method, frozen = checks.build(name, tiny, **SHORT[name])
   assert method.packs_runs
