@@ -21,6 +21,9 @@ climbs back to 0.01 at t = 41 (``learning_rate`` below).
 **Selection quirk, reproduced:** the reported adapter is the last epoch's (the reference saves the
 best-val one but never reloads it); ``select="best_val"`` takes the first epoch with the best val
 accuracy instead. The reference's alpha search (off by default there, and broken) is not offered.
+
+Several seeds of a setting (``fit_runs``, biomedjax/train/fit_pack.py): every run's own init,
+loader orders and views, the 20-epoch loops of all runs as one vmapped scan.
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ Reference: HealthX-Lab/BiomedCoOp ``trainers/TipAdapter/tip_adapter_biomedclip.p
   taken, which is the same rule.
 
 The search never touches the test set; it runs on the few-shot val features (eval transform).
+
+Several seeds of a setting (``fit_runs``): every run's cache (own augmented view) and its
+40,000-pair grid in one vmapped evaluation; only the first-best pick (an argmax) is per run on the
+host. With ``cache`` (a saved cache file) the runs go one by one.
 """
 
 from __future__ import annotations

@@ -29,6 +29,10 @@ Training features come as ``views`` (V, n, d), unnormalised: the first ``augment
 the cache; of the rest (all of them if there is no rest), epoch e of alpha0 number a uses view
 ``(a * epochs + e) % V'``, so with 1 + 10 * 20 views every epoch sees its own augmentation as
 in the reference, and with one view every epoch reuses it.
+
+Several seeds of a setting (``fit_runs``): steps 1-2 of every run (its own views) are one
+vmapped program, step 3's grids of all runs another. Step 2 is computed for both of its cases and
+one is selected, so the procedure has no host-side branch.
 """
 
 from __future__ import annotations
@@ -201,6 +205,23 @@ def _search(W, values, alpha0, correct, val_n, val_y, text, opts) -> FitResult:
                    result.beta, result.alpha, result.best_correct)
 
 
+def _search_runs(W, values, alpha0, correct, val_n, val_y, text, opts) -> list[FitResult]:
+  """Step 3 of several runs (leading axis of W, values, alpha0, correct): the grids of all runs
+  in one vmapped evaluation, then the first-best rule per run."""
+  tip.check_val(val_n, val_y, "tip_adapter_f search")
+  betas = tip.grid(opts.search_scale[0], opts.search_step[0])
+  alphas = tip.grid(opts.search_scale[1], opts.search_step[1])
+  counts = np.asarray(tip.search_runs(opts.scale * val_n @ text.T,
+                                      jnp.einsum("md,rnd->rmn", val_n, W), values, val_y,
+                                      jnp.asarray(betas), jnp.asarray(alphas)))
+  out = []
+  for r in range(len(counts)):
+    result = tip.first_best(counts[r], betas, alphas)
+    out.append(FitResult(np.asarray(W[r]), np.asarray(values[r]), float(alpha0[r]),
+                         np.asarray(correct[r]), result.beta, result.alpha, result.best_correct))
+  return out
+
+
 def fit_tip_adapter_f(train_views, train_labels, val_feats, val_labels, text, num_classes: int,
                       opts: Options = Options()) -> FitResult:
   """Steps 1 (vmapped alpha0 fine-tunes), 2 (optional or edge case) and 3 (grid search)."""
@@ -214,15 +235,14 @@ def fit_tip_adapter_f(train_views, train_labels, val_feats, val_labels, text, nu
 def fit_tip_adapter_f_runs(train_views: list, train_labels: list, val_feats, val_labels, text,
                            num_classes: int, opts: Options = Options()) -> list[FitResult]:
   """``fit_tip_adapter_f`` of several runs (their own views and labels, shared val): steps 1-2
-  of every run in one vmapped program, then each run's search."""
+  of every run in one vmapped program, then the runs' searches in another."""
   inputs = [_inputs(v, y, val_feats, val_labels, text, opts)
             for v, y in zip(train_views, train_labels)]
   _, _, val_n, val_y, text = inputs[0]
   W, values, alpha0, correct = _procedure_runs(jnp.stack([i[0] for i in inputs]),
                                                jnp.stack([i[1] for i in inputs]), val_n, val_y,
                                                text, num_classes, opts)
-  return [_search(W[r], values[r], alpha0[r], correct[r], val_n, val_y, text, opts)
-          for r in range(len(inputs))]
+  return _search_runs(W, values, alpha0, correct, val_n, val_y, text, opts)
 
 
 def read_options(cfg) -> Options:
