@@ -3,7 +3,8 @@
 One short run per method (tiny random-weight backbone, shortened schedules), in the reference
 harness: the seed-1 images for run seed 2, augmented views encoded once, results.json and the
 report written. BUSI's sample has no split file; one is written from its manifest. Skips where
-``../shared/data/images`` is absent.
+``../shared/data/images`` is absent. The same methods on a CONVERTED BiomedCLIP checkpoint (and
+through ``--sweep=packed``): tests/parity/test_adapters_converted.py.
 """
 
 import csv
