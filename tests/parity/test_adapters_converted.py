@@ -1,14 +1,15 @@
-"""The adapter baselines from the launcher on a CONVERTED random-weight BiomedCLIP, real BTMRI.
+"""The adapter baselines from the launcher on a CONVERTED random-weight BiomedCLIP, real data.
 
 A tiny open_clip ``CustomTextCLIP`` (timm ViT + HF BERT, BiomedCLIP's layout) with random
 weights is built in PyTorch, converted by ``convert.biomedclip`` (what ``python -m convert``
 runs), and every method runs from ``launch.py`` with ``--config.model.init=<converted dir>`` on
-the BTMRI sample, shortened schedules. Two go through ``--sweep=packed`` (two seeds fitted as
-one computation, biomedjax/train/fit_pack.py, then the sweep's report), two as plain single runs.
+the BTMRI and BUSI samples, shortened schedules. Two go through ``--sweep=packed`` (two seeds
+fitted as one computation, biomedjax/train/fit_pack.py, then the sweep's report), two as plain
+single runs.
 
 The full-size path is the same code: only the architecture read from ``open_clip_config.json``
 differs, and converting a full-size random BiomedCLIP is tested in
-tests/parity/test_biomedclip_full.py. Skips where ``../shared/data/images/BTMRI`` is absent.
+tests/parity/test_biomedclip_full.py. Skips where ``../shared/data/images`` is absent.
 """
 
 import json
@@ -18,7 +19,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tests.test_adapters_e2e import SHORT
+from tests.test_adapters_e2e import SHORT, datasets  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -31,28 +32,22 @@ def converted(tmp_path_factory):
   return out
 
 
-@pytest.fixture(scope="module")
-def btmri(shared_dir):
-  images = shared_dir / "data" / "images" / "BTMRI"
-  if not (images / "split_BTMRI.json").exists():
-    pytest.skip(f"BTMRI sample absent under {images}")
-  return images
-
-
-# tip_adapter (packed) stays in the default suite; the other three are marked slow.
-@pytest.mark.parametrize("method,packed", [
-    ("tip_adapter", True),
-    pytest.param("lp_plus_plus", True, marks=pytest.mark.slow),
-    pytest.param("clip_adapter", False, marks=pytest.mark.slow),
-    pytest.param("tip_adapter_f", False, marks=pytest.mark.slow)])
-def test_runs_from_the_launcher_on_converted_weights(method, packed, converted, btmri,
-                                                     tmp_path):
+# tip_adapter (packed, BTMRI) stays in the default suite; the other three are marked slow.
+@pytest.mark.parametrize("method,dataset,packed", [
+    ("tip_adapter", "btmri", True),
+    pytest.param("lp_plus_plus", "busi", True, marks=pytest.mark.slow),
+    pytest.param("clip_adapter", "busi", False, marks=pytest.mark.slow),
+    pytest.param("tip_adapter_f", "btmri", False, marks=pytest.mark.slow)])
+def test_runs_from_the_launcher_on_converted_weights(method, dataset, packed, converted,
+                                                     datasets, tmp_path):
+  if dataset not in datasets:
+    pytest.skip(f"{dataset} sample absent")
+  split_file, image_root = datasets[dataset]
   seeds = "seeds=1+2" if packed else "seed=2"
   cmd = [sys.executable, "launch.py",
-         f"--config=configs/{method}.py:dataset=btmri,shots=2,{seeds}",
-         f"--config.model.init={converted}",
-         f"--config.data.split_file={btmri / 'split_BTMRI.json'}",
-         f"--config.data.image_root={btmri / 'images'}", "--config.train.progress=False",
+         f"--config=configs/{method}.py:dataset={dataset},shots=2,{seeds}",
+         f"--config.model.init={converted}", f"--config.data.split_file={split_file}",
+         f"--config.data.image_root={image_root}", "--config.train.progress=False",
          "--config.eval.reliability=none", f"--workdir={tmp_path}"]
   cmd += [f"--config.method.{k}={v}" for k, v in SHORT[method].items()]
   if packed:
