@@ -25,9 +25,11 @@ SHORT = {  # method -> config.method overrides that keep fits to a fraction of a
 }
 
 
-# ~10 s of CPU each for the two with longer programs to compile: those two are marked slow.
+# Seconds of CPU each, mostly compiling two programs (fit, fit_runs): Tip-Adapter (the shortest)
+# stays in the default suite, the other three are marked slow.
 @pytest.mark.parametrize("name", [
-    pytest.param("clip_adapter", marks=pytest.mark.slow), "lp_plus_plus", "tip_adapter",
+    pytest.param("clip_adapter", marks=pytest.mark.slow),
+    pytest.param("lp_plus_plus", marks=pytest.mark.slow), "tip_adapter",
     pytest.param("tip_adapter_f", marks=pytest.mark.slow)])
 def test_fit_runs_equal_fit_run_by_run(name, tiny):
   method, frozen = checks.build(name, tiny, **SHORT[name])
