@@ -38,3 +38,14 @@ def full_model(full_checkpoint):
   """The converted full-size model loaded with ``biomedjax.load`` (shared, read-only)."""
   import biomedjax
   return biomedjax.load(full_checkpoint[2])
+
+
+@pytest.fixture(scope="session")
+def full_side(full_checkpoint, full_model):
+  """(torch model, open_clip tokenizer, Backbone, params) of the one shared full-size model:
+  what the method parity tests compare, without building a 196M model per test."""
+  from biomedjax.methods.base import Backbone
+  from tests.parity import openclip_fixture as fx
+  src, torch_model, _ = full_checkpoint
+  return (torch_model, fx.openclip_tokenizer(src, 256),
+          Backbone(full_model.module, full_model.tokenizer), full_model.params)

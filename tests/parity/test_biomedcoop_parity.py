@@ -16,9 +16,8 @@ import pytest
 import torch
 
 from biomedjax.methods import biomedcoop
-from biomedjax.methods.base import Backbone, Task
+from biomedjax.methods.base import Task
 from tests.parity import method_fixture
-from tests.parity import openclip_fixture as fx
 from tests.parity.reference_biomedcoop import TorchBiomedCoOp
 
 BTMRI = ("glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain")
@@ -84,8 +83,7 @@ def test_tiny_matches_reference(tiny, opts):
 
 
 @pytest.mark.slow
-def test_full_size_matches_reference(full_checkpoint, full_model):
-  src, torch_model, _ = full_checkpoint
-  backbone = Backbone(full_model.module, full_model.tokenizer)
-  run_both(backbone, full_model.params, torch_model, fx.openclip_tokenizer(src, 256), BTMRI,
+def test_full_size_matches_reference(full_side):
+  torch_model, tokenizer, backbone, params = full_side
+  run_both(backbone, params, torch_model, tokenizer, BTMRI,
            {"n_prompts": len(FORMS), "lambda_sccm": 1.0, "lambda_kdsp": 2.0}, batch_size=2)

@@ -87,6 +87,5 @@ def test_tiny_embed_modes_differ(tiny):
 
 
 @pytest.mark.slow
-def test_full_size_matches_reference(tmp_path_factory):
-  side = method_fixture.build(tmp_path_factory.mktemp("full"), "biomedclip", seed=6)
-  _assert_close(run_both(side, RSNA18, "full_embeddings", batch_size=2))
+def test_full_size_matches_reference(full_side):
+  _assert_close(run_both(full_side, RSNA18, "full_embeddings", batch_size=2))

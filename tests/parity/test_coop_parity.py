@@ -83,8 +83,7 @@ def test_tiny_ctx_init_equals_reference_init(tiny):
 
 
 @pytest.mark.slow
-def test_full_size_matches_reference(tmp_path_factory):
-  side = method_fixture.build(tmp_path_factory.mktemp("full"), "biomedclip", seed=4)
-  pairs = run_both(side, BTMRI, {"ctx_init": "a photo of a"}, batch_size=4)
+def test_full_size_matches_reference(full_side):
+  pairs = run_both(full_side, BTMRI, {"ctx_init": "a photo of a"}, batch_size=4)
   _assert_close(pairs)
-  assert side[2].tokenize(["X X X X meningioma tumor."], "bucket")[0].shape[1] == 16
+  assert full_side[2].tokenize(["X X X X meningioma tumor."], "bucket")[0].shape[1] == 16

@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from biomedjax.methods import kgcoop
-from biomedjax.methods.base import Backbone, Task
+from biomedjax.methods.base import Task
 from tests.parity import method_fixture
-from tests.parity import openclip_fixture as fx
 from tests.parity.reference_coop import TorchCoOp
 
 BTMRI = ("glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain")
@@ -88,8 +87,7 @@ def test_tiny_matches_reference(tiny, opts):
 
 
 @pytest.mark.slow
-def test_full_size_matches_reference(full_checkpoint, full_model):
-  src, torch_model, _ = full_checkpoint
-  backbone = Backbone(full_model.module, full_model.tokenizer)
-  run_both(torch_model, fx.openclip_tokenizer(src, 256), backbone, full_model.params, BTMRI, {},
+def test_full_size_matches_reference(full_side):
+  torch_model, tokenizer, backbone, params = full_side
+  run_both(torch_model, tokenizer, backbone, params, BTMRI, {},
            batch_size=4)
