@@ -3,6 +3,9 @@
   python launch.py --config configs/coop.py:dataset=btmri,shots=16,seed=1 --workdir runs/x
   python launch.py --config configs/coop.py --config.optim.lr=0.001 --workdir runs/coop --sweep=print
   python launch.py --config configs/demo.py --workdir /tmp/demo
+  python launch.py --config configs/biomedcoop.py:dataset=btmri,shots=16,seed=1 \
+      --grid=method.lambda_sccm=0.25+0.5+1+2 --grid=method.lambda_kdsp=0.25+0.5+1+2 \
+      --workdir runs/grid --sweep=packed   # 16 runs trained as one program (train/packed.py)
   python launch.py --list                                    # every method and its config file
   python launch.py --config configs/coop.py:shots=4 --show   # every option: value, default, meaning
 
@@ -32,8 +35,11 @@ import biomedjax  # noqa: F401  (sets its XLA CPU flag before JAX starts)
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "configs/<method>.py[:args]", lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory (created; resumed if it exists)")
-flags.DEFINE_enum("sweep", "", ["", "print", "run"],
-                  "print: one command per point of the config file's sweep; run: run them")
+flags.DEFINE_enum("sweep", "", ["", "print", "run", "packed"],
+                  "print: one command per point of the config file's sweep; run: run them; "
+                  "packed: run them, points sharing a data stream as one vmapped program")
+flags.DEFINE_multi_string("grid", [], "KEY=V1+V2+...: also sweep config key KEY (e.g. "
+                          "method.lambda_sccm=0.25+0.5) over the values, one run per combination")
 flags.DEFINE_string("coordinator_address", None,
                     "HOST:PORT of process 0 of a multi-process run (else $JAX_COORDINATOR_ADDRESS)")
 flags.DEFINE_integer("num_processes", None, "processes of the run (else $JAX_NUM_PROCESSES)")
@@ -83,9 +89,10 @@ def _check_single_run(mode: str) -> None:
   from configs import common
   arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")[2]
   several = [k for k, v in common.sweep_grid(arg)[1].items() if len(v) > 1]
+  several += [g.partition("=")[0] for g in FLAGS.grid]
   if several and not mode:
     raise ValueError(f"the config string names several runs ({', '.join(several)}); add "
-                         "--sweep=print or --sweep=run")
+                         "--sweep=print, --sweep=run or --sweep=packed")
 
 
 def _sweep_commands() -> list[tuple[list[str], pathlib.Path]]:
@@ -101,11 +108,44 @@ def _sweep_commands() -> list[tuple[list[str], pathlib.Path]]:
   module.sweep(lambda **kw: points.append(kw["arg"]), sweep_arg or None)
   out = []
   for point in points:
-    workdir = pathlib.Path(FLAGS.workdir) / point.replace(",", "_").replace("=", "-")
-    cmd = [sys.executable, __file__, f"--config={file}:{_merge_args(base_arg, point)}",
-           *overrides, f"--workdir={workdir}", *_distributed_flags()]
-    out.append((cmd, workdir))
+    for combo in _grid_combinations():
+      name = "_".join([point.replace(",", "_").replace("=", "-"),
+                       *(f"{k}-{v}" for k, v in combo)]).strip("_")
+      workdir = pathlib.Path(FLAGS.workdir) / name
+      cmd = [sys.executable, __file__, f"--config={file}:{_merge_args(base_arg, point)}",
+             *overrides, *(f"--config.{k}={v}" for k, v in combo), *_variant(combo),
+             f"--workdir={workdir}", *_distributed_flags()]
+      out.append((cmd, workdir))
   return out
+
+
+def _grid_combinations() -> list[tuple[tuple[str, str], ...]]:
+  """The --grid flags' product: [(("method.w", "1.0"), ("optim.lr", "0.002")), ...]."""
+  import itertools
+  axes = []
+  for g in FLAGS.grid:
+    key, _, values = g.partition("=")
+    vals = [v.strip() for v in values.split("+") if v.strip()]
+    if not key.strip() or not vals:
+      raise ValueError(f"--grid={g!r}: use KEY=V1+V2 (e.g. method.lambda_sccm=0.25+0.5)")
+    if key.strip().removeprefix("config.") in (k for k, _ in axes):
+      raise ValueError(f"--grid key {key!r} given twice")
+    axes.append((key.strip().removeprefix("config."), vals))
+  return [tuple(zip([k for k, _ in axes], combo))
+          for combo in itertools.product(*(v for _, v in axes))]
+
+
+def _variant(combo) -> list[str]:
+  """A grid point's label in the report (its rows would otherwise collide with the others')."""
+  return [f"--config.variant={','.join(f'{k}={v}' for k, v in combo)}"] if combo else []
+
+
+def _point_config(cmd: list[str]):
+  """A sweep command's config, resolved as its own process would (locked, overrides applied)."""
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+  fv([cmd[1], *(a for a in cmd[2:] if a.startswith("--config"))])
+  return fv.config
 
 
 def _distributed_flags() -> list[str]:
@@ -122,6 +162,10 @@ def run_sweep(mode: str, process_id: int) -> None:
   """
   from biomedjax import report
   commands = _sweep_commands()
+  if mode == "packed":
+    from biomedjax.train import packed
+    packed.run_sweep([packed.Point(_point_config(c), w) for c, w in commands], FLAGS.workdir)
+    commands = []
   for cmd, workdir in commands:
     if (workdir / "results.json").exists():
       logging.info("done, skipping: %s", workdir)
@@ -131,8 +175,13 @@ def run_sweep(mode: str, process_id: int) -> None:
     else:
       logging.info("running %s", shlex.join(cmd))
       subprocess.run(cmd, check=True)
-  if mode == "run" and process_id == 0:
+  if mode in ("run", "packed") and process_id == 0:
     print(report.make_report([FLAGS.workdir], pathlib.Path(FLAGS.workdir) / "report"))
+
+
+def jax_process_index() -> int:
+  import jax
+  return jax.process_index()
 
 
 def show() -> str:
@@ -161,7 +210,14 @@ def main(argv):
   from biomedjax.train import distributed
   settings = distributed.resolve(*(FLAGS[n].value for n in DISTRIBUTED_FLAGS))
   mode = FLAGS.sweep or ("run" if FLAGS.config.run_sweep else "")
+  if mode == "run" and FLAGS.config.get("pack", False):
+    mode = "packed"
   _check_single_run(mode)
+  if mode == "packed":  # the packs run in this process
+    from biomedjax import cli as cli_lib
+    distributed.initialize(settings)
+    with distributed.stop_all_on_error(FLAGS.workdir), cli_lib.logs_above_progress_bars():
+      return run_sweep(mode, jax_process_index())
   if mode:  # each point's run starts its own jax.distributed
     return run_sweep(mode, distributed.process_id_before_start(settings))
   distributed.initialize(settings)
