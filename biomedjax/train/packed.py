@@ -13,9 +13,10 @@ per-point traced float32 scalars. The method object is copied with its options r
 (``dataclasses.replace``), the optimizer is built with the traced LR, and the dropout key is the
 one the point's own run would use, so each lane computes what that run computes (equal to
 ~1e-7 relative per step; XLA may order a batched reduction differently). A field that sets the
-program's structure (an int, str or bool option such as ``n_ctx``, or a float the method uses in
-Python control flow) cannot be traced: the pack is refused before anything is written, naming
-the field. Methods must read float options from ``self.opts`` when they compute, not copy them
+program's structure cannot be traced and the pack is refused, naming it: an int, str or bool
+option (``n_ctx``, ``ctx_init``, ``text_dropout``) before anything is written; a float the method
+branches on in Python when the first step traces (the points' config.json files are written by
+then; ``--sweep=run`` over the same workdirs accepts them). Methods must read float options from ``self.opts`` when they compute, not copy them
 at construction; the methods in ``biomedjax/methods`` do.
 
 What each point gets: its own workdir (the one ``--sweep=run`` would use) with config.json,
@@ -123,20 +124,20 @@ def group(points: list[Point]) -> list[list[Point]]:
   return groups
 
 
-def check_fields(method: Method, values: dict[str, list]) -> None:
-  """Refuses differing fields that cannot be traced: non-float options, and the LR of a method
-  with its own optimizer hook."""
-  fields = {f.name: f for f in dataclasses.fields(method.opts)}
+def check_fields(values: dict[str, list], method: Method | None = None) -> None:
+  """Refuses differing fields that cannot be traced: options that are not floats in the config
+  (ints, strings and bools set shapes, texts and branches), and, once ``method`` is built, the
+  LR of a method with its own optimizer hook or a field its options do not declare a float."""
+  declared = {f.name: f.default for f in dataclasses.fields(method.opts)} if method else {}
   for key, vals in values.items():
     if key == LR_KEY:
-      if type(method).optimizer is not Method.optimizer:
+      if method is not None and type(method).optimizer is not Method.optimizer:
         raise PackError(f"optim.lr differs between the points, but method {method.name!r} "
                         "builds its own optimizer; it cannot be packed; use --sweep=run")
       continue
     name = key.split(".", 1)[1]
-    default = fields[name].default if name in fields else None
-    if not isinstance(default, float) or any(isinstance(v, bool) or not isinstance(v, (int, float))
-                                             for v in vals):
+    floats = all(isinstance(v, float) for v in vals)
+    if not floats or (method is not None and not isinstance(declared.get(name), float)):
       raise PackError(f"{key} ({', '.join(map(str, vals))}) changes the program's structure and "
                       "cannot be packed; use --sweep=run")
 
@@ -202,41 +203,16 @@ class PackProgram:
       self._logits = jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
     return np.asarray(self._logits(trainable, self.table, frozen, features))
 
-  def trace(self, rng, frozen, batch) -> None:
-    """Traces init and step without running them: a field used in Python control flow fails
-    here, before anything is written."""
-    trainable, opt_state = jax.eval_shape(self.init, rng, frozen)
-    frozen_s = loop.split_frozen(self.method, frozen)
-    jax.eval_shape(self.step_fn, trainable, opt_state, self.table, frozen_s, batch, rng,
-                   jnp.int32(0))
 
-
-def _check_traceable(method, backbone, config, per_epoch, values, size, rng, frozen, batch):
-  """PackError naming the first differing field that cannot be traced."""
+def traced(fn, values: dict, method_name: str):
+  """``fn()`` (the pack's first init or step, which traces it); a differing field the method
+  uses in Python control flow fails there, and becomes a PackError naming the field(s)."""
   try:
-    PackProgram(method, backbone, config, per_epoch, values, size).trace(rng, frozen, batch)
-    return
+    return fn()
   except TRACE_ERRORS as e:
-    error = e
-  for key in values:
-    try:
-      PackProgram(method, backbone, config, per_epoch, {key: values[key]}, size).trace(
-          rng, frozen, batch)
-    except TRACE_ERRORS:
-      raise PackError(f"{key} changes the program's structure and cannot be packed (method "
-                      f"{method.name!r} uses it in Python control flow); use --sweep=run"
-                      ) from error
-  raise PackError(f"the pack's differing fields {sorted(values)} cannot be traced together "
-                  f"({type(error).__name__}); use --sweep=run") from error
-
-
-def _abstract_batch(config, batch: int, data) -> dict:
-  """The shapes of a raw train batch (uint8 images, labels, mask)."""
-  size = config.data.image_size
-  label = (jax.ShapeDtypeStruct((batch, len(data.classnames)), jnp.float32)
-           if data.kind == "multilabel" else jax.ShapeDtypeStruct((batch,), jnp.int32))
-  return {"image": jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8), "label": label,
-          "mask": jax.ShapeDtypeStruct((batch,), jnp.bool_)}
+    raise PackError(f"{' or '.join(sorted(values))} changes the program's structure and cannot "
+                    f"be packed (method {method_name!r} branches on it in Python); use "
+                    "--sweep=run") from e
 
 
 def pack_dir(sweep_dir, points: list[Point]) -> pathlib.Path:
@@ -273,7 +249,9 @@ def train_pack(prog: PackProgram, points, frozen, data, config, directory, mesh,
   batch, per_epoch, total = steps
   method = prog.method
   rng = jax.random.key(config.seed)
-  trainable, opt_state = prog.init(jax.random.fold_in(rng, 1), frozen)
+  values = {k: v for k, v in prog.table.items() if k != "_point"}
+  trainable, opt_state = traced(lambda: prog.init(jax.random.fold_in(rng, 1), frozen), values,
+                                method.name)
   trainable, opt_state = sharding.replicate((trainable, opt_state), mesh)
   frozen = loop.split_frozen(method, frozen)
   it = make_train_iterator(data.splits["train"], mesh=mesh, global_batch_size=batch,
@@ -304,8 +282,10 @@ def train_pack(prog: PackProgram, points, frozen, data, config, directory, mesh,
   t0 = time.time()
   with lifecycle.StopRequest() as stop:
     for i in bar:
-      trainable, opt_state, m = step_fn(trainable, opt_state, prog.table, frozen, next(it), rng,
-                                        jnp.int32(i))
+      batch_i = next(it)
+      trainable, opt_state, m = traced(lambda: step_fn(trainable, opt_state, prog.table, frozen,
+                                                       batch_i, rng, jnp.int32(i)),
+                                       values, method.name)
       done = i + 1
       if done % config.train.log_every_steps == 0 or done == total:
         m = jax.device_get(m)
@@ -349,9 +329,13 @@ def run_pack(points: list[Point], directory) -> list[dict]:
   for p in points:
     calibrate.check(p.config)
     checkpoint.check_config(p.workdir, p.config)  # reads only; another run there is refused
-  if len({stream_key(p.config) for p in points}) > 1:
-    raise PackError("the points of a pack must share their stream (dataset, shots, seed, batch, "
-                    f"schedule...); they differ in {sorted(k for k in differing([p.config for p in points]) if not is_hyper(k))}")
+  diff = differing([p.config for p in points])
+  stream = sorted(k for k in diff if not is_hyper(k) and k not in IGNORED_KEYS)
+  if stream:
+    raise PackError("the points of a pack must share their view stream (dataset, shots, seed, "
+                    f"batch, schedule...); these differ: {stream}")
+  values = {k: v for k, v in diff.items() if is_hyper(k)}
+  check_fields(values)  # before anything is written
   if ref.train.get("early_stopping_patience", 0):
     return _one_by_one(points, "early stopping is on (each point would stop at its own epoch)")
   with distributed.process_zero_first("setup"):
@@ -363,14 +347,11 @@ def run_pack(points: list[Point], directory) -> list[dict]:
   method = methods[0]
   if method.fits or not method.trains:
     return _one_by_one(points, f"method {method.name!r} has a fit stage (not a gradient pack)")
-  values = {k: v for k, v in differing([p.config for p in points]).items() if is_hyper(k)}
-  check_fields(method, values)
+  check_fields(values, method)
   steps = loop._batch_and_steps(len(data.splits["train"]), ref)
   mesh = sharding.make_mesh(steps[0])
   frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
   rng = jax.random.key(ref.seed)
-  _check_traceable(method, backbone, ref, steps[1], values, len(points), rng, frozen,
-                   _abstract_batch(ref, steps[0], data))
   targets = [loop._eval_targets(p.config, d, backbone, params, m, frozen, mesh)
              for p, d, m in zip(points, datas, methods)]
   if ref.data.setting == "base2novel":  # refuse before training, not after

@@ -1,0 +1,170 @@
+"""A 16-point BiomedCoOp grid (lambda_SCCM x lambda_KDSP, 4 x 4): one pack vs 16 reference runs.
+
+BTMRI-sized: 4 classes, 16 shots (64 training images of 224x224, synthetic), batch 4, 50 LLM
+prompts per class, full-size BiomedCLIP with random weights shared by both sides (converted in
+memory by the real mapping), fp32, a shortened schedule of ``--steps`` steps (default 8).
+
+* JAX: the packed trainer of ``--sweep=packed`` (``biomedjax.train.packed.PackProgram``): the 16
+  points' options as traced scalars, one jitted, vmapped step per batch, batches from the engine's
+  train iterator (decode + RandomResizedCrop of the synthetic PNGs), the frozen image tower once
+  per batch. Timed end to end: the LLM prompt features (once per pack), init, compilation and
+  every step; "warm step" is the median of the steps after the first.
+* PyTorch: the reference BiomedCoOp step of benchmarks/train_step.py
+  (``tests/parity/reference_biomedcoop.py``: two image-tower passes per batch, prompts at 256
+  tokens, the prompt scores in a Python loop, backward, SGD), median of ``--torch-steps`` warm
+  steps; the 16 runs cost 16 x steps x that. Their per-run setup (building the model, encoding
+  the 200 LLM prompts at 256 tokens, which every reference run does) is NOT counted, so the
+  ratio favours the reference.
+
+  python benchmarks/grid.py [--steps 8] [--torch-steps 2]
+  python benchmarks/grid.py --tiny          # tiny random preset, 2 steps: a smoke run (< 1 min)
+  python benchmarks/grid.py --torch-step 6.35 --device-label "H200"   # reuse a measured step
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from biomedjax.data import synthetic  # noqa: E402
+from biomedjax.data.pipeline import make_train_iterator  # noqa: E402
+from biomedjax.methods import biomedcoop  # noqa: E402
+from biomedjax.methods.base import Task  # noqa: E402
+from biomedjax.train import packed, setup, sharding  # noqa: E402
+from configs import biomedcoop as biomedcoop_config  # noqa: E402
+
+BTMRI = ("glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain")
+LAMBDAS = (0.25, 0.5, 1.0, 2.0)  # each of lambda_SCCM and lambda_KDSP: 4 x 4 points
+
+
+def grid_values(lambdas=LAMBDAS) -> dict[str, list[float]]:
+  pairs = [(s, k) for s in lambdas for k in lambdas]
+  return {"method.lambda_sccm": [s for s, _ in pairs], "method.lambda_kdsp": [k for _, k in pairs]}
+
+
+def train_source(tmp: pathlib.Path, shots: int):
+  """The few-shot training split of a synthetic 4-class set of 224x224 PNGs (K per class)."""
+  config = biomedcoop_config.get_config(f"dataset=synthetic,shots={shots}")
+  config.data.synthetic.size = 224
+  config.data.synthetic.per_class = 2 * shots  # 50% train
+  return setup.build_data(config.data, 1, tmp).splits["train"]
+
+
+def jax_grid(side, prompts, source, n_prompts: int, steps: int) -> dict:
+  """The pack end to end: prepare, init, compile, ``steps`` steps; seconds of each part."""
+  _, _, backbone, params = side
+  config = biomedcoop_config.get_config("dataset=btmri,shots=16,prompts=unused")
+  values = grid_values()
+  size = len(values["method.lambda_sccm"])
+  t0 = time.perf_counter()
+  method = biomedcoop.build(backbone, Task(BTMRI, llm_prompts=prompts), {"n_prompts": n_prompts})
+  mesh = sharding.make_mesh(config.data.batch_size)
+  frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
+  jax.block_until_ready(frozen)
+  t_prepare = time.perf_counter() - t0
+  per_epoch = len(source) // config.data.batch_size
+  prog = packed.PackProgram(method, backbone, config, per_epoch, values, size)
+  rng = jax.random.key(1)
+  trainable, opt_state = prog.init(jax.random.fold_in(rng, 1), frozen)
+  step = prog.make_step(mesh)
+  it = make_train_iterator(source, mesh=mesh, global_batch_size=config.data.batch_size, seed=1,
+                           image_size=config.data.image_size)
+  times = []
+  for i in range(steps):
+    t = time.perf_counter()
+    trainable, opt_state, m = step(trainable, opt_state, prog.table, frozen, next(it), rng,
+                                   jnp.int32(i))
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  total = time.perf_counter() - t0
+  assert np.all(np.isfinite(m["loss"])) and m["loss"].shape == (size,)
+  return {"points": size, "prepare_s": t_prepare, "first_step_s": times[0],
+          "warm_step_s": statistics.median(times[1:]) if steps > 1 else times[0],
+          "total_s": total}
+
+
+def torch_step_seconds(side, prompts, n_prompts: int, steps: int, llm) -> float:
+  """Median seconds of a warm reference BiomedCoOp step (benchmarks/train_step.py's)."""
+  import torch
+  import train_step
+  from tests.parity.reference_biomedcoop import TorchBiomedCoOp
+  torch_model, tokenizer, backbone, params = side
+  method = biomedcoop.build(backbone, Task(BTMRI, llm_prompts=prompts), {"n_prompts": n_prompts})
+  ctx = np.asarray(method.init(jax.random.key(0), {"backbone": params})["ctx"])
+  torch_model.requires_grad_(False)  # the reference trains the prompt learner only
+  ref = TorchBiomedCoOp(torch_model, tokenizer, BTMRI, prompts, ctx,
+                        dict(tau=1.5, lambda_sccm=0.5, lambda_kdsp=0.25),
+                        fixed=torch.from_numpy(np.array(llm)))
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.normal(size=(4, 224, 224, 3)).astype(np.float32),
+           "label": np.arange(4, dtype=np.int32)}
+  return train_step.median_seconds(train_step.torch_loss_step(ref, batch), steps)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--steps", type=int, default=8, help="schedule length of every grid point")
+  ap.add_argument("--torch-steps", type=int, default=2, help="warm reference steps to time")
+  ap.add_argument("--torch-step", type=float, default=0.0,
+                  help="seconds of one reference step measured elsewhere (skips torch here)")
+  ap.add_argument("--tiny", action="store_true", help="tiny random preset, 2 steps: smoke run")
+  ap.add_argument("--device-label", default="", help="the machine, for the table's title")
+  ap.add_argument("--json", default="", help="also write the numbers to this file")
+  args = ap.parse_args(argv)
+  jax.config.update("jax_default_matmul_precision", "highest")  # fp32 like torch; no TF32
+  preset, n_prompts = ("tiny", 6) if args.tiny else ("biomedclip", 50)
+  steps = 2 if args.tiny else args.steps
+  from tests.parity import method_fixture
+  from tests.test_biomedcoop import synthetic_prompts
+  prompts = {c: tuple(f"a photo of a {c}, description number {i}." for i in range(n_prompts))
+             for c in BTMRI}
+  if args.tiny:  # the tiny vocabulary has no "description"/"number": its own prompt forms
+    prompts = {k: tuple(v) for k, v in synthetic_prompts(BTMRI, n_prompts)["llm_prompts"].items()}
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    side = method_fixture.build(tmp / "model", preset, seed=0)
+    source = train_source(tmp / "data", 16)
+    ours = jax_grid(side, prompts, source, n_prompts, steps)
+    if args.torch_step:
+      ref_step = args.torch_step
+    else:
+      method = biomedcoop.build(side[2], Task(BTMRI, llm_prompts=prompts), {"n_prompts": n_prompts})
+      llm = method.prepare(side[3])["llm_features"]
+      ref_step = torch_step_seconds(side, prompts, n_prompts, 1 if args.tiny else args.torch_steps,
+                                    llm)
+  n = ours["points"]
+  ref_total = n * steps * ref_step
+  label = args.device_label or jax.devices()[0].device_kind
+  rows = [
+      (f"whole grid: {n} points x {steps} steps (JAX: prompts + init + compile + steps)",
+       ours["total_s"], ref_total),
+      (f"one step of all {n} points (JAX warm packed step vs {n} reference steps)",
+       ours["warm_step_s"], n * ref_step),
+      ("  JAX first step (compilation included)", ours["first_step_s"], None),
+      ("  JAX LLM prompt features + method build (once per pack)", ours["prepare_s"], None),
+  ]
+  print(f"\n{preset} BiomedCoOp grid, {label}; PyTorch reference step {ref_step:.3f} s "
+        f"({'given' if args.torch_step else 'measured, CPU'})\n")
+  print("| row | JAX packed | PyTorch 16 runs | speed-up |\n|---|---|---|---|")
+  for name, a, b in rows:
+    print(f"| {name} | {a:.2f} s | {f'{b:.2f} s' if b else '-'} | "
+          f"{f'{b / a:.2f}x' if b else '-'} |")
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps({**ours, "torch_step_s": ref_step,
+                                                   "steps": steps, "preset": preset}, indent=2))
+
+
+if __name__ == "__main__":
+  main()
