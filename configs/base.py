@@ -48,6 +48,12 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       test_batch_size=100,
       image_size=224,
       workers=0,             # grain worker processes for decoding/augmentation
+      # Training views of inputs="features" methods (biomedjax/train/view_stream.py): "online"
+      # (the tower runs in every step), "precomputed" (the same views encoded once, in batches
+      # of encode_batch, cached under view_cache and shared by runs with the same key), or
+      # "cached:V" (V views per image, one drawn per step: an approximation of the protocol).
+      views="online", encode_batch=256,
+      view_cache="",         # "" = $BIOMEDJAX_VIEW_CACHE or ~/.cache/biomedjax/views
       skip_bad_images=False,
       template="a photo of a {}.",
       llm_prompts="",        # prompt-ensemble JSON ({"llm_prompts": {class: [...]}})

@@ -46,9 +46,13 @@ class HarnessTrainTransform(grain.transforms.RandomMap):
     return {"image": harness_train_image(image, rng, self.size), "label": record["label"]}
 
 
-def encode_views(source, encode, views: int, seed: int, batch_size: int, image_size: int = 224
+def encode_views(source, encode, views: int, seed: int, batch_size: int, image_size: int = 224,
+                 transform: grain.transforms.RandomMap | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
   """``views`` augmented passes over ``source`` through ``encode(uint8 images) -> (B, d)``.
+
+  ``transform``: the augmentation (default the harness's ``HarnessTrainTransform``; the
+  engine's ``cached:V`` view streams pass the training transform).
 
   Returns (features (views, n, d) float32, labels (n,)), rows in source order. Single-process:
   every host encodes the (small, few-shot) training set itself.
@@ -61,7 +65,7 @@ def encode_views(source, encode, views: int, seed: int, batch_size: int, image_s
   out, labels = [], None
   for v in range(views):
     ds = (grain.MapDataset.source(source).seed(seed * 100003 + v)
-          .random_map(HarnessTrainTransform(image_size)))
+          .random_map(transform or HarnessTrainTransform(image_size)))
     feats, ys = [], []
     for start in range(0, n, batch_size):
       records = [ds[i] for i in range(start, min(n, start + batch_size))]

@@ -25,7 +25,7 @@ from biomedjax.data.pipeline import make_train_iterator
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
 from biomedjax.train import (calibrate, checkpoint, distributed, early_stopping, evaluate,
-                             lifecycle, setup, sharding, step as step_lib)
+                             lifecycle, setup, sharding, step as step_lib, view_stream)
 
 log = logging.getLogger("biomedjax")
 
@@ -83,6 +83,7 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
                            worker_count=config.data.workers,
                            epoch_drop_last=config.data.get("epoch_drop_last", False),
                            random_flip=config.data.get("random_flip", False))
+  it = view_stream.train_iterator(config, method, frozen["backbone"], data, mesh, steps, it)
   ckpt = checkpoint.Checkpointer(workdir)
   history = lifecycle.History(workdir)
   start = 0
@@ -228,6 +229,7 @@ def train_and_evaluate(config, workdir) -> dict:
     backbone, params = setup.build_backbone(config.model, workdir,
                                            setup.vocabulary_words(config, data))
   method = build_method(config, backbone, data.classnames, data.kind)
+  view_stream.check(config, method)  # data.views: refused before anything is written
   steps = _batch_and_steps(len(data.splits["train"]), config)
   mesh = sharding.make_mesh(steps[0])
   frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)

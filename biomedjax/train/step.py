@@ -9,8 +9,8 @@ Gradients are taken with respect to ``trainable`` only, through the method's dec
 
 For a method with ``inputs="features"`` the step itself runs the frozen image tower on the
 (augmented, uint8) batch and hands the method ``batch["features"]``: the same arithmetic as a
-method calling the tower, but no method repeats that code, and the engine can later feed
-precomputed features instead. A ``"pixels"`` method receives the images in [0, 1].
+method calling the tower, but no method repeats that code, and the engine can feed
+precomputed features instead (``data.views``: the batch then holds ``"features"`` already). A ``"pixels"`` method receives the images in [0, 1].
 """
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ from biomedjax.train import sharding
 
 
 def method_batch(method: Method, backbone: Backbone, backbone_params, batch: dict) -> dict:
-  """The batch a method sees: uint8 images -> features (frozen tower) or [0, 1] floats."""
+  """The batch a method sees: uint8 images -> features (frozen tower) or [0, 1] floats.
+
+  A batch that already holds ``"features"`` (a precomputed view stream,
+  ``biomedjax/train/view_stream.py``) is passed through: the tower ran when it was encoded."""
+  if method.inputs == "features" and "features" in batch:
+    return batch
   if method.inputs == "features":
     return {**batch, "features": backbone.image_features(backbone_params, batch["image"])}
   return {**batch, "image": unit_range(batch["image"])}
