@@ -16,8 +16,9 @@ one the point's own run would use, so each lane computes what that run computes 
 program's structure cannot be traced and the pack is refused, naming it: an int, str or bool
 option (``n_ctx``, ``ctx_init``, ``text_dropout``) before anything is written; a float the method
 branches on in Python when the first step traces (the points' config.json files are written by
-then; ``--sweep=run`` over the same workdirs accepts them). Methods must read float options from ``self.opts`` when they compute, not copy them
-at construction; the methods in ``biomedjax/methods`` do.
+then; ``--sweep=run`` over the same workdirs accepts them). Methods must read float options
+from ``self.opts`` when they compute, not copy them at construction; the methods in
+``biomedjax/methods`` do.
 
 What each point gets: its own workdir (the one ``--sweep=run`` would use) with config.json,
 fewshot_selection.json, tensorboard, train_history.json, trained_state, predictions, reliability
@@ -51,7 +52,7 @@ from tqdm import tqdm
 from biomedjax.data.pipeline import make_train_iterator
 from biomedjax.methods.base import Method
 from biomedjax.train import (calibrate, checkpoint, distributed, lifecycle, loop, setup, sharding,
-                             step as step_lib)
+                             step as step_lib, view_stream)
 
 log = logging.getLogger("biomedjax")
 LR_KEY = "optim.lr"
@@ -113,7 +114,8 @@ def group(points: list[Point]) -> list[list[Point]]:
     packs.setdefault(stream_key(p.config), []).append(p)
   groups = list(packs.values())
   if len(groups) > 1:
-    split = {k: sorted(set(map(str, v))) for k, v in differing([g[0].config for g in groups]).items()
+    heads = differing([g[0].config for g in groups])
+    split = {k: sorted(set(map(str, v))) for k, v in heads.items()
              if not is_hyper(k) and k not in IGNORED_KEYS}
     log.info("%d points -> %d packs: points that differ in %s see different batches and "
              "cannot share a pack", len(points), len(groups),
@@ -218,7 +220,8 @@ def traced(fn, values: dict, method_name: str):
 def pack_dir(sweep_dir, points: list[Point]) -> pathlib.Path:
   """``<sweep>/packs/pack-<hash of the points' workdir names>``: the same points, the same dir."""
   names = json.dumps(sorted(p.workdir.name for p in points))
-  return pathlib.Path(sweep_dir) / PACKS_DIR / f"pack-{hashlib.sha1(names.encode()).hexdigest()[:12]}"
+  digest = hashlib.sha1(names.encode()).hexdigest()[:12]
+  return pathlib.Path(sweep_dir) / PACKS_DIR / f"pack-{digest}"
 
 
 def _manifest(points: list[Point], values: dict) -> dict:
@@ -259,6 +262,8 @@ def train_pack(prog: PackProgram, points, frozen, data, config, directory, mesh,
                            worker_count=config.data.workers,
                            epoch_drop_last=config.data.get("epoch_drop_last", False),
                            random_flip=config.data.get("random_flip", False))
+  # data.views="precomputed": the stream is encoded (or read from the cache) once for the pack
+  it = view_stream.train_iterator(config, method, frozen["backbone"], data, mesh, steps, it)
   ckpt = checkpoint.Checkpointer(directory)
   histories = [lifecycle.History(p.workdir) for p in points]
   start = 0
@@ -347,6 +352,7 @@ def run_pack(points: list[Point], directory) -> list[dict]:
   method = methods[0]
   if method.fits or not method.trains:
     return _one_by_one(points, f"method {method.name!r} has a fit stage (not a gradient pack)")
+  view_stream.check(ref, method)  # data.views: refused before anything is written
   check_fields(values, method)
   steps = loop._batch_and_steps(len(data.splits["train"]), ref)
   mesh = sharding.make_mesh(steps[0])
