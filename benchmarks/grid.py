@@ -12,11 +12,12 @@ memory by the real mapping), fp32, a shortened schedule of ``--steps`` steps (de
 * PyTorch: the reference BiomedCoOp step of benchmarks/train_step.py
   (``tests/parity/reference_biomedcoop.py``: two image-tower passes per batch, prompts at 256
   tokens, the prompt scores in a Python loop, backward, SGD), median of ``--torch-steps`` warm
-  steps; the 16 runs cost 16 x steps x that. Their per-run setup (building the model, encoding
+  steps, half timed before the pack and half after (a shared machine's load drifts); the 16 runs
+  cost 16 x steps x that. Their per-run setup (building the model, encoding
   the 200 LLM prompts at 256 tokens, which every reference run does) is NOT counted, so the
   ratio favours the reference.
 
-  python benchmarks/grid.py [--steps 8] [--torch-steps 2]
+  python benchmarks/grid.py [--steps 8] [--torch-steps 4] [--views online]
   python benchmarks/grid.py --tiny          # tiny random preset, 2 steps: a smoke run (< 1 min)
   python benchmarks/grid.py --torch-step 6.35 --device-label "H200"   # reuse a measured step
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import statistics
 import sys
@@ -107,8 +109,8 @@ def jax_grid(side, prompts, config, data, n_prompts: int, steps: int) -> dict:
           "total_s": total}
 
 
-def torch_step_seconds(side, prompts, n_prompts: int, steps: int, llm) -> float:
-  """Median seconds of a warm reference BiomedCoOp step (benchmarks/train_step.py's)."""
+def torch_stepper(side, prompts, n_prompts: int, llm):
+  """-> a zero-argument callable running one reference BiomedCoOp step (train_step.py's)."""
   import torch
   import train_step
   from tests.parity.reference_biomedcoop import TorchBiomedCoOp
@@ -122,13 +124,23 @@ def torch_step_seconds(side, prompts, n_prompts: int, steps: int, llm) -> float:
   rng = np.random.default_rng(0)
   batch = {"image": rng.normal(size=(4, 224, 224, 3)).astype(np.float32),
            "label": np.arange(4, dtype=np.int32)}
-  return train_step.median_seconds(train_step.torch_loss_step(ref, batch), steps)
+  return train_step.torch_loss_step(ref, batch)
+
+
+def timed(fn, n: int) -> list[float]:
+  out = []
+  for _ in range(n):
+    t = time.perf_counter()
+    fn()
+    out.append(time.perf_counter() - t)
+  return out
 
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--steps", type=int, default=8, help="schedule length of every grid point")
-  ap.add_argument("--torch-steps", type=int, default=2, help="warm reference steps to time")
+  ap.add_argument("--torch-steps", type=int, default=4,
+                  help="warm reference steps to time, half before and half after the pack")
   ap.add_argument("--torch-step", type=float, default=0.0,
                   help="seconds of one reference step measured elsewhere (skips torch here)")
   ap.add_argument("--tiny", action="store_true", help="tiny random preset, 2 steps: smoke run")
@@ -141,6 +153,8 @@ def main(argv=None):
   jax.config.update("jax_default_matmul_precision", "highest")  # fp32 like torch; no TF32
   preset, n_prompts = ("tiny", 6) if args.tiny else ("biomedclip", 50)
   steps = 2 if args.tiny else args.steps
+  if args.tiny:
+    args.torch_steps = 2
   from tests.parity import method_fixture
   from tests.test_biomedcoop import synthetic_prompts
   prompts = {c: tuple(f"a photo of a {c}, description number {i}." for i in range(n_prompts))
@@ -153,14 +167,20 @@ def main(argv=None):
     config = grid_config(tmp, 16, args.views)
     short_stream(config, steps)
     data = setup.build_data(config.data, config.seed, tmp / "data")
-    ours = jax_grid(side, prompts, config, data, n_prompts, steps)
-    if args.torch_step:
-      ref_step = args.torch_step
-    else:
+    load = [os.getloadavg()[0]]
+    torch_times = []
+    if not args.torch_step:  # reference steps before AND after the pack: a shared machine's
+      # load drifts, and both sides should see the same mix of it
       method = biomedcoop.build(side[2], Task(BTMRI, llm_prompts=prompts), {"n_prompts": n_prompts})
-      llm = method.prepare(side[3])["llm_features"]
-      ref_step = torch_step_seconds(side, prompts, n_prompts, 1 if args.tiny else args.torch_steps,
-                                    llm)
+      torch_step = torch_stepper(side, prompts, n_prompts, method.prepare(side[3])["llm_features"])
+      torch_step()  # warm
+      torch_times += timed(torch_step, max(1, args.torch_steps // 2))
+    ours = jax_grid(side, prompts, config, data, n_prompts, steps)
+    load.append(os.getloadavg()[0])
+    if not args.torch_step:
+      torch_times += timed(torch_step, max(1, args.torch_steps - args.torch_steps // 2))
+    load.append(os.getloadavg()[0])
+    ref_step = args.torch_step or statistics.median(torch_times)
   n = ours["points"]
   ref_total = n * steps * ref_step
   label = args.device_label or jax.devices()[0].device_kind
@@ -174,14 +194,15 @@ def main(argv=None):
       (f"  JAX view stream ({args.views}: encode all steps' views once)", ours["views_s"], None),
   ]
   print(f"\n{preset} BiomedCoOp grid, views {args.views}, {label}; PyTorch reference step "
-        f"{ref_step:.3f} s "
-        f"({'given' if args.torch_step else 'measured, CPU'})\n")
+        f"{ref_step:.3f} s ({'given' if args.torch_step else 'measured on CPU'}: "
+        f"{' '.join(f'{t:.2f}' for t in torch_times)} s); load average {load}\n")
   print("| row | JAX packed | PyTorch 16 runs | speed-up |\n|---|---|---|---|")
   for name, a, b in rows:
     print(f"| {name} | {a:.2f} s | {f'{b:.2f} s' if b else '-'} | "
           f"{f'{b / a:.2f}x' if b else '-'} |")
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps({**ours, "torch_step_s": ref_step,
+                                                   "torch_steps_s": torch_times, "load": load,
                                                    "steps": steps, "preset": preset}, indent=2))
 
 
