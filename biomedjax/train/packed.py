@@ -117,7 +117,7 @@ def group(points: list[Point]) -> list[list[Point]]:
     heads = differing([g[0].config for g in groups])
     split = {k: sorted(set(map(str, v))) for k, v in heads.items()
              if not is_hyper(k) and k not in IGNORED_KEYS}
-    log.info("%d points -> %d packs: points that differ in %s see different batches and "
+    log.info("%d points -> %d packs: points that differ in %s (their batches or programs) "
              "cannot share a pack", len(points), len(groups),
              ", ".join(f"{k} ({', '.join(v)})" for k, v in split.items()))
     if "seed" in split:
