@@ -29,7 +29,7 @@ single-run policy (every epoch, every N minutes, on Ctrl-C/SIGTERM); running the
 again resumes it, and points with a results.json are skipped before packing.
 
 Run one by one instead, with a log line saying why: methods with a ``fit`` stage (closed-form
-fits on features; biomedjax/train/fit_pack.py is their packer), runs with early stopping (each
+fits on features, not gradient steps), runs with early stopping (each
 point would stop at its own epoch), and packs of one point: points that differ in ``seed`` (or
 any other stream setting) see different batches and never share a pack.
 """
