@@ -5,9 +5,9 @@ sides, a BTMRI-sized problem: batch 32 of 224x224 pixels, 4 classes. One step = 
 tower forward, all class prompts through the text tower, CE loss, gradient w.r.t. the context,
 SGD momentum 0.9 + weight decay 5e-4 update.
 
-* JAX: ``value_and_grad`` of ``method.loss`` w.r.t. the trainable pytree + the optax update in
-  one ``jax.jit``; the backbone is an argument (never closed over); prompts at the bucketed
-  length (16 tokens for these class names).
+* JAX: the engine's frozen image tower (``step.method_batch``), ``method.value_and_grad`` w.r.t.
+  the trainable pytree and the optax update in one ``jax.jit``; the backbone is an argument
+  (never closed over); prompts at the bucketed length (16 tokens for these class names).
 * PyTorch: the reference CoOp forward (``tests/parity/reference_coop.py``, prompts padded to
   256 tokens as the reference does), ``loss.backward()``, ``torch.optim.SGD.step()``.
 
@@ -39,6 +39,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from biomedjax.methods import biomedcoop, cocoop, coop  # noqa: E402
 from biomedjax.methods.base import Task  # noqa: E402
+from biomedjax.train import step as step_lib  # noqa: E402
 from tests.parity import method_fixture  # noqa: E402
 from tests.parity.reference_biomedcoop import TorchBiomedCoOp  # noqa: E402
 from tests.parity.reference_cocoop import TorchCoCoOp  # noqa: E402
@@ -67,8 +68,9 @@ def jax_train_step(method, params, batch):
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
   def step(trainable, opt_state, frozen, batch):
-    (loss, _), grads = jax.value_and_grad(method.loss, has_aux=True)(
-        trainable, jax.lax.stop_gradient(frozen), batch, jax.random.key(0))
+    frozen = jax.lax.stop_gradient(frozen)
+    batch = step_lib.method_batch(method, method.backbone, frozen["backbone"], batch)  # the tower
+    (loss, _), grads = method.value_and_grad(trainable, frozen, batch, jax.random.key(0))
     updates, opt_state = tx.update(grads, opt_state, trainable)
     return optax.apply_updates(trainable, updates), opt_state, loss
 
@@ -80,47 +82,73 @@ def jax_train_step(method, params, batch):
   return run
 
 
-def torch_train_step(model, batch):
-  """-> a zero-argument callable running one reference step (forward, backward, SGD)."""
+def to_device(module, device: str):
+  """``module`` on ``device``, with the plain tensor attributes the reference modules keep
+  (token ids, prompt embeddings, LLM features) moved too."""
+  module.to(device)
+  for name, value in list(vars(module).items()):
+    if isinstance(value, torch.Tensor) and not isinstance(value, torch.nn.Parameter):
+      setattr(module, name, value.to(device))
+  return module
+
+
+def _torch_inputs(model, batch, device):
+  to_device(model, device)
+  pixels = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous().to(device)
+  return pixels, torch.from_numpy(batch["label"]).long().to(device)
+
+
+def _sync(device):
+  if device.startswith("cuda"):
+    torch.cuda.synchronize()
+
+
+def torch_train_step(model, batch, device="cpu", autocast=None):
+  """-> a zero-argument callable running one reference step (forward, backward, SGD).
+
+  ``device``: where the step runs ("cuda" on a GPU); ``autocast``: e.g. ``torch.bfloat16`` to
+  run the forward under ``torch.autocast`` (parameters stay fp32)."""
   params = [p for p in model.parameters() if p.requires_grad]
   opt = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD)
-  pixels = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous()
-  labels = torch.from_numpy(batch["label"]).long()
+  pixels, labels = _torch_inputs(model, batch, device)
 
   def run():
-    loss = F.cross_entropy(model(pixels), labels)
+    with torch.autocast(device.split(":")[0], dtype=autocast, enabled=autocast is not None):
+      loss = F.cross_entropy(model(pixels).float(), labels)
     opt.zero_grad()
     loss.backward()
     opt.step()
+    _sync(device)
   return run
 
 
-def coop_row(side, batch):
+def coop_row(side, batch, **torch_kw):
   torch_model, tokenizer, backbone, params = side
   method = coop.build(backbone, Task(BTMRI), {"n_ctx": 4, "ctx_init": "a photo of a"})
   ctx = np.asarray(method.init(jax.random.key(0), {"backbone": params})["ctx"])
   ref = TorchCoOp(torch_model, tokenizer, BTMRI, ctx)
   length = method.learner.layout.ids.shape[1]
   return (f"CoOp (N_CTX 4, JAX prompts at {length} tokens)", jax_train_step(method, params, batch),
-          torch_train_step(ref, batch))
+          torch_train_step(ref, batch, **torch_kw))
 
 
-def torch_loss_step(model, batch):
+def torch_loss_step(model, batch, device="cpu", autocast=None):
   """-> one reference step of a module whose ``forward(pixels, labels)`` returns (loss, ...)."""
   params = [p for p in model.parameters() if p.requires_grad]
   opt = torch.optim.SGD(params, lr=LR, momentum=MOMENTUM, weight_decay=WD)
-  pixels = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous()
-  labels = torch.from_numpy(batch["label"]).long()
+  pixels, labels = _torch_inputs(model, batch, device)
 
   def run():
-    loss = model(pixels, labels)[0]
+    with torch.autocast(device.split(":")[0], dtype=autocast, enabled=autocast is not None):
+      loss = model(pixels, labels)[0].float()
     opt.zero_grad()
     loss.backward()
     opt.step()
+    _sync(device)
   return run
 
 
-def biomedcoop_row(side, batch):
+def biomedcoop_row(side, batch, **torch_kw):
   """BiomedCoOp at its reference batch 4 with 50 LLM prompts per class.
 
   The LLM prompt features are encoded once, untimed, on both sides (the reference does it at
@@ -139,10 +167,10 @@ def biomedcoop_row(side, batch):
                         dict(tau=1.5, lambda_sccm=0.5, lambda_kdsp=0.25),
                         fixed=torch.from_numpy(llm))
   return ("BiomedCoOp (batch 4, 50 LLM prompts/class)", jax_train_step(method, params, batch),
-          torch_loss_step(ref, batch))
+          torch_loss_step(ref, batch, **torch_kw))
 
 
-def cocoop_row(side, batch):
+def cocoop_row(side, batch, **torch_kw):
   """CoCoOp at its reference batch 1: torch runs the text tower once per image, 256 tokens."""
   torch_model, tokenizer, backbone, params = side
   batch = {k: v[:1] for k, v in batch.items()}
@@ -152,7 +180,8 @@ def cocoop_row(side, batch):
   torch_model.requires_grad_(False)
   ref = TorchCoCoOp(torch_model, tokenizer, BTMRI, trainable["ctx"], trainable["meta_net"],
                     "a photo of a")
-  return ("CoCoOp (batch 1)", jax_train_step(method, params, batch), torch_loss_step(ref, batch))
+  return ("CoCoOp (batch 1)", jax_train_step(method, params, batch),
+          torch_loss_step(ref, batch, **torch_kw))
 
 
 ROWS = {"coop": coop_row, "biomedcoop": biomedcoop_row, "cocoop": cocoop_row}

@@ -49,11 +49,12 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       image_size=224,
       workers=0,             # grain worker processes for decoding/augmentation
       # Training views of inputs="features" methods (biomedjax/train/view_stream.py): "online"
-      # (the tower runs in every step), "precomputed" (the same views encoded once, in batches
-      # of encode_batch, cached under view_cache and shared by runs with the same key), or
-      # "cached:V" (V views per image, one drawn per step: an approximation of the protocol).
-      views="online", encode_batch=256,
-      view_cache="",         # "" = $BIOMEDJAX_VIEW_CACHE or ~/.cache/biomedjax/views
+      # (the tower runs in every step), "precomputed" (the same views encoded once, cached and
+      # shared by runs with the same key), or "cached:V" (V views per image, one drawn per
+      # step: an approximation of the protocol).
+      views="online",        # "online" | "precomputed" | "cached:V" (training views)
+      encode_batch=256,      # images per tower call when encoding precomputed/cached views
+      view_cache="",         # cache root; "" = $BIOMEDJAX_VIEW_CACHE or ~/.cache/biomedjax/views
       skip_bad_images=False,
       template="a photo of a {}.",
       llm_prompts="",        # prompt-ensemble JSON ({"llm_prompts": {class: [...]}})

@@ -10,7 +10,8 @@ Gradients are taken with respect to ``trainable`` only, through the method's dec
 For a method with ``inputs="features"`` the step itself runs the frozen image tower on the
 (augmented, uint8) batch and hands the method ``batch["features"]``: the same arithmetic as a
 method calling the tower, but no method repeats that code, and the engine can feed
-precomputed features instead (``data.views``: the batch then holds ``"features"`` already). A ``"pixels"`` method receives the images in [0, 1].
+precomputed features instead (``data.views``: the batch then holds ``"features"`` already).
+A ``"pixels"`` method receives the images in [0, 1].
 """
 
 from __future__ import annotations

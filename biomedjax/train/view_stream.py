@@ -29,7 +29,10 @@ architecture, ``model.compute_dtype``, JAX's default matmul precision, the split
 shots, seed and split seed, a digest of the training examples' bytes and labels in source order,
 the transform (image size, flip, epoch drop-last) and the schedule (batch size, total steps).
 A cache is written into a temporary directory and renamed into place when complete, so an
-interrupted encode never leaves a half cache; a finished one is only ever read.
+interrupted encode never leaves a half cache; a finished one is only ever read. In a
+multi-process run every process encodes (or reads) the single-process stream on its own devices,
+without collectives, and feeds its rows of each global batch; the first complete cache renamed
+into a shared cache directory wins.
 """
 
 from __future__ import annotations
@@ -154,23 +157,25 @@ def digest(fields: dict) -> str:
 def make_encoder(backbone, backbone_params, mesh, encode_batch: int):
   """-> (chunk, encode): ``encode(uint8 (n <= chunk, S, S, 3)) -> float32 (n, D)`` numpy.
 
-  The chunk is ``encode_batch`` rounded up to a multiple of the mesh's devices, padded to one
-  shape (one compilation) and sharded over the mesh's 'data' axis, as eval batches are.
+  Runs on this process's devices of ``mesh`` only, with no collectives: every process of a
+  multi-process run can build (or read) the cache on its own, whatever the others do. The chunk
+  is ``encode_batch`` rounded up to a multiple of those devices, padded to one shape (one
+  compilation) and sharded over them.
   """
-  from jax.experimental import multihost_utils
-  n_dev = mesh.shape["data"]
-  chunk = math.ceil(encode_batch / n_dev) * n_dev
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  devices = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+  local = Mesh(np.asarray(devices), ("data",))
+  chunk = math.ceil(encode_batch / len(devices)) * len(devices)
+  params = jax.device_put(jax.tree.map(lambda x: x.addressable_data(0), backbone_params),
+                          NamedSharding(local, P()))
+  rows = NamedSharding(local, P("data"))
   fn = jax.jit(backbone.image_features)
-  pc, pi = jax.process_count(), jax.process_index()
 
   def encode(images: np.ndarray) -> np.ndarray:
     n = len(images)
     if n < chunk:
       images = np.concatenate([images, np.repeat(images[-1:], chunk - n, 0)])
-    local = chunk // pc  # process p holds the contiguous rows [p * local, (p + 1) * local)
-    batch = pipeline.to_global({"image": images[pi * local:(pi + 1) * local]}, mesh)
-    out = multihost_utils.process_allgather(fn(backbone_params, batch["image"]), tiled=True)
-    return np.asarray(out, np.float32)[:n]
+    return np.asarray(fn(params, jax.device_put(images, rows)), np.float32)[:n]
   return chunk, encode
 
 
