@@ -2,11 +2,11 @@
 
 One pack of three BiomedCoOp points on the tiny random preset and synthetic images (p1 differs
 from p0 in lambda_SCCM, lambda_KDSP, tau and the learning rate at once) is interrupted (SIGINT)
-mid-run and resumed; p1 must then equal its separate ``train_and_evaluate`` run (the engine's
-own single-run path; one separate run keeps the module within its test-time budget, and p1
-exercises every traced field with a value other than the reference point's): loss curves, eval logits, metrics, temperature and trained
-parameters to 1e-5 relative, and the same files in each workdir. The same runs serve every test.
-"""
+mid-run and resumed; p1 must then equal its separate ``train_and_evaluate`` run (the engine's own
+single-run path; one separate run bounds the module's test time, and p1 exercises
+every traced field with a value other than the reference point's): loss curves, eval logits,
+metrics, temperature and trained parameters to 1e-5 relative, and the same files in each workdir.
+The same runs serve every test."""
 
 import json
 import logging
