@@ -3,6 +3,9 @@
   python launch.py --config configs/coop.py:dataset=btmri,shots=16,seed=1 --workdir runs/x
   python launch.py --config configs/coop.py --config.optim.lr=0.001 --workdir runs/coop --sweep=print
   python launch.py --config configs/demo.py --workdir /tmp/demo
+  python launch.py --config configs/biomedcoop.py:dataset=btmri,shots=16,seed=1 \
+      --grid=method.lambda_sccm=0.25+0.5+1+2 --grid=method.lambda_kdsp=0.25+0.5+1+2 \
+      --workdir runs/grid --sweep=packed   # 16 runs trained as one program (train/packed.py)
   python launch.py --list                                    # every method and its config file
   python launch.py --config configs/coop.py:shots=4 --show   # every option: value, default, meaning
 
@@ -34,8 +37,11 @@ config_flags.DEFINE_config_file("config", None, "configs/<method>.py[:args]", lo
 flags.DEFINE_string("workdir", None, "run directory (created; resumed if it exists)")
 flags.DEFINE_enum("sweep", "", ["", "print", "run", "packed"],
                   "print: one command per point of the config file's sweep; run: run them; "
-                  "packed: the seeds of a setting as one computation where the method allows "
-                  "it (fit-stage methods: biomedjax/train/fit_pack.py), the rest as 'run'")
+                  "packed: run them, points sharing a data stream as one vmapped program "
+                  "(train-stage methods: biomedjax/train/packed.py) and the seeds of a "
+                  "fit-stage setting as one computation (biomedjax/train/fit_pack.py)")
+flags.DEFINE_multi_string("grid", [], "KEY=V1+V2+...: also sweep config key KEY (e.g. "
+                          "method.lambda_sccm=0.25+0.5) over the values, one run per combination")
 flags.DEFINE_string("coordinator_address", None,
                     "HOST:PORT of process 0 of a multi-process run (else $JAX_COORDINATOR_ADDRESS)")
 flags.DEFINE_integer("num_processes", None, "processes of the run (else $JAX_NUM_PROCESSES)")
@@ -85,9 +91,10 @@ def _check_single_run(mode: str) -> None:
   from configs import common
   arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")[2]
   several = [k for k, v in common.sweep_grid(arg)[1].items() if len(v) > 1]
+  several += [g.partition("=")[0] for g in FLAGS.grid]
   if several and not mode:
     raise ValueError(f"the config string names several runs ({', '.join(several)}); add "
-                         "--sweep=print or --sweep=run")
+                         "--sweep=print, --sweep=run or --sweep=packed")
 
 
 def _sweep_commands() -> list[tuple[list[str], pathlib.Path]]:
@@ -103,11 +110,46 @@ def _sweep_commands() -> list[tuple[list[str], pathlib.Path]]:
   module.sweep(lambda **kw: points.append(kw["arg"]), sweep_arg or None)
   out = []
   for point in points:
-    workdir = pathlib.Path(FLAGS.workdir) / point.replace(",", "_").replace("=", "-")
-    cmd = [sys.executable, __file__, f"--config={file}:{_merge_args(base_arg, point)}",
-           *overrides, f"--workdir={workdir}", *_distributed_flags()]
-    out.append((cmd, workdir))
+    for combo in _grid_combinations():
+      name = "_".join([point.replace(",", "_").replace("=", "-"),
+                       *(f"{k}-{v}" for k, v in combo)]).strip("_")
+      workdir = pathlib.Path(FLAGS.workdir) / name
+      cmd = [sys.executable, __file__, f"--config={file}:{_merge_args(base_arg, point)}",
+             *overrides, *(f"--config.{k}={v}" for k, v in combo), *_variant(combo),
+             f"--workdir={workdir}", *_distributed_flags()]
+      out.append((cmd, workdir))
   return out
+
+
+def _grid_combinations() -> list[tuple[tuple[str, str], ...]]:
+  """The --grid flags' product: [(("method.w", "1.0"), ("optim.lr", "0.002")), ...]."""
+  import itertools
+  axes = []
+  for g in FLAGS.grid:
+    key, _, values = g.partition("=")
+    vals = [v.strip() for v in values.split("+") if v.strip()]
+    if not key.strip() or not vals:
+      raise ValueError(f"--grid={g!r}: use KEY=V1+V2 (e.g. method.lambda_sccm=0.25+0.5)")
+    if key.strip().removeprefix("config.") in (k for k, _ in axes):
+      raise ValueError(f"--grid key {key!r} given twice")
+    axes.append((key.strip().removeprefix("config."), vals))
+  return [tuple(zip([k for k, _ in axes], combo))
+          for combo in itertools.product(*(v for _, v in axes))]
+
+
+def _variant(combo) -> list[str]:
+  """A grid point's label in the report (its rows would otherwise collide with the others')."""
+  return [f"--config.variant={','.join(f'{k}={v}' for k, v in combo)}"] if combo else []
+
+
+def _point_config(cmd: list[str]):
+  """A sweep command's config, resolved as its own process would (locked, overrides applied)."""
+  args = [cmd[1], *(a for a in cmd[2:] if a.startswith("--config"))]
+  fv = flags.FlagValues()  # config_flags defines the --config.* overrides from sys_argv
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
+                                  sys_argv=args)
+  fv(args)
+  return fv.config
 
 
 def _distributed_flags() -> list[str]:
@@ -125,7 +167,10 @@ def run_sweep(mode: str, process_id: int) -> None:
   from biomedjax import report
   commands = _sweep_commands()
   if mode == "packed":
+    from biomedjax.train import packed
     commands = run_packed_fits(commands)
+    packed.run_sweep([packed.Point(_point_config(c), w) for c, w in commands], FLAGS.workdir)
+    commands = []
   for cmd, workdir in commands:
     if (workdir / "results.json").exists():
       logging.info("done, skipping: %s", workdir)
@@ -139,24 +184,13 @@ def run_sweep(mode: str, process_id: int) -> None:
     print(report.make_report([FLAGS.workdir], pathlib.Path(FLAGS.workdir) / "report"))
 
 
-def _point_config(cmd: list[str]):
-  """The locked config a sweep point's command would run (its --config and --config.* flags)."""
-  values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
-  values([cmd[0], *(a for a in cmd[2:] if a.startswith("--config"))])
-  return values.config
-
-
 def run_packed_fits(commands):
   """--sweep=packed for fit-stage methods: the unfinished points that differ only in their seed
   and are ``fit_pack.packable`` run here, in this process, as one computation each
-  (``fit_pack.run``); returns the other points, for the usual one-by-one loop."""
+  (``fit_pack.run``); returns the other points, for ``packed.run_sweep``."""
   import collections
-  from biomedjax import cli as cli_lib
-  from biomedjax.train import distributed, fit_pack
-  if distributed.resolve(*(FLAGS[n].value for n in DISTRIBUTED_FLAGS)) is not None:
-    raise ValueError("--sweep=packed runs fit-stage methods in one process; drop the "
-                     "multi-process settings or use --sweep=run")
+  import jax
+  from biomedjax.train import fit_pack
   groups = collections.defaultdict(list)
   for cmd, workdir in commands:
     config = _point_config(cmd)
@@ -167,10 +201,17 @@ def run_packed_fits(commands):
     if not fit_pack.packable([c for _, _, c in todo]):
       rest += [(cmd, workdir) for cmd, workdir, _ in points]
       continue
+    if jax.process_count() > 1:
+      raise ValueError("--sweep=packed fits the seeds of a fit-stage method in one process; "
+                       "drop the multi-process settings or use --sweep=run")
     logging.info("packed: %s", ", ".join(str(w) for _, w, _ in todo))
-    with cli_lib.logs_above_progress_bars():
-      fit_pack.run([c for _, _, c in todo], [w for _, w, _ in todo])
+    fit_pack.run([c for _, _, c in todo], [w for _, w, _ in todo])
   return rest
+
+
+def jax_process_index() -> int:
+  import jax
+  return jax.process_index()
 
 
 def show() -> str:
@@ -199,7 +240,14 @@ def main(argv):
   from biomedjax.train import distributed
   settings = distributed.resolve(*(FLAGS[n].value for n in DISTRIBUTED_FLAGS))
   mode = FLAGS.sweep or ("run" if FLAGS.config.run_sweep else "")
+  if mode == "run" and FLAGS.config.get("pack", False):
+    mode = "packed"
   _check_single_run(mode)
+  if mode == "packed":  # the packs run in this process
+    from biomedjax import cli as cli_lib
+    distributed.initialize(settings)
+    with distributed.stop_all_on_error(FLAGS.workdir), cli_lib.logs_above_progress_bars():
+      return run_sweep(mode, jax_process_index())
   if mode:  # each point's run starts its own jax.distributed
     return run_sweep(mode, distributed.process_id_before_start(settings))
   distributed.initialize(settings)

@@ -61,6 +61,13 @@ _MD_MULTILABEL = (("macro_f1", "macro-F1 %", 100), ("exact_match", "exact match 
                   ("ranking_loss", "ranking loss", 1), ("macro_auroc", "macro AUROC", 1))
 
 
+def method_label(results: dict) -> str:
+  """The method's row/column name: ``biomedcoop``, or with the hyperparameters of a grid point
+  (``results["variant"]``, from ``config.variant``) ``biomedcoop [method.w=1.0]``."""
+  variant = results.get("variant")
+  return f"{results['method']} [{variant}]" if variant else results["method"]
+
+
 def headline_metric(results: dict) -> str:
   """The number a run is summarised by: accuracy, or macro-F1 for a multilabel task."""
   return "macro_f1" if results.get("task_kind") == "multilabel" else "accuracy"
@@ -327,7 +334,7 @@ def load_runs(paths, metric: str = "accuracy") -> list[dict]:
       raise ResultsError(f"{path}: invalid JSON ({e})") from None
     validate_results(results, str(path), metric)
     shots = ANY_K if is_k_independent(results) else results["shots"]
-    key = (provenance.backbone_label(results), results["setting"], results["method"],
+    key = (provenance.backbone_label(results), results["setting"], method_label(results),
            results["dataset"], shots, results["seed"])
     if key in seen:
       if shots == ANY_K:
@@ -344,7 +351,7 @@ def group(runs: list[dict], metric: str) -> dict[tuple, dict[int, float]]:
   groups = collections.defaultdict(dict)
   for run in runs:
     for split in SETTINGS[run["setting"]]:
-      key = (run["setting"], run["method"], run["dataset"], run["shots"], split)
+      key = (run["setting"], method_label(run), run["dataset"], run["shots"], split)
       groups[key][run["seed"]] = 100.0 * run[split][metric]
   return dict(groups)
 
@@ -543,7 +550,7 @@ def calibration_groups(runs) -> dict[tuple, dict[str, dict[int, float]]]:
       cal = block.get("calibration")
       if not isinstance(cal, dict):
         continue
-      key = (run["setting"], run["method"], run["dataset"], run["shots"], split)
+      key = (run["setting"], method_label(run), run["dataset"], run["shots"], split)
       values = {"accuracy": 100.0 * block["accuracy"], "ece": cal["ece"], "mce": cal["mce"],
                 "ace": cal["ace"]}
       scaled = block.get("temperature_scaled")

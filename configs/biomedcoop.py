@@ -76,8 +76,11 @@ def get_config(arg=None):
 
 
 def sweep(add, arg=None):
+  """The benchmark grid; axes the command names (``dataset=btmri,seed=1``) narrow it."""
+  grid = common.sweep_grid(arg)[1]
   if base.parse(arg, prompts="").setting == "base2novel":
     datasets = [d for d in common.DATASETS if d not in NO_BASE2NOVEL]
-    common.fewshot_grid(add, datasets=datasets, shots=(16,), setting="base2novel")
+    common.fewshot_grid(add, **{"datasets": datasets, **grid, "shots": (16,)},
+                        setting="base2novel")
   else:
-    common.fewshot_grid(add)
+    common.fewshot_grid(add, **grid)

@@ -26,7 +26,7 @@ CONFIG_FILE = "config.json"
 OPERATIONAL_KEYS = ("train.log_every_steps", "train.ckpt_every_steps",
                     "train.ckpt_every_minutes",
                     "train.ckpt_min_seconds", "train.progress", "data.workers",
-                    "data.encode_batch", "data.view_cache")
+                    "data.encode_batch", "data.view_cache", "pack")
 
 
 class CheckpointError(RuntimeError):

@@ -8,7 +8,7 @@ reference harness the three runs even share their few-shot images (``data.split_
 * each run's augmented training views are encoded with its own seed (they differ);
 * the fits run as one vmapped computation (``Method.fit_runs``; methods with ``packs_runs``);
 * each run's workdir then gets exactly what ``train_and_evaluate`` writes (config.json,
-  trained_state, predictions, results.json/results.md, through ``loop.write_run``), so the report
+  trained_state, predictions, results.json/results.md, through ``loop.finish_run``), so the report
   groups them as usual and a later ``train_and_evaluate`` on one of them is a no-op.
 
 ``packable(configs)`` says whether a list of configs can go this way; ``launch.py
@@ -113,7 +113,7 @@ def run(configs, workdirs) -> list[dict]:
     method.transfer(jax.eval_shape(method.init, jax.random.key(0), frozen), targets[-1][2])
   for i in todo:
     checkpoint.write_config(workdirs[i], configs[i])
-  image_features = loop.make_image_features(backbone, frozen, mesh, first)
+  image_features = loop.feature_cache(backbone, frozen["backbone"], mesh, first)
 
   t0 = time.time()
   if not method.fit_needs_data:
@@ -135,6 +135,8 @@ def run(configs, workdirs) -> list[dict]:
   from tensorboardX import SummaryWriter
   for i, trainable in zip(todo, trainables):
     writer = SummaryWriter(str(workdirs[i] / "tensorboard"))
-    results[i] = loop.write_run(configs[i], workdirs[i], data, backbone, method, frozen,
-                                targets, mesh, writer, image_features, trainable, [], minutes)
+    results[i] = loop.finish_run(configs[i], workdirs[i], data, backbone, method,
+                                 loop.split_frozen(method, frozen), mesh, targets,
+                                 sharding.replicate(trainable, mesh), [], minutes,
+                                 image_features, writer)
   return results

@@ -242,9 +242,8 @@ def train_and_evaluate(config, workdir) -> dict:
   writer = (SummaryWriter(str(workdir / "tensorboard"), purge_step=lifecycle.latest_step(workdir))
             if jax.process_index() == 0 else _NoWriter())
 
+  image_features = feature_cache(backbone, frozen["backbone"], mesh, config)
   params_r = frozen["backbone"]
-  image_features = make_image_features(backbone, frozen, mesh, config)
-
   history, trainable, t_train = [], None, time.time()
   if method.fits and not method.fit_needs_data:
     trainable = method.fit(frozen, None, None)  # zero-shot: encoding the train split is waste
@@ -261,35 +260,36 @@ def train_and_evaluate(config, workdir) -> dict:
     trainable, history = train(method, backbone, frozen, data, config, workdir, mesh, writer,
                                steps, initial=trainable)
   train_minutes = (time.time() - t_train) / 60
-  return write_run(config, workdir, data, backbone, method, frozen, targets, mesh, writer,
-                   image_features, trainable, history, train_minutes)
+  trainable = sharding.replicate(trainable, mesh)
+  frozen = split_frozen(method, frozen)
+  return finish_run(config, workdir, data, backbone, method, frozen, mesh, targets, trainable,
+                    history, train_minutes, image_features, writer)
 
 
-def make_image_features(backbone, frozen, mesh, config):
-  """``image_features(split, examples) -> FeatureSet``: eval-transform features of a split,
-  encoded once per key and cached (runs of one setting can share it: ``fit_pack``)."""
+def feature_cache(backbone, params, mesh, config):
+  """``image_features(split, source) -> FeatureSet``: a split's eval-transform features, encoded
+  on its first use and kept (val, test, a fit stage and a pack's points all reuse them)."""
   feature_fn = step_lib.make_feature_fn(backbone)
-  params_r = frozen["backbone"]
   features = {}
 
   def image_features(split, examples) -> FeatureSet:
     if split not in features:
       features[split] = FeatureSet(*evaluate.map_images(
-          lambda px: feature_fn(params_r, px), examples, mesh, config.data, f"features {split}",
+          lambda px: feature_fn(params, px), examples, mesh, config.data, f"features {split}",
           config.train.progress))
     return features[split]
-
   return image_features
 
 
-def write_run(config, workdir, data, backbone, method, frozen, targets, mesh, writer,
-              image_features, trainable, history, train_minutes) -> dict:
-  """Everything after training: trained_state, evaluation of ``targets`` (``_eval_targets``),
-  predictions, calibration, results.json/results.md. ``writer`` is closed here."""
-  workdir = pathlib.Path(workdir)
-  trainable = sharding.replicate(trainable, mesh)
-  frozen = split_frozen(method, frozen)
+def finish_run(config, workdir, data, backbone, method, frozen, mesh, targets, trainable,
+               history, train_minutes, image_features, writer, logits_override=None,
+               extra_results=None) -> dict:
+  """Trained state -> trained_state file, evaluation of every target, results.json.
 
+  ``logits_override(cache_key, source)``: the (logits, labels) of ``method``'s own targets when
+  the caller has them already (a packed sweep evaluates all its points in one program).
+  ``extra_results``: keys added to results.json (a packed run says which pack it was in).
+  """
   if jax.process_index() == 0:  # what predict/export use; before results.json marks the end
     trained.save(workdir / trained.STATE_FILE, trainable, trained.run_meta(
         config, method.task, setup.vocabulary_words(config, data)))
@@ -304,7 +304,13 @@ def write_run(config, workdir, data, backbone, method, frozen, targets, mesh, wr
   if short:
     results["classes_below_shots"] = short
 
+  if config.get("variant", ""):  # a grid point: its row in the sweep's report
+    results["variant"] = config.variant
+  results.update(extra_results or {})
+
   def split_logits(name, cache_key, m, fz, source):
+    if logits_override is not None and m is method:
+      return logits_override(cache_key, source)
     state = trainable if m is method else method.transfer(trainable, m)
     fz = split_frozen(m, fz)
     logits_fn = step_lib.make_logits_fn(m, backbone)

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -67,7 +68,9 @@ def _fields(optim_cfg) -> dict:
 
 def make_schedule(cfg: dict, steps_per_epoch: int) -> Callable:
   """step -> LR, constant within each epoch (Dassl steps its scheduler once per epoch)."""
-  lr, epochs, warmup = float(cfg["lr"]), int(cfg["epochs"]), int(cfg["warmup_epochs"])
+  lr, epochs, warmup = cfg["lr"], int(cfg["epochs"]), int(cfg["warmup_epochs"])
+  # lr may be traced: a packed sweep builds each point's optimizer inside one program
+  lr = lr if isinstance(lr, jax.Array) else float(lr)
   warmup_lr, cosine = float(cfg["warmup_lr"]), cfg["schedule"] == "cosine"
 
   def schedule(step):

@@ -35,17 +35,24 @@ def method_batch(method: Method, backbone: Backbone, backbone_params, batch: dic
   return {**batch, "image": unit_range(batch["image"])}
 
 
+def apply_step(method: Method, tx: optax.GradientTransformation, trainable, opt_state, frozen,
+               batch: dict, rng):
+  """One gradient step on a method batch: -> (trainable, opt_state, metrics). The body of the
+  train step, also vmapped over the points of a packed sweep (``biomedjax.train.packed``)."""
+  (loss, aux), grads = method.value_and_grad(trainable, frozen, batch, rng)
+  updates, opt_state = tx.update(grads, opt_state, trainable)
+  trainable = optax.apply_updates(trainable, updates)
+  metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
+             "update_norm": optax.tree.norm(updates)}
+  return trainable, opt_state, metrics
+
+
 def make_train_step(method: Method, backbone: Backbone, tx: optax.GradientTransformation, mesh):
   def step(trainable, opt_state, frozen, batch, rng, step):
     frozen = jax.lax.stop_gradient(frozen)
     batch = method_batch(method, backbone, frozen["backbone"], batch)
-    (loss, aux), grads = method.value_and_grad(trainable, frozen, batch,
-                                               jax.random.fold_in(rng, step))
-    updates, opt_state = tx.update(grads, opt_state, trainable)
-    trainable = optax.apply_updates(trainable, updates)
-    metrics = {"loss": loss, **aux, "grad_norm": optax.tree.norm(grads),
-               "update_norm": optax.tree.norm(updates)}
-    return trainable, opt_state, metrics
+    return apply_step(method, tx, trainable, opt_state, frozen, batch,
+                      jax.random.fold_in(rng, step))
 
   repl = sharding.replicated(mesh)
   return jax.jit(step, donate_argnums=(0, 1), out_shardings=(repl, repl, repl))
