@@ -28,6 +28,7 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       init=a.model,          # converted BiomedCLIP dir (python -m convert.biomedclip); "" = random
       preset="biomedclip",   # architecture used when init is "" (random weights)
       compute_dtype="float32",  # dtype the towers compute in: "float32" or "bfloat16"
+      remat=False,           # jax.checkpoint the image tower's blocks (memory for recompute)
   ))
   c.data = mlc.ConfigDict(dict(
       dataset=a.dataset,     # catalog key, "synthetic", "synthetic_multilabel", or any name
@@ -40,6 +41,8 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       sort_paths=True,       # calibprompt layout: sort files before few-shot sampling
       epoch_drop_last=False,  # True: drop each epoch's partial batch (Dassl's train loader)
       random_flip=False,     # train augmentation: horizontal flip (p 0.5) after the crop
+      train_resize_first=False,  # train: Resize(image_size, bicubic) before the random crop
+      last_batch="drop",     # "keep": each epoch's partial batch is a step (ceil(n/B) per epoch)
       shots=a.shots,         # K per class (0 = the whole training split)
       setting=a.setting,     # "few_shot" or "base2novel"
       batch_size=32,         # GLOBAL train batch

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from biomedjax import calibration, objectives, provenance, trained
 from biomedjax import report as report_lib
-from biomedjax.data import views
+from biomedjax.data import epoch_batches, views
 from biomedjax.data.pipeline import make_train_iterator
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
@@ -35,9 +35,11 @@ class TrainingDiverged(FloatingPointError):
 
 
 def _batch_and_steps(num_train: int, config) -> tuple[int, int, int]:
-  """(global batch, steps per epoch, total steps), as Dassl: keep a short set's one batch."""
+  """(global batch, steps per epoch, total steps), as Dassl: keep a short set's one batch;
+  ``data.last_batch="keep"``: ceil(n / B) steps per epoch (``epoch_batches``)."""
   batch = min(config.data.batch_size, num_train)
-  per_epoch = max(1, num_train // batch)
+  per_epoch = epoch_batches.steps_per_epoch(num_train, batch,
+                                            config.data.get("last_batch", "drop"))
   return batch, per_epoch, per_epoch * config.optim.epochs
 
 
@@ -82,7 +84,9 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
                            seed=config.seed, image_size=config.data.image_size,
                            worker_count=config.data.workers,
                            epoch_drop_last=config.data.get("epoch_drop_last", False),
-                           random_flip=config.data.get("random_flip", False))
+                           random_flip=config.data.get("random_flip", False),
+                           last_batch=config.data.get("last_batch", "drop"),
+                           resize_first=config.data.get("train_resize_first", False))
   ckpt = checkpoint.Checkpointer(workdir)
   history = lifecycle.History(workdir)
   start = 0
@@ -228,8 +232,13 @@ def train_and_evaluate(config, workdir) -> dict:
     backbone, params = setup.build_backbone(config.model, workdir,
                                            setup.vocabulary_words(config, data))
   method = build_method(config, backbone, data.classnames, data.kind)
-  steps = _batch_and_steps(len(data.splits["train"]), config)
-  mesh = sharding.make_mesh(steps[0])
+  n_train = len(data.splits["train"])
+  steps = _batch_and_steps(n_train, config)
+  last_batch = config.data.get("last_batch", "drop")
+  epoch_batches.check_last_batch(last_batch, config.data.get("epoch_drop_last", False))
+  epoch_batches.check_devices(n_train, steps[0], last_batch, jax.device_count(),
+                              jax.process_count())
+  mesh = sharding.make_mesh(epoch_batches.mesh_batch(n_train, steps[0], last_batch))
   frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
   targets = _eval_targets(config, data, backbone, params, method, frozen, mesh)
   if config.data.setting == "base2novel":  # refuse before training, not after
