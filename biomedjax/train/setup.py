@@ -32,14 +32,15 @@ def build_backbone(model_cfg, workdir: pathlib.Path, words=()) -> tuple[Backbone
   meaningless for medical images, and the log says so loudly.
   """
   dtype = model_cfg.compute_dtype
+  remat = bool(model_cfg.get("remat", False))  # jax.checkpoint of the image tower's blocks
   if model_cfg.init:
     m = bc.load(model_cfg.init)
-    return Backbone(m.module, m.tokenizer, dtype), m.params
+    return Backbone(m.module.clone(remat=remat), m.tokenizer, dtype), m.params
   cfg = model_config.PRESETS[model_cfg.preset]()
   log.warning("model.init is empty: using RANDOM weights of preset %r (no pretrained knowledge; "
               "for real runs pass --config.model.init=<converted BiomedCLIP dir>)", model_cfg.preset)
   tokenizer = families.random_tokenizer(cfg, workdir / "random_tokenizer", words)
-  return Backbone(CLIP(cfg), tokenizer, dtype), bc.init_params(cfg)
+  return Backbone(CLIP(cfg, remat=remat), tokenizer, dtype), bc.init_params(cfg)
 
 
 @dataclasses.dataclass
