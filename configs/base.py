@@ -40,6 +40,8 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       sort_paths=True,       # calibprompt layout: sort files before few-shot sampling
       epoch_drop_last=False,  # True: drop each epoch's partial batch (Dassl's train loader)
       random_flip=False,     # train augmentation: horizontal flip (p 0.5) after the crop
+      train_resize_first=False,  # VR protocol: Resize(S) before the RandomResizedCrop(S)
+      last_batch="drop",     # "drop" | "keep": the epoch's last partial train batch
       shots=a.shots,         # K per class (0 = the whole training split)
       setting=a.setting,     # "few_shot" or "base2novel"
       batch_size=32,         # GLOBAL train batch
@@ -72,7 +74,8 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
   # Post-hoc temperature scaling ("fit": one T by NLL on val, or on the few-shot train set when
   # there is no val split) and reliability diagrams ("all" | "overall" | "none"); see
   # biomedjax/train/calibrate.py.
-  c.eval = mlc.ConfigDict(dict(temperature="none", reliability="all"))
+  c.eval = mlc.ConfigDict(dict(temperature="none", reliability="all",
+                               select="last"))  # "last" | "best_test" (per-epoch test eval)
   if a.runlocal:  # a smoke run of the same code path
     c.optim.epochs = 2
     c.data.test_batch_size = 16
