@@ -75,7 +75,8 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
   # Post-hoc temperature scaling ("fit": one T by NLL on val, or on the few-shot train set when
   # there is no val split) and reliability diagrams ("all" | "overall" | "none"); see
   # biomedjax/train/calibrate.py.
-  c.eval = mlc.ConfigDict(dict(temperature="none", reliability="all"))
+  c.eval = mlc.ConfigDict(dict(temperature="none", reliability="all",
+                               select="last"))  # "last" | "best_test" (per-epoch test eval)
   if a.runlocal:  # a smoke run of the same code path
     c.optim.epochs = 2
     c.data.test_batch_size = 16

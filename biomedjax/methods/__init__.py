@@ -3,12 +3,13 @@
 Every method registered here is checked by tests/test_method_contract.py.
 """
 
-from biomedjax.methods import (biomedcoop, calibprompt, clip_adapter, cocoop, coop, finetune,
-                               head_probe, kgcoop, linear_head, linear_probe, lp_plus_plus,
-                               prograd, tip_adapter, tip_adapter_f, zeroshot)
+from biomedjax.methods import (biomedcoop, biomedvr, calibprompt, clip_adapter, cocoop, coop,
+                               finetune, head_probe, kgcoop, linear_head, linear_probe,
+                               lp_plus_plus, prograd, tip_adapter, tip_adapter_f, zeroshot)
 
 METHODS = {
     "biomedcoop": biomedcoop.build,
+    "biomedvr": biomedvr.build,
     "calibprompt": calibprompt.build,
     "clip_adapter": clip_adapter.build,
     "cocoop": cocoop.build,

@@ -247,6 +247,12 @@ class Method:
     method whose reference changes optimizers mid-run (e.g. fine-tuning) overrides this."""
     return make_optimizer(optim_cfg, steps_per_epoch)
 
+  def parameter_counts(self, trainable) -> dict:
+    """{"stored": entries of the trainable pytree, "effective": those that can ever move}.
+    Default: both the stored count; a method with masked entries (a program frame) overrides."""
+    n = sum(int(np.size(x)) for x in jax.tree.leaves(trainable))
+    return {"stored": n, "effective": n}
+
   def value_and_grad(self, trainable, frozen, batch, rng):
     """((loss, aux), d loss / d trainable): what the engine's step applies."""
     return jax.value_and_grad(self.loss, has_aux=True)(trainable, frozen, batch, rng)

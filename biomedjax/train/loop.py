@@ -287,7 +287,8 @@ def train_and_evaluate(config, workdir) -> dict:
              "task_kind": data.kind, "train_loss": history,
              "skipped_images": data.skipped_images,
              "provenance": provenance.collect(config, data.split_file),
-             "trained_state": trained.summary(trainable)}
+             "trained_state": trained.summary(trainable),
+             "trainable_parameters": method.parameter_counts(trainable)}
   short = short_classes(data, config.data.shots)
   if short:
     results["classes_below_shots"] = short
