@@ -75,8 +75,12 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
   # Post-hoc temperature scaling ("fit": one T by NLL on val, or on the few-shot train set when
   # there is no val split) and reliability diagrams ("all" | "overall" | "none"); see
   # biomedjax/train/calibrate.py.
+  # eval.select: the reported state, "last" (the final step's) or "best_test" (the full test
+  # split evaluated every epoch, the best epoch reported: the VR references' test-set model
+  # selection; biomedjax/train/test_selection.py). best_over: "logged" = the reference's
+  # reported Best Acc, the max over epochs 1..E-1 (it is logged before the update); "all": 1..E.
   c.eval = mlc.ConfigDict(dict(temperature="none", reliability="all",
-                               select="last"))  # "last" | "best_test" (per-epoch test eval)
+                               select="last", best_over="logged"))
   if a.runlocal:  # a smoke run of the same code path
     c.optim.epochs = 2
     c.data.test_batch_size = 16

@@ -25,7 +25,7 @@ from biomedjax.data.pipeline import make_train_iterator
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
 from biomedjax.train import (calibrate, checkpoint, distributed, early_stopping, evaluate,
-                             lifecycle, setup, sharding, step as step_lib)
+                             lifecycle, setup, sharding, step as step_lib, test_selection)
 
 log = logging.getLogger("biomedjax")
 
@@ -65,11 +65,14 @@ def split_frozen(method, frozen: dict) -> dict:
   return {**frozen, "backbone": backbone}
 
 
-def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, initial=None):
+def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, initial=None,
+          selection=None):
   """Gradient training with periodic checkpoints; resumes from the workdir's latest one.
 
   ``steps``: (global batch, steps per epoch, total steps) from ``_batch_and_steps``.
   ``initial``: the trainable to start from (a "fit" stage's result), else ``method.init``.
+  ``selection``: a ``test_selection.TestSelection`` (eval.select="best_test"): the test split is
+  evaluated after every epoch and the best epoch's state is returned.
   Returns the trained pytree and the loss history.
   """
   batch, per_epoch, total = steps
@@ -94,6 +97,8 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
     trainable, opt_state, start, rng = ckpt.restore(ckpt.latest_step(), trainable, opt_state,
                                                     rng, it)
     history.restore(start)
+    if selection is not None:
+      selection.restore(start // per_epoch, trainable)
     log.info("resumed from step %d of %d", start, total)
   step_fn = step_lib.make_train_step(method, backbone, tx, mesh)
   log.info("training %d steps (%d epochs x %d) at global batch %d on %d device(s)", total,
@@ -114,6 +119,9 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
         early = stopper.update(stopper.val_loss(trainable), trainable)
         log.info("epoch %d: val loss %.5f (best %.5f)%s", done // per_epoch,
                  stopper.history[-1], stopper.best_loss, ", early stop" if early else "")
+      if selection is not None and done % per_epoch == 0:
+        acc = selection.update(done // per_epoch, trainable)
+        _log_metrics(writer, done, {"accuracy_per_epoch": acc}, "test")
       if done % config.train.log_every_steps == 0 or done == total or early:
         m = jax.device_get(m)
         m["lr"] = float(schedule(i))
@@ -131,6 +139,8 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
       if policy.due(done, bool(stop)):
         ckpt.save(done, trainable, opt_state, rng, it)
         history.save()
+        if selection is not None:
+          selection.save()
       if stop and done < total:
         bar.close()
         ckpt.close()
@@ -141,6 +151,8 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
   ckpt.close()
   if stopper is not None and stopper.best is not None:
     trainable = sharding.replicate(stopper.best, mesh)  # the best epoch, as the reference reloads
+  if selection is not None:
+    trainable = selection.final_state(trainable, mesh)  # the best test epoch (eval.select)
   return trainable, history.entries
 
 
@@ -243,6 +255,7 @@ def train_and_evaluate(config, workdir) -> dict:
   targets = _eval_targets(config, data, backbone, params, method, frozen, mesh)
   if config.data.setting == "base2novel":  # refuse before training, not after
     method.transfer(jax.eval_shape(method.init, jax.random.key(0), frozen), targets[-1][2])
+  test_selection.check(config, data.kind, method.trains)
   # Data and model are good: only now does the workdir get its config (the resume lock).
   if jax.process_index() == 0:
     checkpoint.write_config(workdir, config)
@@ -272,9 +285,15 @@ def train_and_evaluate(config, workdir) -> dict:
     else:
       trainable = method.fit(frozen, image_features("train", data.splits["train"]), val)
     trainable = distributed.from_process_zero(trainable)  # the same replicas everywhere
+  selection = None
+  if method.trains and config.eval.get("select", "last") == "best_test":
+    selection = test_selection.TestSelection(
+        workdir, test_selection.accuracy_fn(method, backbone, split_frozen(method, frozen),
+                                            data.splits["test"], mesh, config.data),
+        config.optim.epochs, config.eval.get("best_over", "logged"))
   if method.trains:
     trainable, history = train(method, backbone, frozen, data, config, workdir, mesh, writer,
-                               steps, initial=trainable)
+                               steps, initial=trainable, selection=selection)
   train_minutes = (time.time() - t_train) / 60
   trainable = sharding.replicate(trainable, mesh)
   frozen = split_frozen(method, frozen)
@@ -326,6 +345,10 @@ def train_and_evaluate(config, workdir) -> dict:
       calibrate.diagrams(config.eval, workdir, name, logits, labels, classnames)
       if temperature is not None:
         calibrate.diagrams(config.eval, workdir, name, logits, labels, classnames, temperature)
+  if method.trains and data.kind == "multiclass" and "test" in results:
+    results["selection"] = (selection.summary() if selection is not None else
+                            test_selection.last_summary(results["test"]["accuracy"],
+                                                        config.optim.epochs))
   writer.close()
   if data.kind == "multilabel" and config.data.setting == "few_shot":
     from biomedjax import multilabel_study  # the study tables' inputs (scores, embeddings)
