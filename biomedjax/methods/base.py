@@ -250,7 +250,7 @@ class Method:
   def parameter_counts(self, trainable) -> dict:
     """{"stored": entries of the trainable pytree, "effective": those that can ever move}.
     Default: both the stored count; a method with masked entries (a program frame) overrides."""
-    n = sum(int(np.size(x)) for x in jax.tree.leaves(trainable))
+    n = sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(trainable))
     return {"stored": n, "effective": n}
 
   def value_and_grad(self, trainable, frozen, batch, rng):

@@ -94,9 +94,9 @@ class ProgramMethod(base.Method):
     return self.backbone.logit_scale(frozen["backbone"])
 
   def parameter_counts(self, trainable) -> dict:
-    stored = sum(int(np.size(x)) for x in jax.tree.leaves(trainable))
+    stored = sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(trainable))
     per_program = programs.effective_size(self.mask)
-    others = stored - sum(int(np.size(trainable[n])) for n in self.program_names)
+    others = stored - sum(int(np.prod(np.shape(trainable[n]))) for n in self.program_names)
     return {"stored": stored, "effective": len(self.program_names) * per_program + others}
 
   def transfer(self, trainable, novel):
