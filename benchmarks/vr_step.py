@@ -128,7 +128,7 @@ def two_pass(method):
 def memory_bytes(method, frozen, trainable, batch_size):
   """arguments + outputs + temporaries - aliased of the compiled BioMedVR step (no run)."""
   tx, step = jax_step_fn(method)
-  spec = lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.asarray(x).dtype)
+  spec = lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype)
   trainable_s = jax.tree.map(spec, trainable)
   opt_s = jax.eval_shape(tx.init, trainable_s)
   batch_s = {"image": jax.ShapeDtypeStruct((batch_size, SIZE, SIZE, 3), jnp.float32),

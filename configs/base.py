@@ -75,12 +75,13 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
   # Post-hoc temperature scaling ("fit": one T by NLL on val, or on the few-shot train set when
   # there is no val split) and reliability diagrams ("all" | "overall" | "none"); see
   # biomedjax/train/calibrate.py.
-  # eval.select: the reported state, "last" (the final step's) or "best_test" (the full test
-  # split evaluated every epoch, the best epoch reported: the VR references' test-set model
-  # selection; biomedjax/train/test_selection.py). best_over: "logged" = the reference's
-  # reported Best Acc, the max over epochs 1..E-1 (it is logged before the update); "all": 1..E.
-  c.eval = mlc.ConfigDict(dict(temperature="none", reliability="all",
-                               select="last", best_over="logged"))
+  # eval.select: the reported state (biomedjax/train/test_selection.py); best_test is the VR
+  # references' model selection on the test set, their Best Acc being logged before the update.
+  c.eval = mlc.ConfigDict(dict(
+      temperature="none", reliability="all",
+      select="last",       # "last" | "best_test" (full test split every epoch, best reported)
+      best_over="logged",  # best_test over epochs 1..E-1 ("logged", the reference's) or "all"
+  ))
   if a.runlocal:  # a smoke run of the same code path
     c.optim.epochs = 2
     c.data.test_batch_size = 16
