@@ -11,7 +11,6 @@ counts at full size (``jax.eval_shape``, no weights) and the config values again
 from __future__ import annotations
 
 import json
-import math
 
 import jax
 import jax.numpy as jnp
@@ -148,6 +147,23 @@ def test_attribute_head_is_the_top_k_mean_with_gradient_through_it():
 
 def test_label_prompts():
   assert vr_heads.label_sentences(("normal_OCT scan",)) == [["This is a photo of normal OCT scan."]]
+
+
+def test_sentences_the_methods_use(tiny, attr_dir):
+  backbone, _ = tiny
+  assert _method("vp", backbone, attr_dir).sentences == {
+      "label": [[f"This is a photo of {c.replace('_', ' ')}."] for c in CLASSES]}
+  files = {h: json.loads((attr_dir / f"btmri_{h}.json").read_text()) for h in ("des", "dist")}
+  unique = _method("attrvr", backbone, attr_dir, attr_sampling="unique").sentences
+  assert unique == {h: [files[h][c.replace(" ", "_")] for c in CLASSES] for h in files}
+  drawn = _method("biomedvr", backbone, attr_dir, attr_seed=5).sentences
+  assert list(drawn) == ["des", "dist", "confuse"]
+  rng = np.random.default_rng(5)  # heads in order, classes in label order, 20 of 5 each
+  for head in ("des", "dist"):
+    for c, got in zip(CLASSES, drawn[head]):
+      kept = files[head][c.replace(" ", "_")]
+      assert got == [kept[i] for i in rng.choice(5, 20, replace=True)]
+  assert _method("biomedvr", backbone, attr_dir, attr_seed=6).sentences != drawn
 
 
 def _write(directory, head, data):
@@ -371,4 +387,4 @@ def test_released_attribute_files(shared_dir, tmp_path):
   sampled = attributes.read_heads(directory, "btmri", attributes.HEADS,
                                   catalog.DATASETS["btmri"].classnames, tok, 20, 1)
   assert all(len(s) == 20 and len(set(s)) <= 5 for h in sampled.values() for s in h)
-  assert math.isclose(len(sampled), 3)
+  assert list(sampled) == list(attributes.HEADS)
