@@ -388,3 +388,13 @@ def test_released_attribute_files(shared_dir, tmp_path):
                                   catalog.DATASETS["btmri"].classnames, tok, 20, 1)
   assert all(len(s) == 20 and len(set(s)) <= 5 for h in sampled.values() for s in h)
   assert list(sampled) == list(attributes.HEADS)
+
+
+def test_show_explains_inherited_options():
+  """``launch.py --show`` reads option meanings from the dataclass bases' files too."""
+  from biomedjax import cli
+  files = cli.option_sources("vp")
+  assert [f.name for f in files] == ["reprogram.py", "ar.py", "vp.py"]
+  meanings = cli.field_comments(*cli.option_sources("biomedvr"))
+  assert {"border", "attr_sampling", "attributes_dir", "gating", "beta"} <= set(meanings)
+  assert cli.option_sources("no_such_method") == []
