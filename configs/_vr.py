@@ -13,7 +13,8 @@ inherited from tmlr-group/AttrVR).
   test evaluation.
 * Attribute methods read ``<attributes_dir>/<attributes_dataset>_{des,dist,confuse}.json``;
   ``attributes_dataset`` defaults to the reference's key of ``dataset`` and the sentence draws
-  are seeded by the run seed (``method.attr_seed``).
+  are seeded by the config string's ``seed`` (``method.attr_seed``; a ``--config.seed`` override
+  leaves it, so set ``--config.method.attr_seed`` with it).
 """
 
 from __future__ import annotations

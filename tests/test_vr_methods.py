@@ -11,7 +11,6 @@ counts at full size (``jax.eval_shape``, no weights) and the config values again
 from __future__ import annotations
 
 import json
-import math
 
 import jax
 import jax.numpy as jnp
@@ -38,11 +37,6 @@ CONFIGS = {"vp": vp_config, "ar": ar_config, "attrvr": attrvr_config, "biomedvr"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-  return tiny_backbone.make(tmp_path_factory.mktemp("vocab"))
-
-
-@pytest.fixture(scope="module")
 def attr_dir(tmp_path_factory):
   return vr_attributes.write(tmp_path_factory.mktemp("attributes"), "btmri", CLASSES)
 
@@ -62,8 +56,7 @@ def test_padding_program_by_hand(size):
   rng = np.random.default_rng(0)
   x = rng.random((2, size, size, 3)).astype(np.float32)
   p = rng.normal(size=(3, 224, 224)).astype(np.float32)
-  border = 16 if size == 192 else 15
-  mask = programs.frame_mask("padding", size, border)
+  mask = programs.frame_mask("padding", size, 16)  # 193: frame 16 left/top, 15 right/bottom
   out = np.asarray(programs.padding_program(jnp.asarray(x), jnp.asarray(p), mask, MEAN, STD))
   lo = int((224 - size + 1) / 2)  # the reference's int((224 - S + 1) / 2) left/top pad
   canvas = np.zeros((2, 224, 224, 3), np.float32)
@@ -73,8 +66,8 @@ def test_padding_program_by_hand(size):
   expect = canvas + frame[..., None] / (1 + np.exp(-p.transpose(1, 2, 0)))
   expect = (expect - np.array(MEAN)) / np.array(STD)
   np.testing.assert_allclose(out, expect, rtol=1e-5, atol=1e-5)
-  if size == 192:  # the reference's mask: 1 - centre(192), 16 px on every side
-    assert (mask[..., 0] == frame).all() and programs.effective_size(mask) == 39_936
+  assert (mask[..., 0] == frame).all()  # the reference's mask: 1 - centre(S)
+  assert size != 192 or programs.effective_size(mask) == 39_936
 
 
 def test_watermark_program_by_hand():
@@ -156,6 +149,23 @@ def test_label_prompts():
   assert vr_heads.label_sentences(("normal_OCT scan",)) == [["This is a photo of normal OCT scan."]]
 
 
+def test_sentences_the_methods_use(tiny, attr_dir):
+  backbone, _ = tiny
+  assert _method("vp", backbone, attr_dir).sentences == {
+      "label": [[f"This is a photo of {c.replace('_', ' ')}."] for c in CLASSES]}
+  files = {h: json.loads((attr_dir / f"btmri_{h}.json").read_text()) for h in ("des", "dist")}
+  unique = _method("attrvr", backbone, attr_dir, attr_sampling="unique").sentences
+  assert unique == {h: [files[h][c.replace(" ", "_")] for c in CLASSES] for h in files}
+  drawn = _method("biomedvr", backbone, attr_dir, attr_seed=5).sentences
+  assert list(drawn) == ["des", "dist", "confuse"]
+  rng = np.random.default_rng(5)  # heads in order, classes in label order, 20 of 5 each
+  for head in ("des", "dist"):
+    for c, got in zip(CLASSES, drawn[head]):
+      kept = files[head][c.replace(" ", "_")]
+      assert got == [kept[i] for i in rng.choice(5, 20, replace=True)]
+  assert _method("biomedvr", backbone, attr_dir, attr_seed=6).sentences != drawn
+
+
 def _write(directory, head, data):
   directory.mkdir(exist_ok=True)
   (directory / f"btmri_{head}.json").write_text(json.dumps(data))
@@ -223,12 +233,18 @@ def test_biomedvr_forward_loss_and_gradients(tiny, attr_dir):
   np.testing.assert_array_equal(trainable["gate"], [1.0, 1.0])
   trainable["program_pos"] = jax.random.normal(jax.random.key(1), (3, 224, 224))
   trainable["gate"] = jnp.array([0.3, -0.2])
-  images = jax.random.uniform(jax.random.key(2), (3, 192, 192, 3))
-  batch = {"image": images, "label": jnp.array([0, 3, 1])}
+  images = jax.random.uniform(jax.random.key(2), (2, 192, 192, 3))
+  batch = {"image": images, "label": jnp.array([0, 3])}
 
-  x = method.program_images(trainable, images)
-  assert x.shape == (2, 3, 224, 224, 3)
-  feats = [backbone.encode_pixels(params, x[i]) for i in range(2)]  # two separate passes
+  @jax.jit
+  def run(trainable, frozen, batch):
+    x = method.program_images(trainable, batch["image"])
+    feats = [backbone.encode_pixels(frozen["backbone"], x[i]) for i in range(2)]  # 2 passes
+    (loss, aux), grads = method.value_and_grad(trainable, frozen, batch, jax.random.key(0))
+    return x, feats, method.logits(trainable, frozen, batch["image"]), loss, aux, grads
+
+  x, feats, logits, loss, aux, grads = run(trainable, frozen, batch)
+  assert x.shape == (2, 2, 224, 224, 3)
   scale = float(jnp.exp(params["logit_scale"]))
 
   def head(name, f):
@@ -238,15 +254,12 @@ def test_biomedvr_forward_loss_and_gradients(tiny, attr_dir):
   neg = head("confuse", feats[1])
   w = np.exp([0.3, -0.2]) / np.exp([0.3, -0.2]).sum()
   fused = w[0] * pos + w[1] * neg
-  np.testing.assert_allclose(method.logits(trainable, frozen, images), fused, rtol=2e-5,
-                             atol=2e-5)
-  loss, aux = method.loss(trainable, frozen, batch, jax.random.key(0))
-  ce = -jax.nn.log_softmax(fused)[np.arange(3), np.array([0, 3, 1])].mean()
+  np.testing.assert_allclose(logits, fused, rtol=2e-5, atol=2e-5)
+  ce = -jax.nn.log_softmax(fused)[np.arange(2), np.array([0, 3])].mean()
   cs = biomedvr.confusion_suppression(fused, neg, batch["label"], 0.5)
   assert float(aux["ce"]) == pytest.approx(float(ce), rel=1e-5)
   assert float(aux["cs"]) == pytest.approx(float(cs), rel=1e-5)
   assert float(loss) == pytest.approx(float(ce + 0.3 * cs), rel=1e-5)
-  (_, _), grads = jax.jit(method.value_and_grad)(trainable, frozen, batch, jax.random.key(0))
   for name in ("program_pos", "program_neg"):
     g = np.abs(np.asarray(grads[name])).sum(0)
     assert g[:16].sum() > 0 and g[16:208, 16:208].sum() == 0, name  # frame only
@@ -374,4 +387,14 @@ def test_released_attribute_files(shared_dir, tmp_path):
   sampled = attributes.read_heads(directory, "btmri", attributes.HEADS,
                                   catalog.DATASETS["btmri"].classnames, tok, 20, 1)
   assert all(len(s) == 20 and len(set(s)) <= 5 for h in sampled.values() for s in h)
-  assert math.isclose(len(sampled), 3)
+  assert list(sampled) == list(attributes.HEADS)
+
+
+def test_show_explains_inherited_options():
+  """``launch.py --show`` reads option meanings from the dataclass bases' files too."""
+  from biomedjax import cli
+  files = cli.option_sources("vp")
+  assert [f.name for f in files] == ["reprogram.py", "ar.py", "vp.py"]
+  meanings = cli.field_comments(*cli.option_sources("biomedvr"))
+  assert {"border", "attr_sampling", "attributes_dir", "gating", "beta"} <= set(meanings)
+  assert cli.option_sources("no_such_method") == []

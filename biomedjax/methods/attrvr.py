@@ -31,8 +31,7 @@ class AttrVR(reprogram.ProgramMethod):
     self.sentences = self.read_attributes(("des", "dist"))
 
   def prepare(self, backbone_params):
-    return {h: vr_heads.encode(self.backbone, backbone_params, self.sentences[h])
-            for h in ("des", "dist")}
+    return vr_heads.encode_heads(self.backbone, backbone_params, self.sentences)
 
   def head(self, frozen, name, feats):
     return vr_heads.attribute_logits(feats, frozen[name], vr_heads.valid_mask(

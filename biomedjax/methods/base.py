@@ -30,7 +30,8 @@ The data term of the training loss is not the method's choice: ``objective`` (bu
 ``config.loss`` by ``biomedjax.objectives``) turns logits and labels into a loss; a method adds
 only its own regularisers (``regularizer``). Hooks with defaults here: ``loss`` (objective +
 regulariser), ``value_and_grad`` (``jax.value_and_grad`` of ``loss``; ProGrad overrides it) and
-``transfer`` (base-to-novel; refuses unless the method says its trainable is class-agnostic).
+``transfer`` (base-to-novel; refuses unless the method says its trainable is class-agnostic) and
+``parameter_counts`` (stored vs effective trainable entries, reported in results.json).
 """
 
 from __future__ import annotations

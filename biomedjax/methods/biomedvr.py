@@ -97,10 +97,7 @@ class BioMedVR(reprogram.ProgramMethod):
     self.sentences = self.read_attributes(("des", "dist", "confuse"))
 
   def prepare(self, backbone_params):
-    out = {}
-    for head in ("des", "dist", "confuse"):
-      out[head] = vr_heads.encode(self.backbone, backbone_params, self.sentences[head])
-    return out
+    return vr_heads.encode_heads(self.backbone, backbone_params, self.sentences)
 
   def init(self, rng, frozen):
     k_prog, k_gate = jax.random.split(rng)

@@ -57,8 +57,8 @@ class ProgramMethod(base.Method):
   def __init__(self, backbone, task, opts, objective=None):
     super().__init__(backbone, task, opts, objective)
     self.canvas = backbone.cfg.vision.image_size
+    # (canvas, canvas, 1) 0/1 frame; a program that does not fit is an error here, at build
     self.mask = programs.frame_mask(opts.program, opts.image_size, opts.border, self.canvas)
-    programs.check(opts.program, opts.image_size, opts.border, self.canvas)
     if opts.program_init not in programs.INITS:
       raise ValueError(f"config.method.program_init={opts.program_init!r}: use one of "
                        f"{programs.INITS}")

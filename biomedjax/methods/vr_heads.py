@@ -40,13 +40,28 @@ def valid_mask(sentences: list[list[str]]) -> np.ndarray:
 
 
 def encode(backbone, params, sentences: list[list[str]]):
-  """Per class sentences -> T (C, n_max, D) normalised, zero rows past a class's count.
+  """Per class sentences -> T (C, n_max, D) normalised, zero rows past a class's count."""
+  return encode_heads(backbone, params, {"": sentences})[""]
 
-  One encoder pass over all sentences (fixed-size batches), split back per class."""
-  flat = [s for per_class in sentences for s in per_class]
+
+def encode_heads(backbone, params, heads: dict[str, list[list[str]]]) -> dict:
+  """``encode`` of several heads with ONE encoder pass over all their sentences (one token
+  length, so the text tower compiles once), split back per head and class."""
+  flat = [s for sentences in heads.values() for per_class in sentences for s in per_class]
   feats = encode_prompts(backbone, params, flat)
+  out, start = {}, 0
+  for name, sentences in heads.items():
+    n = sum(len(p) for p in sentences)
+    out[name] = _per_class(feats[start:start + n], sentences)
+    start += n
+  return out
+
+
+def _per_class(feats, sentences):
   counts = [len(p) for p in sentences]
   n_max = max(counts)
+  if min(counts) == n_max:  # the reference's case: m sentences for every class
+    return feats.reshape(len(counts), n_max, -1)
   rows, start = [], 0
   for n in counts:
     block = feats[start:start + n]
