@@ -239,12 +239,15 @@ def test_biomedvr_forward_loss_and_gradients(tiny, attr_dir):
   @jax.jit
   def run(trainable, frozen, batch):
     x = method.program_images(trainable, batch["image"])
-    feats = [backbone.encode_pixels(frozen["backbone"], x[i]) for i in range(2)]  # 2 passes
+    feats = method.image_features(trainable, frozen, batch["image"])  # one pass over 2B images
     (loss, aux), grads = method.value_and_grad(trainable, frozen, batch, jax.random.key(0))
     return x, feats, method.logits(trainable, frozen, batch["image"]), loss, aux, grads
 
   x, feats, logits, loss, aux, grads = run(trainable, frozen, batch)
-  assert x.shape == (2, 2, 224, 224, 3)
+  assert x.shape == (2, 2, 224, 224, 3) and feats.shape == (2, 2, 32)
+  for i, name in enumerate(("program_pos", "program_neg")):  # the order (δ+, δ−)
+    np.testing.assert_allclose(x[i], programs.padding_program(
+        images, trainable[name], method.mask, MEAN, STD), rtol=1e-6, atol=1e-6)
   scale = float(jnp.exp(params["logit_scale"]))
 
   def head(name, f):
