@@ -401,3 +401,16 @@ def test_show_explains_inherited_options():
   meanings = cli.field_comments(*cli.option_sources("biomedvr"))
   assert {"border", "attr_sampling", "attributes_dir", "gating", "beta"} <= set(meanings)
   assert cli.option_sources("no_such_method") == []
+
+
+def test_random_weight_vocabulary_holds_the_attribute_words(attr_dir):
+  """A random-weight model's generated BPE vocabulary gets the sentences' words as tokens
+  (otherwise character-level pieces overflow CLIP's 77-token context)."""
+  from biomedjax.train import setup
+  c = biomedvr_config.get_config("dataset=btmri")
+  c.method.attributes_dir = str(attr_dir)
+  words = attributes.vocabulary_words(c.method)
+  assert {"glioma", "meningioma", "showing", "scan"} <= set(words)
+  assert attributes.vocabulary_words(vp_config.get_config().method) == []
+  data = type("Data", (), {"classnames": CLASSES, "novel_classnames": ()})()
+  assert set(words) <= set(setup.vocabulary_words(c, data))
