@@ -239,12 +239,15 @@ def test_biomedvr_forward_loss_and_gradients(tiny, attr_dir):
   @jax.jit
   def run(trainable, frozen, batch):
     x = method.program_images(trainable, batch["image"])
-    feats = [backbone.encode_pixels(frozen["backbone"], x[i]) for i in range(2)]  # 2 passes
+    feats = method.image_features(trainable, frozen, batch["image"])  # one pass over 2B images
     (loss, aux), grads = method.value_and_grad(trainable, frozen, batch, jax.random.key(0))
     return x, feats, method.logits(trainable, frozen, batch["image"]), loss, aux, grads
 
   x, feats, logits, loss, aux, grads = run(trainable, frozen, batch)
-  assert x.shape == (2, 2, 224, 224, 3)
+  assert x.shape == (2, 2, 224, 224, 3) and feats.shape == (2, 2, 32)
+  for i, name in enumerate(("program_pos", "program_neg")):  # the order (δ+, δ−)
+    np.testing.assert_allclose(x[i], programs.padding_program(
+        images, trainable[name], method.mask, MEAN, STD), rtol=1e-6, atol=1e-6)
   scale = float(jnp.exp(params["logit_scale"]))
 
   def head(name, f):
@@ -398,3 +401,16 @@ def test_show_explains_inherited_options():
   meanings = cli.field_comments(*cli.option_sources("biomedvr"))
   assert {"border", "attr_sampling", "attributes_dir", "gating", "beta"} <= set(meanings)
   assert cli.option_sources("no_such_method") == []
+
+
+def test_random_weight_vocabulary_holds_the_attribute_words(attr_dir):
+  """A random-weight model's generated BPE vocabulary gets the sentences' words as tokens
+  (otherwise character-level pieces overflow CLIP's 77-token context)."""
+  from biomedjax.train import setup
+  c = biomedvr_config.get_config("dataset=btmri")
+  c.method.attributes_dir = str(attr_dir)
+  words = attributes.vocabulary_words(c.method)
+  assert {"glioma", "meningioma", "showing", "scan"} <= set(words)
+  assert attributes.vocabulary_words(vp_config.get_config().method) == []
+  data = type("Data", (), {"classnames": CLASSES, "novel_classnames": ()})()
+  assert set(words) <= set(setup.vocabulary_words(c, data))
