@@ -224,6 +224,8 @@ def show() -> str:
   spec.loader.exec_module(module)
   methods_dir = pathlib.Path(cli_lib.__file__).parent / "methods"
   method_files = [p for p in (methods_dir / f"{FLAGS.config.method.name}.py",) if p.is_file()]
+  # Options inherited from a shared dataclass (e.g. the VR methods') are commented where written.
+  method_files = cli_lib.option_sources(FLAGS.config.method.name) or method_files
   meanings = cli_lib.field_comments(CONFIGS / "base.py", *method_files, file)
   return f"# {file}  (* = differs from the file's default)\n" + cli_lib.show_config(
       FLAGS.config, module.get_config(), meanings)

@@ -151,6 +151,22 @@ def list_configs(configs_dir: pathlib.Path) -> str:
   return "\n".join(lines)
 
 
+def option_sources(method: str) -> list[pathlib.Path]:
+  """The files that declare a method's options dataclass and its dataclass bases, bases first
+  (so ``field_comments`` lets a subclass's comment win); empty for an unknown method."""
+  import dataclasses
+  import inspect
+  import sys
+  from biomedjax.methods import METHODS
+  if method not in METHODS:
+    return []
+  options = getattr(sys.modules[METHODS[method].__module__], "Options", None)
+  if options is None:
+    return []
+  classes = [c for c in reversed(options.__mro__) if dataclasses.is_dataclass(c)]
+  return list(dict.fromkeys(pathlib.Path(inspect.getsourcefile(c)) for c in classes))
+
+
 def field_comments(*paths: pathlib.Path) -> dict[str, str]:
   """``name -> trailing comment`` for ``name=value,  # comment`` and ``c.a.name = v  # comment``
   lines of the given config sources (later files win): the meaning of each option, taken from

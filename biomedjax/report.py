@@ -18,8 +18,10 @@ results.json schema (extra keys are kept and ignored)::
     "base":    {"accuracy": 0.80, ...},   # required for base2novel (test split, base classes)
     "novel":   {"accuracy": 0.66, ...},   # required for base2novel (test split, novel classes)
     "hm":      0.7231,             # base2novel only; added by write_run_results
-    "val":     {...}               # optional
-  }
+    "val":     {...},              # optional
+    "selection": {"headline": "best_test" | "last", ...}  # optional: which state the numbers
+  }                                # are of (biomedjax/train/test_selection.py); best_test runs
+                                   # get their own table rows, "<method> [best test epoch]"
 
 The split dicts are ``biomedjax.metrics.classification_report`` outputs: accuracies are fractions
 in [0, 1]; tables show them in percent. Only ``accuracy`` is required; ``--metric`` picks another
@@ -62,10 +64,18 @@ _MD_MULTILABEL = (("macro_f1", "macro-F1 %", 100), ("exact_match", "exact match 
 
 
 def method_label(results: dict) -> str:
-  """The method's row/column name: ``biomedcoop``, or with the hyperparameters of a grid point
-  (``results["variant"]``, from ``config.variant``) ``biomedcoop [method.w=1.0]``."""
-  variant = results.get("variant")
-  return f"{results['method']} [{variant}]" if variant else results["method"]
+  """The method's row/column name: ``biomedcoop``; with the hyperparameters of a grid point
+  (``results["variant"]``, from ``config.variant``) ``biomedcoop [method.w=1.0]``; and with
+  `` [best test epoch]`` when the run reported its best test epoch (eval.select="best_test",
+  the VR references' test-set selection), so such numbers never share a cell with last-epoch
+  ones."""
+  label = results["method"]
+  if results.get("variant"):
+    label += f" [{results['variant']}]"
+  sel = results.get("selection")
+  if isinstance(sel, dict) and sel.get("headline") == "best_test":
+    label += " [best test epoch]"
+  return label
 
 
 def headline_metric(results: dict) -> str:
@@ -194,6 +204,7 @@ def run_markdown(results: dict) -> str:
   table = _md_table(["split", *[name for _, name, _ in columns], "n"], rows)
   if "hm" in results:
     table += f"\nHarmonic mean (base, novel): {results['hm'] * 100:.2f}\n"
+  table += selection_markdown(results)
   for split in ("test", "base", "novel"):
     if isinstance(results.get(split), dict):
       table += _per_class_md(split, results[split])
@@ -334,15 +345,35 @@ def load_runs(paths, metric: str = "accuracy") -> list[dict]:
       raise ResultsError(f"{path}: invalid JSON ({e})") from None
     validate_results(results, str(path), metric)
     shots = ANY_K if is_k_independent(results) else results["shots"]
-    key = (provenance.backbone_label(results), results["setting"], method_label(results),
+    method = method_label(results)
+    key = (provenance.backbone_label(results), results["setting"], method,
            results["dataset"], shots, results["seed"])
     if key in seen:
       if shots == ANY_K:
         continue
       raise ResultsError(f"{path} and {seen[key]} are the same run {key}")
     seen[key] = path
-    runs.append({**results, "shots": shots, "_path": str(path)})
+    runs.append({**results, "method": method, "shots": shots, "_path": str(path)})
   return runs
+
+
+def selection_markdown(results: dict) -> str:
+  """Which state produced the numbers above: the last epoch's or the best test epoch's."""
+  sel = results.get("selection")
+  if not isinstance(sel, dict):
+    return ""
+  last = sel.get("last_test_accuracy")
+  last_text = "-" if last is None else f"{100 * last:.2f}%"
+  if sel.get("headline") == "best_test":
+    return (f"\nModel selection: **best test epoch** (eval.select=best_test, the reference's "
+            f"selection on the test split, epochs {sel['best_epochs_considered']}): epoch "
+            f"{sel['best_epoch']}, test accuracy {100 * sel['best_test_accuracy']:.2f}% (the "
+            f"numbers above); last epoch ({sel['last_epoch']}): {last_text}.\n")
+  if sel.get("select") == "best_test":
+    return (f"\nModel selection: eval.select=best_test found no epoch in "
+            f"{sel['best_epochs_considered']}; the numbers above are the last epoch's "
+            f"({last_text}).\n")
+  return f"\nModel selection: **last epoch** (eval.select=last): test accuracy {last_text}.\n"
 
 
 def group(runs: list[dict], metric: str) -> dict[tuple, dict[int, float]]:

@@ -30,6 +30,7 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       init=a.model,          # converted BiomedCLIP dir (python -m convert.biomedclip); "" = random
       preset="biomedclip",   # architecture used when init is "" (random weights)
       compute_dtype="float32",  # dtype the towers compute in: "float32" or "bfloat16"
+      remat=False,           # jax.checkpoint the image tower's blocks (memory for recompute)
   ))
   c.data = mlc.ConfigDict(dict(
       dataset=a.dataset,     # catalog key, "synthetic", "synthetic_multilabel", or any name
@@ -42,6 +43,8 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       sort_paths=True,       # calibprompt layout: sort files before few-shot sampling
       epoch_drop_last=False,  # True: drop each epoch's partial batch (Dassl's train loader)
       random_flip=False,     # train augmentation: horizontal flip (p 0.5) after the crop
+      train_resize_first=False,  # train: Resize(image_size, bicubic) before the random crop
+      last_batch="drop",     # "keep": each epoch's partial batch is a step (ceil(n/B) per epoch)
       shots=a.shots,         # K per class (0 = the whole training split)
       setting=a.setting,     # "few_shot" or "base2novel"
       batch_size=32,         # GLOBAL train batch
@@ -81,7 +84,13 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
   # Post-hoc temperature scaling ("fit": one T by NLL on val, or on the few-shot train set when
   # there is no val split) and reliability diagrams ("all" | "overall" | "none"); see
   # biomedjax/train/calibrate.py.
-  c.eval = mlc.ConfigDict(dict(temperature="none", reliability="all"))
+  # eval.select: the reported state (biomedjax/train/test_selection.py); best_test is the VR
+  # references' model selection on the test set, their Best Acc being logged before the update.
+  c.eval = mlc.ConfigDict(dict(
+      temperature="none", reliability="all",
+      select="last",       # "last" | "best_test" (full test split every epoch, best reported)
+      best_over="logged",  # best_test over epochs 1..E-1 ("logged", the reference's) or "all"
+  ))
   if a.runlocal:  # a smoke run of the same code path
     c.optim.epochs = 2
     c.data.test_batch_size = 16

@@ -180,6 +180,7 @@ def test_pixel_space_method_trains_only_its_frame(tmp_path, monkeypatch):
   config.optim.lr = 0.5
   results = train_and_evaluate(config, tmp_path)
   assert results["test"]["num_examples"] == 48 and np.isfinite(results["test"]["nll"])
+  assert results["trainable_parameters"] == {"stored": 224 * 224 * 3, "effective": 224 * 224 * 3}
   # One engine step by hand: the gradient reaches the frame, on its border only.
   backbone, params = tiny_backbone.make(tmp_path / "vocab")
   method = METHODS["toy_frame"](backbone, Task(tiny_backbone.CLASSNAMES), {})

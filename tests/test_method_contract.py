@@ -34,7 +34,7 @@ from biomedjax.models.clip import CLIP
 from biomedjax.models.tokenizer import Tokenizer
 from biomedjax.models.vocab import write_vocab
 from biomedjax.train import loop, step as step_lib
-from tests import tiny_backbone, tiny_clip_backbone
+from tests import tiny_backbone, tiny_clip_backbone, vr_attributes
 
 CLASSES = tiny_backbone.CLASSNAMES
 NOVEL = ("pituitary tumor", "normal brain")
@@ -51,12 +51,15 @@ def _prompt_file(tmp: pathlib.Path, classnames) -> str:
   return str(path)
 
 
-def _config(name: str, tmp: pathlib.Path) -> ml_collections.ConfigDict:
+def _config(name: str, tmp: pathlib.Path, classes=CLASSES) -> ml_collections.ConfigDict:
   module = importlib.import_module(f"configs.{name}")
   config = module.get_config("dataset=synthetic,shots=4")
   config.data.llm_prompts = _prompt_file(tmp, CLASSES + NOVEL)
   if "n_prompts" in config.method and config.method.n_prompts:
     config.method.n_prompts = 4  # the contract does not depend on the ensemble's size
+  if "attributes_dir" in config.method:  # attribute files describe exactly the task's classes
+    config.method.attributes_dir = str(vr_attributes.write(
+        tmp / f"attributes_{len(classes)}", config.method.attributes_dataset, classes))
   return config
 
 
@@ -129,7 +132,8 @@ def test_method_contract(name, family, full_size, tmp_path):
   frozen = jax.tree.map(jnp.asarray, {"backbone": params, **method.prepare(params)})
   before = jax.tree.map(np.array, frozen)
   trainable = _initial(method, frozen, dim)
-  batch = jax.tree.map(jnp.asarray, tiny_backbone.image_batch(4, len(CLASSES), size=224))
+  size = config.data.image_size  # what the input pipeline yields (192 for padding programs)
+  batch = jax.tree.map(jnp.asarray, tiny_backbone.image_batch(4, len(CLASSES), size=size))
   frozen_step = loop.split_frozen(method, frozen)
 
   # Eval logits, and for a features method the pixel path through the engine = features path.
@@ -160,7 +164,7 @@ def test_method_contract(name, family, full_size, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, frozen), before)
 
   # Base-to-novel: transfer (novel logits of the novel classes) or a refusal naming the option.
-  novel = loop.build_method(config, backbone, NOVEL, "multiclass")
+  novel = loop.build_method(_config(name, tmp_path, NOVEL), backbone, NOVEL, "multiclass")
   try:
     state = method.transfer(trainable, novel)
   except ValueError as e:
@@ -177,7 +181,7 @@ def test_method_contract(name, family, full_size, tmp_path):
   full_backbone, abstract = full_size
   big = loop.build_method(config, full_backbone, CLASSES, "multiclass")
   frozen_shapes = jax.eval_shape(lambda p: {"backbone": p, **big.prepare(p)}, abstract)
-  big_batch = {"image": jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.uint8),
+  big_batch = {"image": jax.ShapeDtypeStruct((2, size, size, 3), jnp.uint8),
                "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
   if big.trains:
     tx = optax.sgd(0.1)

@@ -31,7 +31,7 @@ import grain
 import jax
 import numpy as np
 
-from biomedjax.data import transforms
+from biomedjax.data import epoch_batches, transforms
 
 
 def _process(process_index, process_count) -> tuple[int, int]:
@@ -66,11 +66,7 @@ def _allow_unparsed_absl_flags():
 def _finish(ds: grain.MapDataset, local_batch_size: int, drop_remainder: bool,
             worker_count: int) -> grain.IterDataset:
   ds = ds.batch(local_batch_size, drop_remainder=drop_remainder, batch_fn=_stack)
-  it = ds.to_iter_dataset()
-  if worker_count > 0:
-    _allow_unparsed_absl_flags()
-    it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=worker_count))
-  return it
+  return _finish_batches(ds, worker_count)
 
 
 def _drop_last_per_epoch(ds: grain.MapDataset, n: int, batch: int, seed: int
@@ -101,22 +97,36 @@ class _EpochPrefix:
 def train_dataset(source, *, global_batch_size: int, seed: int, image_size: int = 224,
                   num_epochs: int | None = None, process_index: int | None = None,
                   process_count: int | None = None, worker_count: int = 0,
-                  epoch_drop_last: bool = False, random_flip: bool = False
-                  ) -> grain.IterDataset:
+                  epoch_drop_last: bool = False, random_flip: bool = False,
+                  last_batch: str = "drop", resize_first: bool = False) -> grain.IterDataset:
   """Shuffled, augmented, repeated (forever unless ``num_epochs``) batches; last partial dropped.
 
   ``epoch_drop_last``: drop each epoch's partial batch instead (Dassl's loader; see
-  ``_drop_last_per_epoch``). ``random_flip``: horizontal flip with p 0.5 after the crop.
+  ``_drop_last_per_epoch``). ``last_batch="keep"``: every epoch cut into batches with its
+  partial batch kept (``biomedjax.data.epoch_batches``). ``random_flip``: horizontal flip with
+  p 0.5 after the crop. ``resize_first``: Resize(image_size) before the crop.
   """
   if len(source) == 0:
     raise ValueError(f"empty training source {source!r}")
+  epoch_batches.check_last_batch(last_batch, epoch_drop_last)
   pi, pc = _process(process_index, process_count)
   local = _local_batch_size(global_batch_size, pc)
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat(num_epochs)
   if epoch_drop_last:
     ds = _drop_last_per_epoch(ds, len(source), global_batch_size, seed)
-  ds = ds.random_map(transforms.TrainTransform(image_size, random_flip))[pi::pc]
-  return _finish(ds, local, True, worker_count)
+  ds = ds.random_map(transforms.TrainTransform(image_size, random_flip, resize_first))
+  if last_batch == "keep":
+    batches = epoch_batches.keep_last_batches(ds, len(source), global_batch_size, pi, pc, _stack)
+    return _finish_batches(batches, worker_count)
+  return _finish(ds[pi::pc], local, True, worker_count)
+
+
+def _finish_batches(ds: grain.MapDataset, worker_count: int) -> grain.IterDataset:
+  it = ds.to_iter_dataset()
+  if worker_count > 0:
+    _allow_unparsed_absl_flags()
+    it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=worker_count))
+  return it
 
 
 class _Padded:
@@ -161,7 +171,8 @@ def _check_mesh(mesh, global_batch_size):
 
 def make_train_iterator(source, *, mesh, global_batch_size: int, seed: int, **kwargs):
   """``train_dataset`` as a checkpointable iterator of global arrays (kwargs: see there)."""
-  _check_mesh(mesh, global_batch_size)
+  _check_mesh(mesh, epoch_batches.mesh_batch(len(source), global_batch_size,
+                                             kwargs.get("last_batch", "drop")))
   ds = train_dataset(source, global_batch_size=global_batch_size, seed=seed, **kwargs)
   return iter(ds.map(functools.partial(to_global, mesh=mesh)))
 

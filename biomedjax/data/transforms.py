@@ -1,6 +1,9 @@
 """Image decoding and the reference train/eval transforms, on PIL as torchvision does them.
 
-Train: ``RandomResizedCrop(224, bicubic, scale=(0.08, 1), ratio=(3/4, 4/3))``.
+Train: ``RandomResizedCrop(224, bicubic, scale=(0.08, 1), ratio=(3/4, 4/3))``; with
+``resize_first`` a ``Resize(S, bicubic)`` of the short side comes before it (the visual
+reprogramming reference's train transform, BioMedVR/AttrVR ``experiments/*.py``: Resize(S) ->
+RandomResizedCrop(S) -> RandomHorizontalFlip, so the crop samples a box of the S-resized image).
 The crop box follows torchvision's ``RandomResizedCrop.get_params`` step by step (10 attempts,
 then the ratio-clamped central fallback); the crop and resize are the PIL calls torchvision
 makes for PIL input, so a given box yields torchvision's pixels. Random numbers come from the
@@ -72,8 +75,19 @@ def resized_crop(image: Image.Image, box: tuple[int, int, int, int], size: int) 
   return image.crop((left, top, left + w, top + h)).resize((size, size), Image.Resampling.BICUBIC)
 
 
-def train_image(image: Image.Image, rng: np.random.Generator, size: int = 224) -> np.ndarray:
-  """RandomResizedCrop -> uint8 (size, size, 3)."""
+def resize_short_side(image: Image.Image, size: int) -> Image.Image:
+  """torchvision ``Resize(size, bicubic)`` on PIL: short side to ``size``, aspect kept."""
+  new_size = pp.resized_size(image.width, image.height, size)
+  if new_size == (image.width, image.height):
+    return image
+  return image.resize(new_size, Image.Resampling.BICUBIC)
+
+
+def train_image(image: Image.Image, rng: np.random.Generator, size: int = 224,
+                resize_first: bool = False) -> np.ndarray:
+  """[Resize(size) ->] RandomResizedCrop -> uint8 (size, size, 3)."""
+  if resize_first:
+    image = resize_short_side(image, size)
   box = random_resized_crop_box(image.width, image.height,
                                 lambda lo, hi: float(rng.uniform(lo, hi)),
                                 lambda lo, hi: int(rng.integers(lo, hi)))
@@ -83,12 +97,14 @@ def train_image(image: Image.Image, rng: np.random.Generator, size: int = 224) -
 class TrainTransform(grain.transforms.RandomMap):
   """record ``{"image": bytes, "label", "path"}`` -> ``{"image": uint8 HWC, "label", "mask"}``."""
 
-  def __init__(self, size: int = 224, flip: bool = False):
+  def __init__(self, size: int = 224, flip: bool = False, resize_first: bool = False):
     self.size = size
     self.flip = flip  # RandomHorizontalFlip(p=0.5) after the crop (CalibPrompt's Dassl config)
+    self.resize_first = resize_first  # Resize(size) before the crop (visual reprogramming)
 
   def random_map(self, record, rng: np.random.Generator):
-    image = train_image(decode(record["image"], record["path"]), rng, self.size)
+    image = train_image(decode(record["image"], record["path"]), rng, self.size,
+                        self.resize_first)
     if self.flip and rng.uniform() < 0.5:
       image = image[:, ::-1].copy()
     return {"image": image, "label": record["label"], "mask": True}

@@ -32,7 +32,8 @@ The data term of the training loss is not the method's choice: ``objective`` (bu
 ``config.loss`` by ``biomedjax.objectives``) turns logits and labels into a loss; a method adds
 only its own regularisers (``regularizer``). Hooks with defaults here: ``loss`` (objective +
 regulariser), ``value_and_grad`` (``jax.value_and_grad`` of ``loss``; ProGrad overrides it) and
-``transfer`` (base-to-novel; refuses unless the method says its trainable is class-agnostic).
+``transfer`` (base-to-novel; refuses unless the method says its trainable is class-agnostic) and
+``parameter_counts`` (stored vs effective trainable entries, reported in results.json).
 """
 
 from __future__ import annotations
@@ -258,6 +259,12 @@ class Method:
     """(optax transform, step -> lr) the engine trains with: ``config.optim`` by default. A
     method whose reference changes optimizers mid-run (e.g. fine-tuning) overrides this."""
     return make_optimizer(optim_cfg, steps_per_epoch)
+
+  def parameter_counts(self, trainable) -> dict:
+    """{"stored": entries of the trainable pytree, "effective": those that can ever move}.
+    Default: both the stored count; a method with masked entries (a program frame) overrides."""
+    n = sum(int(np.prod(np.shape(x))) for x in jax.tree.leaves(trainable))
+    return {"stored": n, "effective": n}
 
   def value_and_grad(self, trainable, frozen, batch, rng):
     """((loss, aux), d loss / d trainable): what the engine's step applies."""

@@ -24,11 +24,14 @@ def l2_normalize(x, eps=1e-12):
 
 
 class CLIP(nn.Module):
+  """``remat``: the image tower's blocks under ``jax.checkpoint`` (a run option, config
+  ``model.remat``, not an architecture fact: parameters and outputs are the same)."""
   cfg: CLIPConfig
+  remat: bool = False
 
   def setup(self):
     family = families.of(self.cfg)
-    self.visual = family.vision(self.cfg.vision, self.cfg.embed_dim)
+    self.visual = family.vision(self.cfg.vision, self.cfg.embed_dim, remat=self.remat)
     self.text = family.text(self.cfg.text, self.cfg.embed_dim)
     self.logit_scale = self.param(
         "logit_scale", nn.initializers.constant(self.cfg.init_logit_scale), ())

@@ -41,15 +41,20 @@ class ResidualBlock(nn.Module):
     return x + Mlp(self.mlp_dim, self.act, name="mlp")(nn.LayerNorm(self.ln_eps, name="ln_2")(x))
 
 
-def _blocks(c, causal: bool):
-  return [ResidualBlock(c.width, c.heads, c.mlp_dim, c.act, c.ln_eps, causal,
-                        name=f"resblocks_{i}") for i in range(c.depth)]
+def _blocks(c, causal: bool, remat: bool = False):
+  block = nn.remat(ResidualBlock) if remat else ResidualBlock
+  return [block(c.width, c.heads, c.mlp_dim, c.act, c.ln_eps, causal, name=f"resblocks_{i}")
+          for i in range(c.depth)]
 
 
 class OpenAIVisionTransformer(nn.Module):
-  """pixels (B, H, W, 3), normalised -> image features (B, embed_dim), unnormalised."""
+  """pixels (B, H, W, 3), normalised -> image features (B, embed_dim), unnormalised.
+
+  ``remat``: blocks under ``jax.checkpoint`` (see ``biomedjax.models.vit.VisionTransformer``).
+  """
   cfg: VisionConfig
   embed_dim: int
+  remat: bool = False
 
   @nn.compact
   def __call__(self, pixels):
@@ -64,7 +69,7 @@ class OpenAIVisionTransformer(nn.Module):
                      (c.num_patches + 1, c.width))
     x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, c.width)).astype(x.dtype), x], axis=1)
     x = nn.LayerNorm(c.ln_eps, name="ln_pre")(x + pos)
-    for block in _blocks(c, causal=False):
+    for block in _blocks(c, causal=False, remat=self.remat):
       x = block(x)
     pooled = nn.LayerNorm(c.ln_eps, name="ln_post")(x[:, 0])
     proj = self.param("proj", nn.initializers.normal(scale), (c.width, self.embed_dim))

@@ -25,9 +25,15 @@ class PreNormBlock(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-  """pixels (B, H, W, 3), normalised -> image features (B, embed_dim), unnormalised."""
+  """pixels (B, H, W, 3), normalised -> image features (B, embed_dim), unnormalised.
+
+  ``remat``: each block under ``jax.checkpoint`` (``nn.remat``): its activations are recomputed
+  in the backward pass instead of stored, for gradients w.r.t. the input pixels (visual
+  reprogramming) at batch sizes whose activations would not fit. Same parameters, same outputs.
+  """
   cfg: VisionConfig
   embed_dim: int
+  remat: bool = False
 
   @nn.compact
   def __call__(self, pixels):
@@ -39,8 +45,9 @@ class VisionTransformer(nn.Module):
     cls = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, c.width))
     pos = self.param("pos_embed", nn.initializers.normal(0.02), (1, c.num_patches + 1, c.width))
     x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, c.width)).astype(x.dtype), x], axis=1) + pos
+    block = nn.remat(PreNormBlock) if self.remat else PreNormBlock
     for i in range(c.depth):
-      x = PreNormBlock(c, name=f"blocks_{i}")(x)
+      x = block(c, name=f"blocks_{i}")(x)
     x = nn.LayerNorm(c.ln_eps, name="norm")(x)
     pooled = x[:, 0] if c.pool == "token" else x[:, 1:].mean(axis=1)
     return nn.Dense(self.embed_dim, use_bias=c.proj_bias, name="head_proj")(pooled)

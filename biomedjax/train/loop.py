@@ -20,12 +20,13 @@ from tqdm import tqdm
 
 from biomedjax import calibration, objectives, provenance, trained
 from biomedjax import report as report_lib
-from biomedjax.data import views
+from biomedjax.data import epoch_batches, views
 from biomedjax.data.pipeline import make_train_iterator
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
 from biomedjax.train import (calibrate, checkpoint, distributed, early_stopping, evaluate,
-                             lifecycle, setup, sharding, step as step_lib, view_stream)
+                             lifecycle, setup, sharding, step as step_lib, test_selection,
+                             view_stream)
 
 log = logging.getLogger("biomedjax")
 
@@ -35,9 +36,11 @@ class TrainingDiverged(FloatingPointError):
 
 
 def _batch_and_steps(num_train: int, config) -> tuple[int, int, int]:
-  """(global batch, steps per epoch, total steps), as Dassl: keep a short set's one batch."""
+  """(global batch, steps per epoch, total steps), as Dassl: keep a short set's one batch;
+  ``data.last_batch="keep"``: ceil(n / B) steps per epoch (``epoch_batches``)."""
   batch = min(config.data.batch_size, num_train)
-  per_epoch = max(1, num_train // batch)
+  per_epoch = epoch_batches.steps_per_epoch(num_train, batch,
+                                            config.data.get("last_batch", "drop"))
   return batch, per_epoch, per_epoch * config.optim.epochs
 
 
@@ -63,11 +66,14 @@ def split_frozen(method, frozen: dict) -> dict:
   return {**frozen, "backbone": backbone}
 
 
-def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, initial=None):
+def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, initial=None,
+          selection=None):
   """Gradient training with periodic checkpoints; resumes from the workdir's latest one.
 
   ``steps``: (global batch, steps per epoch, total steps) from ``_batch_and_steps``.
   ``initial``: the trainable to start from (a "fit" stage's result), else ``method.init``.
+  ``selection``: a ``test_selection.TestSelection`` (eval.select="best_test"): the test split is
+  evaluated after every epoch and the best epoch's state is returned.
   Returns the trained pytree and the loss history.
   """
   batch, per_epoch, total = steps
@@ -82,7 +88,9 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
                            seed=config.seed, image_size=config.data.image_size,
                            worker_count=config.data.workers,
                            epoch_drop_last=config.data.get("epoch_drop_last", False),
-                           random_flip=config.data.get("random_flip", False))
+                           random_flip=config.data.get("random_flip", False),
+                           last_batch=config.data.get("last_batch", "drop"),
+                           resize_first=config.data.get("train_resize_first", False))
   it = view_stream.train_iterator(config, method, frozen["backbone"], data, mesh, steps, it)
   ckpt = checkpoint.Checkpointer(workdir)
   history = lifecycle.History(workdir)
@@ -91,6 +99,8 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
     trainable, opt_state, start, rng = ckpt.restore(ckpt.latest_step(), trainable, opt_state,
                                                     rng, it)
     history.restore(start)
+    if selection is not None:
+      selection.restore(start // per_epoch, trainable)
     log.info("resumed from step %d of %d", start, total)
   step_fn = step_lib.make_train_step(method, backbone, tx, mesh)
   log.info("training %d steps (%d epochs x %d) at global batch %d on %d device(s)", total,
@@ -111,6 +121,9 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
         early = stopper.update(stopper.val_loss(trainable), trainable)
         log.info("epoch %d: val loss %.5f (best %.5f)%s", done // per_epoch,
                  stopper.history[-1], stopper.best_loss, ", early stop" if early else "")
+      if selection is not None and done % per_epoch == 0:
+        acc = selection.update(done // per_epoch, trainable)
+        _log_metrics(writer, done, {"accuracy_per_epoch": acc}, "test")
       if done % config.train.log_every_steps == 0 or done == total or early:
         m = jax.device_get(m)
         m["lr"] = float(schedule(i))
@@ -128,6 +141,8 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
       if policy.due(done, bool(stop)):
         ckpt.save(done, trainable, opt_state, rng, it)
         history.save()
+        if selection is not None:
+          selection.save()
       if stop and done < total:
         bar.close()
         ckpt.close()
@@ -138,6 +153,8 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
   ckpt.close()
   if stopper is not None and stopper.best is not None:
     trainable = sharding.replicate(stopper.best, mesh)  # the best epoch, as the reference reloads
+  if selection is not None:
+    trainable = selection.final_state(trainable, mesh)  # the best test epoch (eval.select)
   return trainable, history.entries
 
 
@@ -230,12 +247,18 @@ def train_and_evaluate(config, workdir) -> dict:
                                            setup.vocabulary_words(config, data))
   method = build_method(config, backbone, data.classnames, data.kind)
   view_stream.check(config, method)  # data.views: refused before anything is written
-  steps = _batch_and_steps(len(data.splits["train"]), config)
-  mesh = sharding.make_mesh(steps[0])
+  n_train = len(data.splits["train"])
+  steps = _batch_and_steps(n_train, config)
+  last_batch = config.data.get("last_batch", "drop")
+  epoch_batches.check_last_batch(last_batch, config.data.get("epoch_drop_last", False))
+  epoch_batches.check_devices(n_train, steps[0], last_batch, jax.device_count(),
+                              jax.process_count())
+  mesh = sharding.make_mesh(epoch_batches.mesh_batch(n_train, steps[0], last_batch))
   frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
   targets = _eval_targets(config, data, backbone, params, method, frozen, mesh)
   if config.data.setting == "base2novel":  # refuse before training, not after
     method.transfer(jax.eval_shape(method.init, jax.random.key(0), frozen), targets[-1][2])
+  test_selection.check(config, data.kind, method.trains)
   # Data and model are good: only now does the workdir get its config (the resume lock).
   if jax.process_index() == 0:
     checkpoint.write_config(workdir, config)
@@ -256,14 +279,20 @@ def train_and_evaluate(config, workdir) -> dict:
     else:
       trainable = method.fit(frozen, image_features("train", data.splits["train"]), val)
     trainable = distributed.from_process_zero(trainable)  # the same replicas everywhere
+  selection = None
+  if method.trains and config.eval.get("select", "last") == "best_test":
+    selection = test_selection.TestSelection(
+        workdir, test_selection.accuracy_fn(method, backbone, split_frozen(method, frozen),
+                                            data.splits["test"], mesh, config.data),
+        config.optim.epochs, config.eval.get("best_over", "logged"))
   if method.trains:
     trainable, history = train(method, backbone, frozen, data, config, workdir, mesh, writer,
-                               steps, initial=trainable)
+                               steps, initial=trainable, selection=selection)
   train_minutes = (time.time() - t_train) / 60
   trainable = sharding.replicate(trainable, mesh)
   frozen = split_frozen(method, frozen)
   return finish_run(config, workdir, data, backbone, method, frozen, mesh, targets, trainable,
-                    history, train_minutes, image_features, writer)
+                    history, train_minutes, image_features, writer, selection=selection)
 
 
 def feature_cache(backbone, params, mesh, config):
@@ -283,12 +312,14 @@ def feature_cache(backbone, params, mesh, config):
 
 def finish_run(config, workdir, data, backbone, method, frozen, mesh, targets, trainable,
                history, train_minutes, image_features, writer, logits_override=None,
-               extra_results=None) -> dict:
+               extra_results=None, selection=None) -> dict:
   """Trained state -> trained_state file, evaluation of every target, results.json.
 
   ``logits_override(cache_key, source)``: the (logits, labels) of ``method``'s own targets when
   the caller has them already (a packed sweep evaluates all its points in one program).
   ``extra_results``: keys added to results.json (a packed run says which pack it was in).
+  ``selection``: the run's ``test_selection.TestSelection`` (eval.select="best_test"), else the
+  last epoch is the selection reported.
   """
   if jax.process_index() == 0:  # what predict/export use; before results.json marks the end
     trained.save(workdir / trained.STATE_FILE, trainable, trained.run_meta(
@@ -299,7 +330,8 @@ def finish_run(config, workdir, data, backbone, method, frozen, mesh, targets, t
              "skipped_images": data.skipped_images,
              "harness": config.data.get("augment", "") == "harness",
              "provenance": provenance.collect(config, data.split_file),
-             "trained_state": trained.summary(trainable)}
+             "trained_state": trained.summary(trainable),
+             "trainable_parameters": method.parameter_counts(trainable)}
   short = short_classes(data, config.data.shots)
   if short:
     results["classes_below_shots"] = short
@@ -343,6 +375,10 @@ def finish_run(config, workdir, data, backbone, method, frozen, mesh, targets, t
       calibrate.diagrams(config.eval, workdir, name, logits, labels, classnames)
       if temperature is not None:
         calibrate.diagrams(config.eval, workdir, name, logits, labels, classnames, temperature)
+  if method.trains and data.kind == "multiclass" and "test" in results:
+    results["selection"] = (selection.summary() if selection is not None else
+                            test_selection.last_summary(results["test"]["accuracy"],
+                                                        config.optim.epochs))
   writer.close()
   if data.kind == "multilabel" and config.data.setting == "few_shot":
     from biomedjax import multilabel_study  # the study tables' inputs (scores, embeddings)

@@ -28,9 +28,15 @@ the base LR right after warmup, as Dassl's ConstantWarmupScheduler does, and nev
 (last epoch uses ``cos(pi * (epochs - 1 - W) / epochs)``). (With ``WARMUP_RECOUNT = False`` Dassl
 would instead jump the successor ahead by W epochs; no BiomedCoOp config sets that.)
 
+``schedule="cosine_steps"``: torch's ``CosineAnnealingLR`` stepped once per *iteration* with
+T = epochs * steps_per_epoch (the visual-reprogramming references, BioMedVR/AttrVR):
+``lr_t = lr * (1 + cos(pi * t / T)) / 2`` for t = 0 .. T - 1, after ``warmup_epochs`` epochs at
+``warmup_lr`` (0 in those references), the cosine counting t from the end of warmup.
+
 Config block (``config.optim``), field names equal what is read here so a typo is an error:
 ``name`` ("sgd" | "adam" | "adamw"), ``lr``, ``momentum``, ``weight_decay``, ``epochs``,
-``warmup_epochs``, ``warmup_lr``, ``schedule`` ("cosine" | "constant"), ``grad_clip`` (0 = off),
+``warmup_epochs``, ``warmup_lr``, ``schedule`` ("cosine" | "constant" | "cosine_steps"),
+``grad_clip`` (0 = off),
 and optionally ``b1``, ``b2``, ``eps`` for Adam/AdamW (torch defaults 0.9, 0.999, 1e-8).
 """
 
@@ -46,7 +52,7 @@ REQUIRED_FIELDS = ("name", "lr", "momentum", "weight_decay", "epochs", "warmup_e
                    "warmup_lr", "schedule", "grad_clip")
 OPTIONAL_FIELDS = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "cosine_steps")
 
 
 def _fields(optim_cfg) -> dict:
@@ -73,6 +79,9 @@ def make_schedule(cfg: dict, steps_per_epoch: int) -> Callable:
   lr = lr if isinstance(lr, jax.Array) else float(lr)
   warmup_lr, cosine = float(cfg["warmup_lr"]), cfg["schedule"] == "cosine"
 
+  if cfg["schedule"] == "cosine_steps":
+    return _cosine_steps(lr, epochs * steps_per_epoch, warmup * steps_per_epoch, warmup_lr)
+
   def schedule(step):
     epoch = jnp.asarray(step) // steps_per_epoch
     if cosine:
@@ -81,6 +90,15 @@ def make_schedule(cfg: dict, steps_per_epoch: int) -> Callable:
       main = jnp.full(jnp.shape(epoch), lr)
     return jnp.where(epoch < warmup, warmup_lr, main)
 
+  return schedule
+
+
+def _cosine_steps(lr: float, total: int, warmup: int, warmup_lr: float) -> Callable:
+  """Per-iteration cosine from ``lr`` (at the first step after warmup) towards 0 at ``total``."""
+  def schedule(step):
+    t = jnp.asarray(step)
+    main = 0.5 * lr * (1.0 + jnp.cos(jnp.pi * (t - warmup) / total))
+    return jnp.where(t < warmup, warmup_lr, main)
   return schedule
 
 

@@ -30,7 +30,8 @@ again resumes it, and points with a results.json are skipped before packing.
 
 Run one by one instead, with a log line saying why: methods with a ``fit`` stage (closed-form
 fits on features, not gradient steps), runs with early stopping (each
-point would stop at its own epoch), and packs of one point: points that differ in ``seed`` (or
+point would stop at its own epoch) or per-epoch test selection (``eval.select="best_test"``),
+runs that keep partial batches (``data.last_batch="keep"``), and packs of one point: points that differ in ``seed`` (or
 any other stream setting) see different batches and never share a pack.
 """
 
@@ -343,6 +344,10 @@ def run_pack(points: list[Point], directory) -> list[dict]:
   check_fields(values)  # before anything is written
   if ref.train.get("early_stopping_patience", 0):
     return _one_by_one(points, "early stopping is on (each point would stop at its own epoch)")
+  if ref.eval.get("select", "last") == "best_test":
+    return _one_by_one(points, "eval.select=best_test (each point keeps its own best test epoch)")
+  if ref.data.get("last_batch", "drop") == "keep":
+    return _one_by_one(points, "data.last_batch=keep (partial batches are not packed)")
   with distributed.process_zero_first("setup"):
     datas = [setup.build_data(p.config.data, p.config.seed, p.workdir) for p in points]
     backbone, params = setup.build_backbone(ref.model, directory,

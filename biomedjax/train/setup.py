@@ -16,6 +16,7 @@ from biomedjax.data import calibprompt_layout, catalog, fewshot, readers, synthe
 from biomedjax.data import splits as splits_lib
 from biomedjax.data.sources import (PREPARED_SPLIT_FILE, ArrayRecordSource, ImageFileSource,
                                     validate_images)
+from biomedjax.methods import attributes
 from biomedjax.methods.base import Backbone, Task
 from biomedjax.models import biomedclip as bc
 from biomedjax.models import config as model_config
@@ -32,14 +33,15 @@ def build_backbone(model_cfg, workdir: pathlib.Path, words=()) -> tuple[Backbone
   meaningless for medical images, and the log says so loudly.
   """
   dtype = model_cfg.compute_dtype
+  remat = bool(model_cfg.get("remat", False))  # jax.checkpoint of the image tower's blocks
   if model_cfg.init:
     m = bc.load(model_cfg.init)
-    return Backbone(m.module, m.tokenizer, dtype), m.params
+    return Backbone(m.module.clone(remat=remat), m.tokenizer, dtype), m.params
   cfg = model_config.PRESETS[model_cfg.preset]()
   log.warning("model.init is empty: using RANDOM weights of preset %r (no pretrained knowledge; "
               "for real runs pass --config.model.init=<converted BiomedCLIP dir>)", model_cfg.preset)
   tokenizer = families.random_tokenizer(cfg, workdir / "random_tokenizer", words)
-  return Backbone(CLIP(cfg), tokenizer, dtype), bc.init_params(cfg)
+  return Backbone(CLIP(cfg, remat=remat), tokenizer, dtype), bc.init_params(cfg)
 
 
 @dataclasses.dataclass
@@ -182,6 +184,7 @@ def vocabulary_words(config, data: RunData) -> list[str]:
   the template and the method's text settings (e.g. CoOp's ctx_init must keep its token count)."""
   texts = [*data.classnames, *data.novel_classnames, config.data.template]
   texts += [v for v in config.method.values() if isinstance(v, str)]
+  texts += attributes.vocabulary_words(config.method)  # VR attribute sentences
   return " ".join(texts).replace("{}", " ").replace(".", " ").split()
 
 

@@ -104,3 +104,31 @@ def test_random_flip_mirrors_the_crop_half_the_time():
     assert same or np.array_equal(out["image"], plain[:, ::-1])
     flips += not same
   assert 4 <= flips <= 16
+
+
+@pytest.mark.parametrize("size", [(300, 200), (120, 400), (192, 250)])
+def test_resize_first_is_torchvision_resize_then_random_resized_crop(size):
+  """VR train transform: Resize(S, bicubic) -> RandomResizedCrop(S) -> flip, fed torch's
+  random stream, equals torchvision's Compose on the same PIL image."""
+  image = Image.fromarray(np.random.default_rng(1).integers(0, 256, size[::-1] + (3,),
+                                                            np.uint8))
+  s = 48
+  resized = transforms.resize_short_side(image, s)
+  expected_resized = T.Resize(s, interpolation=T.InterpolationMode.BICUBIC)(image)
+  np.testing.assert_array_equal(np.asarray(resized), np.asarray(expected_resized))
+  for seed in range(5):
+    torch.manual_seed(seed)
+    expected = T.RandomResizedCrop(s, interpolation=T.InterpolationMode.BICUBIC)(
+        expected_resized)
+    torch.manual_seed(seed)
+    box = transforms.random_resized_crop_box(resized.width, resized.height,
+                                             torch_stream_uniform, torch_stream_randint)
+    np.testing.assert_array_equal(np.asarray(transforms.resized_crop(resized, box, s)),
+                                  np.asarray(expected))
+  record = {"image": png_bytes(2, (50, 40)), "label": 0, "path": "x"}
+  rng = lambda: np.random.default_rng(3)
+  out = transforms.TrainTransform(16, resize_first=True).random_map(record, rng())["image"]
+  direct = transforms.train_image(transforms.resize_short_side(
+      transforms.decode(record["image"], "x"), 16), rng(), 16)
+  assert out.shape == (16, 16, 3)
+  np.testing.assert_array_equal(out, direct)
