@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import median_seconds  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -30,15 +30,6 @@ from biomedjax.models import config as model_config  # noqa: E402
 from convert.biomedclip import map_state_dict  # noqa: E402
 from tests.parity import openclip_fixture as fx  # noqa: E402
 
-
-def _median_seconds(fn, repeats):
-  fn()  # warm: compile / allocate
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 def _biomedclip():
@@ -87,11 +78,11 @@ def main():
 
   rows = []
   with torch.inference_mode():
-    t_img = _median_seconds(lambda: torch_model.encode_image(t_pixels), args.repeats)
-    t_txt = _median_seconds(lambda: torch_model.encode_text(t_ids), args.repeats)
-  j_img = _median_seconds(lambda: m.encode_image(pixels).block_until_ready(), args.repeats)
-  j_txt = _median_seconds(lambda: m.encode_text(ids, mask).block_until_ready(), args.repeats)
-  j_txt_b = _median_seconds(lambda: m.encode_text(ids_b, mask_b).block_until_ready(),
+    t_img = median_seconds(lambda: torch_model.encode_image(t_pixels), args.repeats)
+    t_txt = median_seconds(lambda: torch_model.encode_text(t_ids), args.repeats)
+  j_img = median_seconds(lambda: m.encode_image(pixels).block_until_ready(), args.repeats)
+  j_txt = median_seconds(lambda: m.encode_text(ids, mask).block_until_ready(), args.repeats)
+  j_txt_b = median_seconds(lambda: m.encode_text(ids_b, mask_b).block_until_ready(),
                             args.repeats)
   rows.append(("image encoding", b / t_img, b / j_img))
   rows.append((f"text encoding ({context} tokens)", b / t_txt, b / j_txt))

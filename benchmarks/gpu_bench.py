@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import pathlib
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,8 @@ import time
 import traceback
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import median_seconds  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -46,15 +47,6 @@ from biomedjax.methods.base import Backbone  # noqa: E402
 ROWS = ("encode", "coop", "cocoop", "biomedcoop", "grid")
 HERE = pathlib.Path(__file__).resolve().parent
 
-
-def median_seconds(fn, steps: int) -> float:
-  fn()  # warm: compile / allocate / autotune
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 def with_dtype(side, dtype: str):

@@ -40,7 +40,6 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from biomedjax.data import synthetic  # noqa: E402
 from biomedjax.data.pipeline import make_train_iterator  # noqa: E402
 from biomedjax.methods import biomedcoop  # noqa: E402
 from biomedjax.methods.base import Task  # noqa: E402

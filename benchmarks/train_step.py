@@ -24,12 +24,12 @@ from __future__ import annotations
 import argparse
 import functools
 import pathlib
-import statistics
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import median_seconds  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -48,15 +48,6 @@ from tests.parity.reference_coop import TorchCoOp  # noqa: E402
 BTMRI = ("glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain")
 LR, MOMENTUM, WD = 0.002, 0.9, 5e-4
 
-
-def median_seconds(step, steps):
-  step()  # warm: compile / allocate
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 def jax_train_step(method, params, batch):

@@ -33,6 +33,8 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from benchmarks.timing import median_seconds  # noqa: E402
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -47,15 +49,6 @@ from tests.parity.reference_vr import TorchVR  # noqa: E402
 LR, MOMENTUM = 40.0, 0.9
 SIZE = 192
 
-
-def median_seconds(step, steps):
-  step()  # warm: compile / allocate
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
 
 
 def build(side, kind, attr_dir, remat=False, shapes_only=False):
@@ -179,7 +172,7 @@ def main():
     batched, separate = statistics.median(times[one]), statistics.median(times[two])
     rows.append((f"biomedvr JAX: one 2B pass (left) vs two B passes (right), batch "
                  f"{args.batch}", batched, separate))
-  print(f"| row | JAX | PyTorch (or right) | speed-up |\n|---|---|---|---|")
+  print("| row | JAX | PyTorch (or right) | speed-up |\n|---|---|---|---|")
   for name, j, t in rows:
     print(f"| {name} | {j:.2f} s | {t:.2f} s | {t / j:.2f}x |")
   if args.memory:
