@@ -12,6 +12,9 @@ import os
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one cache per worker process (they inherit the env)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+      prefix=f"biomedjax_jit_cache_{os.environ['PYTEST_XDIST_WORKER']}_")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="biomedjax_jit_cache_"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ["XLA_FLAGS"] = (
@@ -43,3 +46,14 @@ def tiny(tmp_path_factory):
   (a module may still define its own ``tiny``, which then takes precedence there)."""
   from tests import tiny_backbone
   return tiny_backbone.make(tmp_path_factory.mktemp("shared_tiny_vocab"))
+
+
+FULL_SIZE_FIXTURES = {"full_checkpoint", "full_model", "full_side"}
+
+
+def pytest_collection_modifyitems(items):
+  """With pytest-xdist (``-n 2 --dist loadgroup``), every test of the one shared full-size
+  model runs in the same worker, so the 196M model is built once, not once per worker."""
+  for item in items:
+    if FULL_SIZE_FIXTURES & set(getattr(item, "fixturenames", ())):
+      item.add_marker(pytest.mark.xdist_group("full_size"))

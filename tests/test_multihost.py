@@ -32,6 +32,8 @@ import pytest
 
 from biomedjax.train import distributed
 
+pytestmark = pytest.mark.multiprocess  # two JAX processes per test: run apart from xdist
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHORT = ["--config.optim.epochs=6", "--config.train.ckpt_every_steps=2",
          "--config.train.log_every_steps=2", "--config.train.progress=False"]

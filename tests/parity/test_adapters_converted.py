@@ -19,7 +19,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO
-from tests.test_adapters_e2e import SHORT, datasets  # noqa: F401  (a fixture)
+from tests.adapter_samples import SHORT, datasets  # noqa: F401  (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,10 @@ def test_runs_from_the_launcher_on_converted_weights(method, dataset, packed, co
     assert 0.0 <= results["test"]["accuracy"] <= 1.0
     assert (path.parent / "results.md").exists()
     assert (path.parent / "trained_state.safetensors").exists()
+    selection = json.loads((path.parent / "fewshot_selection.json").read_text())
+    assert selection["seed"] == 1  # the harness: every run seed draws the seed-1 images
+    assert len(selection["train"]) == 2 * (4 if dataset == "btmri" else 3)
+  assert "augmented view" in run.stderr
   if packed:
     assert "as one computation" in run.stderr
     assert {json.loads(p.read_text())["seed"] for p in found} == {1, 2}
