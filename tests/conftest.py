@@ -12,10 +12,15 @@ import os
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-if os.environ.get("PYTEST_XDIST_WORKER"):  # one cache per worker process (they inherit the env)
-  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
-      prefix=f"biomedjax_jit_cache_{os.environ['PYTEST_XDIST_WORKER']}_")
+# One cache for the session, its pytest-xdist workers and the launcher subprocesses (they inherit
+# the environment); a size limit turns on JAX's file lock around cache writes.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="biomedjax_jit_cache_"))
+try:
+  import filelock  # noqa: F401  (JAX needs it for the lock; torch and huggingface_hub bring it)
+except ImportError:
+  pass
+else:
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(16 << 30))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
@@ -49,11 +54,16 @@ def tiny(tmp_path_factory):
 
 
 FULL_SIZE_FIXTURES = {"full_checkpoint", "full_model", "full_side"}
+SPREAD_MODULES = {"test_method_contract.py"}  # many independent cases on cheap fixtures
 
 
 def pytest_collection_modifyitems(items):
-  """With pytest-xdist (``-n 2 --dist loadgroup``), every test of the one shared full-size
-  model runs in the same worker, so the 196M model is built once, not once per worker."""
+  """Work groups for pytest-xdist (``-n 2 --dist loadgroup``): every test of the one shared
+  full-size model runs in the same worker, so the 196M model is built once; the tests of a
+  module stay together, so its module-scoped runs (one finished run serving many assertions)
+  are not repeated in the other worker."""
   for item in items:
     if FULL_SIZE_FIXTURES & set(getattr(item, "fixturenames", ())):
       item.add_marker(pytest.mark.xdist_group("full_size"))
+    elif item.path.name not in SPREAD_MODULES:
+      item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(REPO))))
