@@ -139,11 +139,15 @@ def config_summary(path: pathlib.Path) -> tuple[str, str]:
 
 def list_configs(configs_dir: pathlib.Path) -> str:
   """One line per method config: file, method name(s), what it is."""
+  from biomedjax.methods import METHODS
   rows = []
   for path in sorted(configs_dir.glob("*.py")):
-    if path.name in ("__init__.py", "base.py", "common.py"):
+    # base/common and the shared protocol modules (_harness, _vr) are not runnable configs
+    if path.name.startswith("_") or path.name in ("base.py", "common.py"):
       continue
     names, doc = config_summary(path)
+    if not names and path.stem in METHODS:  # configs/<method>.py built by base.method_config
+      names = path.stem
     rows.append((f"configs/{path.name}", names or "-", doc))
   w0, w1 = (max(len(r[i]) for r in rows) for i in (0, 1))
   lines = [f"{'config':<{w0}}  {'method':<{w1}}  what"]
