@@ -51,3 +51,23 @@ def synthetic_tree(tmp_path_factory):
 def write_split(path, data):
   pathlib.Path(path).write_text(json.dumps(data, indent=4))
   return path
+
+
+def resume_batches(make, skip: int, n: int, directory):
+  """Takes ``skip`` batches from ``make()``, checkpoints the iterator with orbax, then returns
+  (the next ``n`` batches of that iterator, the first ``n`` of a fresh ``make()`` restored from
+  the checkpoint): what a resumed run would see against what the uninterrupted one saw."""
+  import grain
+  import orbax.checkpoint as ocp
+  it = make()
+  for _ in range(skip):
+    next(it)
+  with ocp.CheckpointManager(directory) as mngr:
+    mngr.save(skip, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointSave(it)))
+    mngr.wait_until_finished()
+  expected = [next(it) for _ in range(n)]
+  restored = make()
+  with ocp.CheckpointManager(directory) as mngr:
+    mngr.restore(skip, args=ocp.args.Composite(
+        data_iter=grain.checkpoint.CheckpointRestore(restored)))
+  return expected, [next(restored) for _ in range(n)]

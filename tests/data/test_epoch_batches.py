@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from biomedjax.data import epoch_batches, pipeline
-from tests.data.conftest import IndexSource
+from tests.data.conftest import IndexSource, resume_batches
 
 SIZE = 8
 
@@ -54,25 +54,12 @@ def test_the_augmentation_does_not_depend_on_the_mode():
 
 
 def test_checkpoint_state_resumes_mid_epoch(tmp_path):
-  import grain
-  import orbax.checkpoint as ocp
   mesh = jax.make_mesh((4,), ("data",), devices=jax.devices()[:4])
   make = lambda: pipeline.make_train_iterator(IndexSource(20), mesh=mesh, global_batch_size=8,
                                               seed=1, image_size=SIZE, last_batch="keep")
-  it = make()
-  for _ in range(2):
-    next(it)
-  with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
-    mngr.save(2, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointSave(it)))
-    mngr.wait_until_finished()
-  expected = [next(it) for _ in range(4)]
+  expected, resumed = resume_batches(make, 2, 4, tmp_path / "ckpt")
   assert [e["label"].shape[0] for e in expected] == [4, 8, 8, 4]
-  restored = make()
-  with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
-    mngr.restore(2, args=ocp.args.Composite(
-        data_iter=grain.checkpoint.CheckpointRestore(restored)))
-  for e in expected:
-    got = next(restored)
+  for e, got in zip(expected, resumed):
     assert got["image"].sharding.spec == jax.sharding.PartitionSpec("data")
     for k in e:
       np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(e[k]))

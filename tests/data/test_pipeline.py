@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from biomedjax.data import pipeline
-from tests.data.conftest import IndexSource
+from tests.data.conftest import IndexSource, resume_batches
 
 SIZE = 8  # tiny images keep these tests fast; the transforms are tested elsewhere
 
@@ -102,23 +102,11 @@ def test_global_arrays_on_mesh():
 
 
 def test_checkpoint_restore_reproduces_remaining_batches(tmp_path):
-  import grain
-  import orbax.checkpoint as ocp
   mesh = jax.make_mesh((8,), ("data",))
   make = lambda: pipeline.make_train_iterator(IndexSource(30), mesh=mesh, global_batch_size=8,
                                               seed=1, image_size=SIZE)
-  it = make()
-  for _ in range(3):
-    next(it)
-  with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
-    mngr.save(3, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointSave(it)))
-    mngr.wait_until_finished()
-  expected = [next(it) for _ in range(4)]
-  restored = make()
-  with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
-    mngr.restore(3, args=ocp.args.Composite(data_iter=grain.checkpoint.CheckpointRestore(restored)))
-  for e in expected:
-    got = next(restored)
+  expected, resumed = resume_batches(make, 3, 4, tmp_path / "ckpt")
+  for e, got in zip(expected, resumed):
     for k in e:
       np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(e[k]))
 
