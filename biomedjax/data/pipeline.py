@@ -169,6 +169,16 @@ def _check_mesh(mesh, global_batch_size):
                      "devices of the mesh's 'data' axis")
 
 
+def train_options(data_cfg) -> dict:
+  """The ``train_dataset`` keyword arguments a run's ``config.data`` block asks for: the one
+  reading of those keys for every stream of the engine (a single run and a packed sweep)."""
+  return dict(image_size=data_cfg.image_size, worker_count=data_cfg.workers,
+              epoch_drop_last=data_cfg.get("epoch_drop_last", False),
+              random_flip=data_cfg.get("random_flip", False),
+              last_batch=data_cfg.get("last_batch", "drop"),
+              resize_first=data_cfg.get("train_resize_first", False))
+
+
 def make_train_iterator(source, *, mesh, global_batch_size: int, seed: int, **kwargs):
   """``train_dataset`` as a checkpointable iterator of global arrays (kwargs: see there)."""
   _check_mesh(mesh, epoch_batches.mesh_batch(len(source), global_batch_size,

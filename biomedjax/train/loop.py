@@ -21,7 +21,7 @@ from tqdm import tqdm
 from biomedjax import calibration, objectives, provenance, trained
 from biomedjax import report as report_lib
 from biomedjax.data import epoch_batches, views
-from biomedjax.data.pipeline import make_train_iterator
+from biomedjax.data.pipeline import make_train_iterator, train_options
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
 from biomedjax.train import (calibrate, checkpoint, distributed, early_stopping, evaluate,
@@ -85,12 +85,7 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
   frozen = split_frozen(method, frozen)
   opt_state = sharding.replicate(tx.init(trainable), mesh)
   it = make_train_iterator(data.splits["train"], mesh=mesh, global_batch_size=batch,
-                           seed=config.seed, image_size=config.data.image_size,
-                           worker_count=config.data.workers,
-                           epoch_drop_last=config.data.get("epoch_drop_last", False),
-                           random_flip=config.data.get("random_flip", False),
-                           last_batch=config.data.get("last_batch", "drop"),
-                           resize_first=config.data.get("train_resize_first", False))
+                           seed=config.seed, **train_options(config.data))
   it = view_stream.train_iterator(config, method, frozen["backbone"], data, mesh, steps, it)
   ckpt = checkpoint.Checkpointer(workdir)
   history = lifecycle.History(workdir)

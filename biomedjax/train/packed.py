@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from biomedjax.data.pipeline import make_train_iterator
+from biomedjax.data.pipeline import make_train_iterator, train_options
 from biomedjax.methods.base import Method
 from biomedjax.train import (calibrate, checkpoint, distributed, lifecycle, loop, setup, sharding,
                              step as step_lib, view_stream)
@@ -259,10 +259,7 @@ def train_pack(prog: PackProgram, points, frozen, data, config, directory, mesh,
   trainable, opt_state = sharding.replicate((trainable, opt_state), mesh)
   frozen = loop.split_frozen(method, frozen)
   it = make_train_iterator(data.splits["train"], mesh=mesh, global_batch_size=batch,
-                           seed=config.seed, image_size=config.data.image_size,
-                           worker_count=config.data.workers,
-                           epoch_drop_last=config.data.get("epoch_drop_last", False),
-                           random_flip=config.data.get("random_flip", False))
+                           seed=config.seed, **train_options(config.data))
   # data.views="precomputed": the stream is encoded (or read from the cache) once for the pack
   it = view_stream.train_iterator(config, method, frozen["backbone"], data, mesh, steps, it)
   ckpt = checkpoint.Checkpointer(directory)

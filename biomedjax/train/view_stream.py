@@ -87,6 +87,12 @@ def check(config, method) -> str:
     raise ValueError(f"config.data.views={value!r}: method {method.name!r} only fits (stages "
                      f"{method.stages}), it takes no gradient steps to stream views to; use "
                      "--config.data.views=online (its fit_views setting decides its views)")
+  unreplayed = {k: config.data.get(k) for k, plain in (("train_resize_first", False),
+                                                        ("last_batch", "drop"))
+                if config.data.get(k, plain) != plain}
+  if unreplayed:  # the encoded stream would not be the online one
+    raise ValueError(f"config.data.views={value!r} does not replay {unreplayed} (fixed-size "
+                     "batches of the plain crop only); use --config.data.views=online")
   if config.data.get("encode_batch", 256) < 1:
     raise ValueError(f"config.data.encode_batch={config.data.encode_batch}: must be >= 1")
   return mode
