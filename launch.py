@@ -23,8 +23,6 @@ of them (``biomedjax.train.distributed``).
 
 import logging
 import pathlib
-import shlex
-import subprocess
 import sys
 
 from absl import app, flags
@@ -57,156 +55,27 @@ DISTRIBUTED_FLAGS = ("coordinator_address", "num_processes", "process_id", "dist
 CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
 
 
-def _merge_args(base: str, point: str) -> str:
-  """The command's config-string arguments with a sweep point's on top (point wins); the grid
-  the command named (``datasets=a+b,shots=1+4``) is in the points already."""
-  from configs import common
-  base = common.sweep_grid(base)[0]
-  items = dict(i.partition("=")[::2] for i in base.split(",") if i)
-  items.update(i.partition("=")[::2] for i in point.split(",") if i)
-  return ",".join(f"{k}={v}" if v else k for k, v in items.items())
-
-
-def _config_overrides(args: list[str]) -> list[str]:
-  """This command's ``--config.x=y`` / ``--config.x y`` flags (absl strips them from argv)."""
-  out = []
-  for i, a in enumerate(args):
-    if a.startswith("--config."):
-      out.append(a if "=" in a or i + 1 == len(args) else f"{a}={args[i + 1]}")
-  return out
-
-
-def _own_data_arg(base_arg: str, overrides: list[str]) -> str:
-  """With own data (a split file or prepared folder on the command) and no dataset named, the
-  sweep covers that one data set only: never benchmark runs on data the user did not name."""
-  from configs import common
-  own = any(o.startswith(("--config.data.split_file", "--config.data.prepared"))
-            for o in overrides)
-  if own and "datasets" not in common.sweep_grid(base_arg)[1]:
-    return ",".join(a for a in (base_arg, f"dataset={FLAGS.config.data.dataset}") if a)
-  return base_arg
+def _sweep_command():
+  """This command as a sweep (biomedjax/sweep/points.py)."""
+  from biomedjax.sweep import points
+  file, _, arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")
+  extra = tuple(f"--{n}={FLAGS[n].value}" for n in DISTRIBUTED_FLAGS if FLAGS[n].value is not None)
+  return points.Command(file, arg, tuple(points.config_overrides(sys.argv[1:])), FLAGS.config,
+                        tuple(FLAGS.grid), pathlib.Path(FLAGS.workdir), __file__, extra)
 
 
 def _check_single_run(mode: str) -> None:
-  from configs import common
+  from biomedjax.sweep import points
   arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")[2]
-  several = [k for k, v in common.sweep_grid(arg)[1].items() if len(v) > 1]
-  several += [g.partition("=")[0] for g in FLAGS.grid]
+  several = points.several_runs(arg, FLAGS.grid)
   if several and not mode:
     raise ValueError(f"the config string names several runs ({', '.join(several)}); add "
-                         "--sweep=print, --sweep=run or --sweep=packed")
-
-
-def _sweep_commands() -> list[tuple[list[str], pathlib.Path]]:
-  """One launch command per sweep point, with this command's --config.* overrides kept."""
-  import importlib.util
-  file, _, base_arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")
-  spec = importlib.util.spec_from_file_location("sweep_config", file)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  points = []
-  overrides = _config_overrides(sys.argv[1:])
-  sweep_arg = _own_data_arg(base_arg, overrides)
-  module.sweep(lambda **kw: points.append(kw["arg"]), sweep_arg or None)
-  out = []
-  for point in points:
-    for combo in _grid_combinations():
-      name = "_".join([point.replace(",", "_").replace("=", "-"),
-                       *(f"{k}-{v}" for k, v in combo)]).strip("_")
-      workdir = pathlib.Path(FLAGS.workdir) / name
-      cmd = [sys.executable, __file__, f"--config={file}:{_merge_args(base_arg, point)}",
-             *overrides, *(f"--config.{k}={v}" for k, v in combo), *_variant(combo),
-             f"--workdir={workdir}", *_distributed_flags()]
-      out.append((cmd, workdir))
-  return out
-
-
-def _grid_combinations() -> list[tuple[tuple[str, str], ...]]:
-  """The --grid flags' product: [(("method.w", "1.0"), ("optim.lr", "0.002")), ...]."""
-  import itertools
-  axes = []
-  for g in FLAGS.grid:
-    key, _, values = g.partition("=")
-    vals = [v.strip() for v in values.split("+") if v.strip()]
-    if not key.strip() or not vals:
-      raise ValueError(f"--grid={g!r}: use KEY=V1+V2 (e.g. method.lambda_sccm=0.25+0.5)")
-    if key.strip().removeprefix("config.") in (k for k, _ in axes):
-      raise ValueError(f"--grid key {key!r} given twice")
-    axes.append((key.strip().removeprefix("config."), vals))
-  return [tuple(zip([k for k, _ in axes], combo))
-          for combo in itertools.product(*(v for _, v in axes))]
-
-
-def _variant(combo) -> list[str]:
-  """A grid point's label in the report (its rows would otherwise collide with the others')."""
-  return [f"--config.variant={','.join(f'{k}={v}' for k, v in combo)}"] if combo else []
-
-
-def _point_config(cmd: list[str]):
-  """A sweep command's config, resolved as its own process would (locked, overrides applied)."""
-  args = [cmd[1], *(a for a in cmd[2:] if a.startswith("--config"))]
-  fv = flags.FlagValues()  # config_flags defines the --config.* overrides from sys_argv
-  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
-                                  sys_argv=args)
-  fv(args)
-  return fv.config
-
-
-def _distributed_flags() -> list[str]:
-  """This command's multi-process flags, for the sweep's runs (each one a multi-process run)."""
-  return [f"--{n}={FLAGS[n].value}" for n in DISTRIBUTED_FLAGS if FLAGS[n].value is not None]
+                     "--sweep=print, --sweep=run or --sweep=packed")
 
 
 def run_sweep(mode: str, process_id: int) -> None:
-  """Runs (or prints) the sweep's points one after another; the report is process 0's.
-
-  Every process of a multi-process sweep runs this loop, and each point's run is itself a
-  multi-process run: the processes skip the same finished points, since a point's results.json
-  only appears at the end of its run.
-  """
-  from biomedjax import report
-  commands = _sweep_commands()
-  if mode == "packed":
-    from biomedjax.train import packed
-    commands = run_packed_fits(commands)
-    packed.run_sweep([packed.Point(_point_config(c), w) for c, w in commands], FLAGS.workdir)
-    commands = []
-  for cmd, workdir in commands:
-    if (workdir / "results.json").exists():
-      logging.info("done, skipping: %s", workdir)
-      continue
-    if mode == "print":
-      print(shlex.join(cmd))
-    else:
-      logging.info("running %s", shlex.join(cmd))
-      subprocess.run(cmd, check=True)
-  if mode in ("run", "packed") and process_id == 0:
-    print(report.make_report([FLAGS.workdir], pathlib.Path(FLAGS.workdir) / "report"))
-
-
-def run_packed_fits(commands):
-  """--sweep=packed for fit-stage methods: the unfinished points that differ only in their seed
-  and are ``fit_pack.packable`` run here, in this process, as one computation each
-  (``fit_pack.run``); returns the other points, for ``packed.run_sweep``."""
-  import collections
-  import jax
-  from biomedjax.train import fit_pack
-  groups = collections.defaultdict(list)
-  for cmd, workdir in commands:
-    config = _point_config(cmd)
-    groups[fit_pack.setting_key(config)].append((cmd, workdir, config))
-  rest = []
-  for points in groups.values():
-    todo = [p for p in points if not (p[1] / "results.json").exists()]
-    if not fit_pack.packable([c for _, _, c in todo]):
-      rest += [(cmd, workdir) for cmd, workdir, _ in points]
-      continue
-    if jax.process_count() > 1:
-      raise ValueError("--sweep=packed fits the seeds of a fit-stage method in one process; "
-                       "drop the multi-process settings or use --sweep=run")
-    logging.info("packed: %s", ", ".join(str(w) for _, w, _ in todo))
-    fit_pack.run([c for _, _, c in todo], [w for _, w, _ in todo])
-  return rest
+  from biomedjax.sweep import execute, points
+  execute.run_sweep(mode, points.enumerate_points(_sweep_command()), FLAGS.workdir, process_id)
 
 
 def jax_process_index() -> int:
@@ -254,9 +123,9 @@ def main(argv):
     return run_sweep(mode, distributed.process_id_before_start(settings))
   distributed.initialize(settings)
   from biomedjax import cli as cli_lib
-  from biomedjax.train.loop import train_and_evaluate
+  from biomedjax.sweep import execute
   with distributed.stop_all_on_error(FLAGS.workdir), cli_lib.logs_above_progress_bars():
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    execute.run_point(FLAGS.config, FLAGS.workdir)
 
 
 def cli() -> None:

@@ -55,7 +55,7 @@ def build(side, kind, attr_dir, remat=False, shapes_only=False):
   """-> (method, frozen, trainable); ``shapes_only``: frozen as shapes (no text encoding)."""
   _, _, backbone, params = side
   backbone = Backbone(backbone.module.clone(remat=remat), backbone.tokenizer)
-  method = METHODS[kind](backbone, Task(fx.CLASSES), fx.method_options(
+  method = METHODS[kind].build(backbone, Task(fx.CLASSES), fx.method_options(
       kind, attr_dir, 224, SIZE, 16, **({"m": 20} if kind in ("attrvr", "biomedvr") else {})))
   if shapes_only:
     frozen = {"backbone": params, **jax.eval_shape(method.prepare, params)}

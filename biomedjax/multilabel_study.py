@@ -68,38 +68,33 @@ def save_setting(path, name: str, kind: str, scores, targets, classnames: Sequen
   return path
 
 
-def write_run_setting(workdir, method, trainable, frozen, data, config, mesh, image_features,
-                      minutes: float | None) -> pathlib.Path:
-  """After a multilabel run: the test scores, the tower's test and train embeddings (the tuned
-  tower for a method that trains it) and the training time, as ``<workdir>/multilabel_setting.npz``.
-
-  ``image_features(split, source)``: the run's cached frozen-tower features (a FeatureSet).
-  """
+def write_run_setting(run, trainable, minutes: float | None) -> pathlib.Path:
+  """After a multilabel run (a ``biomedjax.train.run.Run``): the test scores, the tower's test
+  and train embeddings (the tuned tower for a method that trains it) and the training time, as
+  ``<workdir>/multilabel_setting.npz``. What the scores are (``Method.study_scores``) and the
+  setting's name in the tables (``Method.study_name``) are the method's declarations."""
   import jax
   import jax.numpy as jnp
-  from biomedjax.train import evaluate, step as step_lib
+  from biomedjax.train import evaluate
 
-  kind = ZERO_SHOT if method.name == "zeroshot" and method.opts.score == "dot" else "head"
-  logits_fn = step_lib.make_logits_fn(method, method.backbone)
+  method, data, config, frozen = run.method, run.data, run.config, run.step_frozen
+  kind, workdir = method.study_scores, run.workdir
+  scores, test_y = run.logits(trainable, "test", progress=False)
   if method.inputs == "features":
-    test_x, test_y = image_features("test", data.splits["test"])
-    scores = np.asarray(logits_fn(trainable, frozen, jnp.asarray(test_x)))
-    train_x, train_y = image_features("train", data.splits["train"])
+    test_x, _ = run.image_features("test", data.splits["test"])
+    train_x, train_y = run.image_features("train", data.splits["train"])
   else:
-    scores, test_y = evaluate.map_images(lambda px: logits_fn(trainable, frozen, px),
-                                         data.splits["test"], mesh, config.data, "test scores",
-                                         False)
     tower = jax.jit(lambda t, px: method.features(t["visual"], frozen,
                                                   px.astype(jnp.float32) / 255.0))
-    test_x, _ = evaluate.map_images(lambda px: tower(trainable, px), data.splits["test"], mesh,
-                                    config.data, "test embeddings", False)
+    test_x, _ = evaluate.map_images(lambda px: tower(trainable, px), data.splits["test"],
+                                    run.mesh, config.data, "test embeddings", False)
     train_x, train_y = evaluate.map_images(lambda px: tower(trainable, px),
-                                           data.splits["train"], mesh, config.data,
+                                           data.splits["train"], run.mesh, config.data,
                                            "train embeddings", False)
   from biomedjax.data import iuxray
   domains = ({d: list(v) for d, v in iuxray.DOMAINS.items()}
              if set(iuxray.LABELS) <= set(data.classnames) else None)
-  name = {"zeroshot": "zs", "head_probe": "lp", "finetune": "ft"}.get(method.name, method.name)
+  name = method.study_name or method.name
   if jax.tree.leaves(trainable):  # what was evaluated (the best epoch), for Grad-CAM --workdir
     save_trainable(workdir, trainable)
   return save_setting(pathlib.Path(workdir) / SETTING_FILE, name, kind, scores, test_y,

@@ -83,24 +83,29 @@ def headline_metric(results: dict) -> str:
   return "macro_f1" if results.get("task_kind") == "multilabel" else "accuracy"
 
 
-# Methods whose result does not depend on K (no training image is used): one "any K" column.
-K_INDEPENDENT_METHODS = ("zeroshot",)
-ANY_K = -1  # the shots value of their groups
+ANY_K = -1  # the shots value of their groups (methods whose result does not depend on K)
+
+
+def declared(method: str | None, key: str) -> bool:
+  """A registered method's declaration (``biomedjax.methods.base.Method``), False if unknown."""
+  from biomedjax.methods import METHODS
+  return bool(getattr(METHODS.get(method), key, False))
 
 
 def is_k_independent(results: dict) -> bool:
-  return bool(results.get("k_independent", results.get("method") in K_INDEPENDENT_METHODS))
-
-
-# Methods of BiomedCoOp's main.py harness, whose reference reports 1.96·std/√3 over its three
-# runs (population std) as "std": for results.json files that predate the "harness" key.
-HARNESS_METHODS = ("clip_adapter", "tip_adapter", "tip_adapter_f", "lp_plus_plus",
-                   "linear_probe")
+  """No training image is used (``Method.k_independent``): one "any K" column."""
+  if "k_independent" in results:
+    return bool(results["k_independent"])
+  return declared(results.get("method"), "k_independent")
 
 
 def is_harness(results: dict) -> bool:
-  """A run of the adapter harness (``data.augment="harness"``; older files: by method name)."""
-  return bool(results.get("harness", results.get("method") in HARNESS_METHODS))
+  """A run of the adapter harness (``data.augment="harness"``), whose reference reports
+  1.96·std/√3 over its three runs (population std) as "std"; results.json files that predate
+  the "harness" key: the method's ``harness_protocol`` declaration."""
+  if "harness" in results:
+    return bool(results["harness"])
+  return declared(results.get("method"), "harness_protocol")
 
 
 class ResultsError(ValueError):

@@ -189,7 +189,7 @@ class TrainedClassifier:
     trainable, meta = load(path)
     backbone, params = load_backbone(meta, backbone_dir)
     task = task_of(meta)
-    method = METHODS[meta["method"]["name"]](backbone, task, method_config(meta),
+    method = METHODS[meta["method"]["name"]].build(backbone, task, method_config(meta),
                                              objective_of(meta, task))
     return cls(backbone, params, method, trainable, meta)
 

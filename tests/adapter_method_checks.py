@@ -22,7 +22,7 @@ def build(name, tiny, **overrides):
   config = importlib.import_module(f"configs.{name}").get_config("dataset=synthetic,shots=4")
   for k, v in overrides.items():
     config.method[k] = v
-  method = METHODS[name](backbone, Task(CLASSES), config.method)
+  method = METHODS[name].build(backbone, Task(CLASSES), config.method)
   frozen = jax.tree.map(jnp.asarray, {"backbone": params, **method.prepare(params)})
   return method, frozen
 

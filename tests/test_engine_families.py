@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from biomedjax import objectives
-from biomedjax.methods import METHODS, options
+from biomedjax.methods import METHODS
 from biomedjax.methods.base import Method, Task
 from biomedjax.models.clip import l2_normalize
 from biomedjax.train import loop, step as step_lib
@@ -90,7 +90,7 @@ def test_softmax_only_method_refuses_a_multilabel_task(tmp_path):
   task = Task(tiny_backbone.CLASSNAMES, kind="multilabel")
   with pytest.raises(ValueError, match="'prograd' is defined for multiclass tasks, not "
                                        "'multilabel': its KL term"):
-    METHODS["prograd"](backbone, task, {})
+    METHODS["prograd"].build(backbone, task, {})
   with pytest.raises(ValueError, match="config.loss.data='softmax_ce' is for multiclass"):
     objectives.make({"data": "softmax_ce"}, task)
   with pytest.raises(ValueError, match=r"config.loss: unknown key\(s\) \['smoothing_alpha'\]"):
@@ -168,8 +168,8 @@ class NoOptions:
 
 
 def _register(monkeypatch, cls):
-  monkeypatch.setitem(METHODS, cls.name, lambda backbone, task, cfg=None, objective=None: cls(
-      backbone, task, options.read(NoOptions, cfg, cls.name), objective))
+  monkeypatch.setattr(cls, "options_type", NoOptions, raising=False)
+  monkeypatch.setitem(METHODS, cls.name, cls)
 
 
 def test_pixel_space_method_trains_only_its_frame(tmp_path, monkeypatch):
@@ -183,7 +183,7 @@ def test_pixel_space_method_trains_only_its_frame(tmp_path, monkeypatch):
   assert results["trainable_parameters"] == {"stored": 224 * 224 * 3, "effective": 224 * 224 * 3}
   # One engine step by hand: the gradient reaches the frame, on its border only.
   backbone, params = tiny_backbone.make(tmp_path / "vocab")
-  method = METHODS["toy_frame"](backbone, Task(tiny_backbone.CLASSNAMES), {})
+  method = METHODS["toy_frame"].build(backbone, Task(tiny_backbone.CLASSNAMES), {})
   frozen = {"backbone": params, **method.prepare(params)}
   batch = tiny_backbone.with_features(method, tiny_backbone.image_batch(4, 4), frozen)
   assert batch["image"].dtype == jnp.float32 and float(batch["image"].max()) <= 1.0

@@ -65,7 +65,7 @@ def test_loss_matches_independent_rebuild(tiny, w):
 
 def test_engine_steps_reduce_loss_and_change_only_ctx(tiny):
   backbone, params = tiny
-  method = METHODS["kgcoop"](backbone, Task(CLASSES), {"ctx_init": "", "csc": True})
+  method = METHODS["kgcoop"].build(backbone, Task(CLASSES), {"ctx_init": "", "csc": True})
   assert method.stages == ("train",) and method.inputs == "features"
   frozen = {"backbone": params, **method.prepare(params)}
   before = jax.tree.map(np.array, frozen)

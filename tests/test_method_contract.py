@@ -123,10 +123,17 @@ def test_method_contract(name, family, full_size, tmp_path):
   family_name, backbone, params = family
   config = _config(name, tmp_path)
   assert config.method.name == name
+  cls = METHODS[name]
+  assert cls.options_type is not None or "read_options" in vars(cls), f"{name}: options_type"
+  if cls.families and backbone.cfg.family not in cls.families:
+    with pytest.raises(ValueError, match=f"{name!r} is defined for"):
+      loop.build_method(config, backbone, CLASSES, "multiclass")
+    return  # the method declares it is not defined for this family, and building it says so
   method = loop.build_method(config, backbone, CLASSES, "multiclass")
-  assert method.name == name
+  assert method.name == name and type(method) is cls
   assert method.inputs in INPUTS and method.stages in STAGES
   assert set(method.task_kinds) <= set(KINDS)
+  assert isinstance(method.k_independent, bool) and isinstance(method.harness_protocol, bool)
   dim = backbone.cfg.embed_dim
 
   frozen = jax.tree.map(jnp.asarray, {"backbone": params, **method.prepare(params)})
@@ -160,6 +167,8 @@ def test_method_contract(name, family, full_size, tmp_path):
       restored = ckptr.restore(tmp_path / "ckpt", jax.tree.map(
           ocp.utils.to_shape_dtype_struct, {"trainable": trained, "opt_state": opt_state}))
     jax.tree.map(np.testing.assert_array_equal, restored["trainable"], trained)
+    if family_name == "biomedclip":
+      _check_options_read_at_call_time(method, params, trained, frozen, batch)
     trainable = trained
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, frozen), before)
 
@@ -192,6 +201,51 @@ def test_method_contract(name, family, full_size, tmp_path):
           loop.split_frozen(big, frozen_shapes), big_batch, jax.random.key(0), 0)
       assert out[2]["loss"].shape == ()
       assert jax.tree.structure(out[0]) == jax.tree.structure(init)
+
+
+def _check_options_read_at_call_time(method, params, trainable, frozen, batch):
+  """The options contract (methods/base.py): a method whose float options are swapped after
+  construction, keeping the first one's frozen pytree (what a packed sweep does), computes the
+  loss of a method built with those options."""
+  import copy
+  import dataclasses
+  floats = {f.name: getattr(method.opts, f.name) for f in dataclasses.fields(method.opts)
+            if isinstance(getattr(method.opts, f.name), float)}
+  if not floats:
+    return
+  other = {k: 0.5 * v + 0.125 for k, v in floats.items()}  # in range for rates and weights
+  built = type(method)(method.backbone, method.task, dataclasses.replace(method.opts, **other),
+                       method.objective)
+  swapped = copy.copy(method)
+  swapped.opts = dataclasses.replace(method.opts, **other)
+  b = step_lib.method_batch(method, method.backbone, params, batch)
+  want, _ = built.loss(trainable, loop.split_frozen(built, {"backbone": params,
+                                                           **built.prepare(params)}),
+                       b, jax.random.key(3))
+  got, _ = swapped.loss(trainable, loop.split_frozen(method, frozen), b, jax.random.key(3))
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6,
+                             err_msg=f"{method.name} keeps a float option from construction")
+
+
+def test_a_method_that_copies_an_option_breaks_the_contract(tmp_path):
+  """The options check is not vacuous: a method that copies a float option at construction."""
+  backbone, params = tiny_backbone.make(tmp_path / "vocab")
+  method = loop.build_method(_config("kgcoop", tmp_path), backbone, CLASSES, "multiclass")
+
+  class Copying(type(method)):
+    def __init__(self, *args):
+      super().__init__(*args)
+      self.weight = self.opts.w  # the defect: a copy taken at construction
+
+    def regularizer(self, trainable, frozen, batch, logits, extras):
+      return jnp.float32(self.weight) * jnp.sum(trainable["ctx"] ** 2), {}
+
+  copying = Copying(backbone, method.task, method.opts, method.objective)
+  frozen = {"backbone": params, **copying.prepare(params)}
+  batch = jax.tree.map(jnp.asarray, tiny_backbone.image_batch(4, len(CLASSES)))
+  with pytest.raises(AssertionError, match="keeps a float option"):
+    _check_options_read_at_call_time(copying, params, copying.init(jax.random.key(0), frozen),
+                                     frozen, batch)
 
 
 def test_a_method_that_breaks_the_contract_fails(tmp_path):

@@ -154,7 +154,7 @@ def test_self_teacher_update_is_the_ce_gradient(case):
 
 def test_engine_steps_reduce_loss_and_change_only_ctx(tiny):
   backbone, params = tiny
-  method = METHODS["prograd"](backbone, Task(CLASSES),
+  method = METHODS["prograd"].build(backbone, Task(CLASSES),
                               {"ctx_init": "", "csc": True, "teacher": "zeroshot"})
   assert method.stages == ("train",) and method.inputs == "features"
   frozen = {"backbone": params, **method.prepare(params)}

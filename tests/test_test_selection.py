@@ -91,3 +91,22 @@ def run_summary():
   for e in (1, 2, 3):
     sel.update(e, {"p": jnp.zeros(1)})
   return sel.summary()
+
+
+def test_best_test_on_a_features_method_evaluates_features(tmp_path):
+  """The crash of issue 20: ``eval.select=best_test`` on CoOp (a features method) handed images
+  to ``CoOp.logits``. The per-epoch accuracy is the run's own test evaluation (Run.logits), so
+  the best epoch's number equals the test accuracy the run reports for the state it selected."""
+  from biomedjax.train import loop
+  from configs import coop
+  cfg = coop.get_config("dataset=synthetic,shots=4,runlocal")
+  cfg.model.preset = "tiny"
+  cfg.eval.select = "best_test"
+  cfg.eval.best_over = "all"
+  cfg.optim.epochs = 2
+  cfg.data.synthetic.per_class = 6
+  cfg.train.progress = False
+  results = loop.train_and_evaluate(cfg, tmp_path)
+  s = results["selection"]
+  assert len(s["test_accuracy_per_epoch"]) == 2 and s["headline"] == "best_test"
+  assert s["best_test_accuracy"] == pytest.approx(results["test"]["accuracy"])

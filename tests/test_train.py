@@ -135,7 +135,7 @@ def test_coop_on_8_devices_equals_1_device(tmp_path):
   cfg = demo.get_config("method=coop")
   data = setup.build_data(cfg.data, 1, tmp_path)
   backbone, params = setup.build_backbone(cfg.model, tmp_path, setup.vocabulary_words(cfg, data))
-  method = METHODS["coop"](backbone, setup.make_task(data.classnames, cfg.data), cfg.method)
+  method = METHODS["coop"].build(backbone, setup.make_task(data.classnames, cfg.data), cfg.method)
   tx, _ = make_optimizer(cfg.optim, 2)
   finals = []
   for devices in (jax.devices()[:1], jax.devices()):

@@ -1,6 +1,6 @@
 """View streams (biomedjax/train/view_stream.py): precomputed = online, the cache, resume, cached:V.
 
-The engine's own ``loop.train`` on the demo setup (tiny random backbone, synthetic images, 64
+The engine's own training loop (``loop.train``, one lane) on the demo setup (tiny random backbone, synthetic images, 64
 few-shot images at batch 32, 2 epochs = 4 steps), in process: an online run is the reference a
 precomputed run must equal (fp32, highest matmul precision, 1e-5 relative). CoOp stands for the
 prompt learners: the stream enters through the engine's ``step.method_batch``, the same for every
@@ -45,7 +45,7 @@ def _build(cfgs, tmp):
 def _env(cfg, shared):
   data, backbone, params = shared
   method = loop.build_method(cfg, backbone, data.classnames, data.kind)
-  steps = loop._batch_and_steps(len(data.splits["train"]), cfg)
+  steps = loop.batch_and_steps(len(data.splits["train"]), cfg)
   mesh = sharding.make_mesh(steps[0], jax.devices()[:DEVICES])
   frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
   return dict(method=method, backbone=backbone, frozen=frozen, data=data, mesh=mesh,
@@ -53,8 +53,9 @@ def _env(cfg, shared):
 
 
 def _train(env, cfg, workdir):
-  trainable, history = loop.train(env["method"], env["backbone"], env["frozen"], env["data"], cfg,
-                                  workdir, env["mesh"], loop._NoWriter(), env["steps"])
+  run = loop.Run(cfg, workdir, env["data"], env["backbone"], None, env["method"], env["mesh"],
+                 env["steps"], env["frozen"], {}, None)
+  trainable, (history,), _ = loop.train(run)
   return jax.tree.map(np.asarray, trainable), history
 
 

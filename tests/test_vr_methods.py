@@ -46,7 +46,7 @@ def _method(name, backbone, attr_dir, classes=CLASSES, **overrides):
   if "attributes_dir" in c.method:
     c.method.attributes_dir = str(attr_dir)
   c.method.update(overrides)
-  return METHODS[name](backbone, Task(tuple(classes)), c.method)
+  return METHODS[name].build(backbone, Task(tuple(classes)), c.method)
 
 
 # -- programs -------------------------------------------------------------------------------

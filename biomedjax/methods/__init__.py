@@ -1,4 +1,6 @@
-"""Methods by config name: the one registry, a literal dict (add a new method here by hand).
+"""Methods by config name: the one registry, a literal dict of classes (add a new method here
+by hand). The engine builds one with ``METHODS[name].build(backbone, task, config.method,
+objective)`` and learns everything else from the class's declarations (``methods/base.py``).
 
 Every method registered here is checked by tests/test_method_contract.py.
 """
@@ -9,23 +11,23 @@ from biomedjax.methods import (ar, attrvr, biomedcoop, biomedvr, calibprompt, cl
                                vp, zeroshot)
 
 METHODS = {
-    "ar": ar.build,
-    "attrvr": attrvr.build,
-    "biomedcoop": biomedcoop.build,
-    "biomedvr": biomedvr.build,
-    "calibprompt": calibprompt.build,
-    "clip_adapter": clip_adapter.build,
-    "cocoop": cocoop.build,
-    "coop": coop.build,
-    "finetune": finetune.build,
-    "head_probe": head_probe.build,
-    "kgcoop": kgcoop.build,
-    "linear_head": linear_head.build,
-    "linear_probe": linear_probe.build,
-    "lp_plus_plus": lp_plus_plus.build,
-    "prograd": prograd.build,
-    "tip_adapter": tip_adapter.build,
-    "tip_adapter_f": tip_adapter_f.build,
-    "vp": vp.build,
-    "zeroshot": zeroshot.build,
+    "ar": ar.LabelProgram,
+    "attrvr": attrvr.AttrVR,
+    "biomedcoop": biomedcoop.BiomedCoOp,
+    "biomedvr": biomedvr.BioMedVR,
+    "calibprompt": calibprompt.CalibPrompt,
+    "clip_adapter": clip_adapter.ClipAdapter,
+    "cocoop": cocoop.CoCoOp,
+    "coop": coop.CoOp,
+    "finetune": finetune.FineTune,
+    "head_probe": head_probe.HeadProbe,
+    "kgcoop": kgcoop.KgCoOp,
+    "linear_head": linear_head.LinearHead,
+    "linear_probe": linear_probe.LinearProbe,
+    "lp_plus_plus": lp_plus_plus.LPPlusPlus,
+    "prograd": prograd.ProGrad,
+    "tip_adapter": tip_adapter.TipAdapter,
+    "tip_adapter_f": tip_adapter_f.TipAdapterF,
+    "vp": vp.VP,
+    "zeroshot": zeroshot.ZeroShot,
 }

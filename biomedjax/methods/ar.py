@@ -24,6 +24,7 @@ class Options(reprogram.ProgramOptions):
 class LabelProgram(reprogram.ProgramMethod):
   """One program + the label head: AR (padding) and VP (watermark) differ only in options."""
   name = "ar"
+  options_type = Options
 
   def __init__(self, backbone, task, opts, objective=None):
     super().__init__(backbone, task, opts, objective)

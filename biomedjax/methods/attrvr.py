@@ -24,6 +24,7 @@ class Options(reprogram.AttributeOptions):
 
 class AttrVR(reprogram.ProgramMethod):
   name = "attrvr"
+  options_type = Options
 
   def __init__(self, backbone, task, opts: Options, objective=None):
     reprogram.check_attribute_options(opts)

@@ -27,6 +27,25 @@ What a method declares, and what the engine does with it:
   (``launch.py --sweep=packed``, biomedjax/train/fit_pack.py); False: runs go one by one.
 * ``task_kinds``: the task kinds the method is defined for; building it for another kind is an
   error naming the method and the kind (e.g. a softmax-only regulariser on a multilabel task).
+* ``options_type``: the frozen dataclass of its options (``config.method.*``, read strictly by
+  ``read_options``; ``build`` = read, then construct). ``biomedjax.methods.METHODS`` maps config
+  names to these classes.
+* ``families``: the backbone families (``biomedjax.models.families``) it is defined for; empty
+  = every family. The contract test runs it on those only.
+* ``lr_packs``: whether ``optim.lr`` may differ inside a packed sweep (False for a method whose
+  ``optimizer`` hook builds its own optimizer).
+* What the report and the engine need to know about its results, declared here rather than
+  looked up by name: ``k_independent`` (no training image is used: one "any K" column),
+  ``harness_protocol`` (BiomedCoOp's adapter harness: 1.96·std/√3 over three runs),
+  ``vocabulary_words(method_cfg)`` (words a random-weight tokenizer must hold whole, e.g. the
+  VR attribute sentences), ``study_name``/``study_scores`` (its setting in the multilabel study).
+
+The options contract: a method reads its float options from ``self.opts`` when it computes
+(in ``prepare``, ``init``, ``loss``, ``logits``...), never copies them into attributes or
+closures at construction. A packed sweep (``biomedjax.train.packed``) trains several points as
+one program by swapping ``opts`` for one holding traced floats; a copied value would silently
+train every point with the first point's. tests/test_method_contract.py checks it: a method
+whose ``opts`` are swapped after construction computes what one built with them computes.
 
 The data term of the training loss is not the method's choice: ``objective`` (built from
 ``config.loss`` by ``biomedjax.objectives``) turns logits and labels into a loss; a method adds
@@ -47,6 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from biomedjax import objectives
+from biomedjax.methods import options
 from biomedjax.models.clip import CLIP, l2_normalize
 from biomedjax.train.optim import make_optimizer
 
@@ -186,11 +206,38 @@ class Method:
   task_kinds: tuple[str, ...] = ("multiclass",)
   # Why other kinds are refused, for the error message (e.g. "its KL term needs a softmax").
   kind_note = ""
+  study_name = ""  # the setting's name in the multilabel study's tables (default: ``name``)
+  study_scores = "head"  # what its multilabel test scores are: "head" logits or "zeroshot" dots
+  options_type: type | None = None  # the options dataclass (``read_options``)
+  families: tuple[str, ...] = ()  # backbone families it is defined for; () = all
+  k_independent = False  # its result does not depend on K (no training image is used)
+  harness_protocol = False  # a method of BiomedCoOp's adapter harness (its std convention)
+  lr_packs = True  # False: its ``optimizer`` hook builds its own schedule; a pack cannot vary LR
+
+  @classmethod
+  def read_options(cls, cfg):
+    """``config.method`` (a ConfigDict, dict or None) -> the typed options, strictly."""
+    return options.read(cls.options_type, cfg, cls.name)
+
+  @classmethod
+  def build(cls, backbone: "Backbone", task: "Task", cfg=None, objective=None) -> "Method":
+    """The method for ``task`` from its config block (what the engine calls)."""
+    return cls(backbone, task, cls.read_options(cfg), objective)
+
+  @staticmethod
+  def vocabulary_words(method_cfg) -> list[str]:
+    """Words of its settings a random-weight model's vocabulary must hold as whole tokens,
+    beyond the config's string options (e.g. attribute sentences read from files)."""
+    return []
 
   def __init__(self, backbone: Backbone, task: Task, opts, objective=None):
     if task.kind not in self.task_kinds:
       raise ValueError(f"method {self.name!r} is defined for {'/'.join(self.task_kinds)} tasks, "
                        f"not {task.kind!r}{': ' + self.kind_note if self.kind_note else ''}")
+    family = getattr(getattr(backbone, "cfg", None), "family", None)
+    if self.families and family not in self.families:
+      raise ValueError(f"method {self.name!r} is defined for the {'/'.join(self.families)} "
+                       f"backbone famil(ies), not {family!r}")
     self.backbone = backbone
     self.task = task
     self.opts = opts

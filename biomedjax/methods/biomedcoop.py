@@ -100,6 +100,7 @@ def llm_prompts_of(task: Task, n_prompts: int) -> list[tuple[str, ...]]:
 class BiomedCoOp(coop.CoOp):
   """CoOp's prompts and eval logits; the teacher only changes the training loss."""
   name = "biomedcoop"
+  options_type = BiomedCoOpOptions
   task_kinds = ("multiclass",)
   kind_note = "its KDSP term is a KL between softmax distributions"
 

@@ -84,6 +84,7 @@ def torch_linear(rng, fan_in: int, fan_out: int) -> dict:
 
 class BioMedVR(reprogram.ProgramMethod):
   name = "biomedvr"
+  options_type = Options
   program_names = ("program_pos", "program_neg")
 
   def __init__(self, backbone, task, opts: Options, objective=None):

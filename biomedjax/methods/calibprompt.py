@@ -65,6 +65,7 @@ REFERENCE_LOSS = dict(data="softmax_ce", label_smoothing=0.1, smoothing="referen
 
 class CalibPrompt(Method):
   name = "calibprompt"
+  options_type = Options
   inputs = "features"
   stages = ("train",)
   task_kinds = ("multiclass",)

@@ -148,6 +148,8 @@ class ClipAdapter(base.Method):
   ``fit_views``), so its per-iteration schedule, short last batches and last-epoch pick are
   exact; the adapter acts on image features only, so it transfers to novel class names."""
   name = "clip_adapter"
+  read_options = staticmethod(read_options)
+  harness_protocol = True  # BiomedCoOp's adapter harness (its reported std convention)
   inputs = "features"
   stages = ("fit",)
   packs_runs = True

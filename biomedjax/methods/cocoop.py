@@ -46,6 +46,7 @@ def meta_net(net: dict, image: jax.Array) -> jax.Array:
 
 class CoCoOp(coop.CoOp):
   name = "cocoop"
+  options_type = CoCoOpOptions
 
   def __init__(self, backbone: Backbone, task: Task, opts: CoCoOpOptions, objective=None):
     super().__init__(backbone, task, opts, objective)

@@ -40,6 +40,7 @@ Options = CoOpOptions
 
 class CoOp(Method):
   name = "coop"
+  options_type = CoOpOptions
   inputs = "features"
   stages = ("train",)
   task_kinds = ("multiclass", "multilabel")

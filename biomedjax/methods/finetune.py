@@ -140,6 +140,9 @@ def make_optimizer(opts: Options, optim_cfg, steps_per_epoch: int):
 class FineTune(Method):
   """Image tower + head, trained on pixels (see the module docstring)."""
   name = "finetune"
+  options_type = Options
+  study_name = "ft"  # its column in the IU-Xray study's tables
+  lr_packs = False  # ``optimizer`` below switches optimizers mid-run: no traced LR
   inputs = "pixels"
   stages = ("train",)
   trainable_backbone = ("visual",)

@@ -154,6 +154,8 @@ class HeadProbe(Method):
   Not packed (``packs_runs`` False): the loop stops early on a host-side patience counter and
   keeps its history on the method object, so runs cannot share one vmapped program."""
   name = "head_probe"
+  options_type = Options
+  study_name = "lp"  # its column in the IU-Xray study's tables
   inputs = "features"
   stages = ("fit",)
   task_kinds = ("multiclass", "multilabel")

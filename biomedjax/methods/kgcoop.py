@@ -40,6 +40,7 @@ Options = KgCoOpOptions
 
 class KgCoOp(coop.CoOp):
   name = "kgcoop"
+  options_type = KgCoOpOptions
 
   def __init__(self, backbone: Backbone, task: Task, opts: KgCoOpOptions, objective=None):
     if not opts.w >= 0:  # also rejects NaN

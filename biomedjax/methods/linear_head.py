@@ -39,6 +39,7 @@ Options = LinearHeadOptions
 
 class LinearHead(Method):
   name = "linear_head"
+  options_type = LinearHeadOptions
   inputs = "features"
   stages = ("train",)
   task_kinds = ("multiclass", "multilabel")

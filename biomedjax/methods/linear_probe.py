@@ -240,6 +240,8 @@ class LinearProbe(Method):
   data-dependent number of iterations and line-search steps, and the C bisection branches on
   val accuracies, all on the host in float64; there is no fixed-shape program to vmap."""
   name = "linear_probe"
+  options_type = LinearProbeOptions
+  harness_protocol = True  # BiomedCoOp's adapter harness (its reported std convention)
   inputs = "features"
   stages = ("fit",)
 

@@ -196,6 +196,8 @@ def read_options(cfg) -> Options:
 class LPPlusPlus(base.Method):
   """LP++'s 300 full-batch epochs run in ``fit`` on one cached augmented pass (``fit_views``)."""
   name = "lp_plus_plus"
+  read_options = staticmethod(read_options)
+  harness_protocol = True  # BiomedCoOp's adapter harness (its reported std convention)
   inputs = "features"
   stages = ("fit",)
   fit_views = 1

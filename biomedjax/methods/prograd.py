@@ -76,6 +76,7 @@ def project(g_ce, g_kl, lam):
 
 class ProGrad(coop.CoOp):
   name = "prograd"
+  options_type = ProGradOptions
   task_kinds = ("multiclass",)
   kind_note = "its KL term compares softmax distributions"
 

@@ -52,6 +52,7 @@ class ProgramMethod(base.Method):
   """Base of the reprogramming methods: programs, the batched tower pass, parameter counts."""
   inputs = "pixels"
   stages = ("train",)
+  vocabulary_words = staticmethod(attributes.vocabulary_words)  # VR attribute sentences
   program_names: tuple[str, ...] = ("program",)
 
   def __init__(self, backbone, task, opts, objective=None):

@@ -183,6 +183,8 @@ class TipAdapter(base.Method):
   (beta, alpha) on val; with ``cache`` set, a saved cache for the same classes and backbone is
   reused (another class list or backbone is an error) and a new one is saved there."""
   name = "tip_adapter"
+  read_options = staticmethod(read_options)
+  harness_protocol = True  # BiomedCoOp's adapter harness (its reported std convention)
   inputs = "features"
   stages = ("fit",)
   packs_runs = True

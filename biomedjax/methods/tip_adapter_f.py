@@ -257,6 +257,8 @@ class TipAdapterF(base.Method):
   on cached augmented views: the reference searches (beta, alpha) AFTER training, which a
   generic "train" stage followed by eval cannot express."""
   name = "tip_adapter_f"
+  read_options = staticmethod(read_options)
+  harness_protocol = True  # BiomedCoOp's adapter harness (its reported std convention)
   inputs = "features"
   stages = ("fit",)
   packs_runs = True

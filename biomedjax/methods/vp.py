@@ -26,6 +26,7 @@ class Options(ar.Options):
 
 class VP(ar.LabelProgram):
   name = "vp"
+  options_type = Options
 
 
 def build(backbone, task, cfg=None, objective=None) -> VP:

@@ -85,10 +85,18 @@ def class_prompts(task: Task, n_prompts: int = 0) -> list[tuple[str, ...]]:
 
 class ZeroShot(Method):
   name = "zeroshot"
+  options_type = ZeroShotOptions
+  k_independent = True  # no training image is used: one "any K" column in the report
   inputs = "features"
   stages = ("fit",)
   fit_needs_data = False  # the engine then skips encoding the train/val images for ``fit``
   task_kinds = ("multiclass", "multilabel")
+  study_name = "zs"  # its column in the IU-Xray study's tables
+
+  @property
+  def study_scores(self) -> str:
+    """Raw dot products ("zeroshot", the study's rule ``dot>0``) or scaled cosines ("head")."""
+    return "zeroshot" if self.opts.score == "dot" else "head"
 
   def __init__(self, backbone: Backbone, task: Task, opts: ZeroShotOptions, objective=None):
     if opts.score not in SCORES:

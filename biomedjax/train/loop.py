@@ -1,14 +1,20 @@
-"""``train_and_evaluate(config, workdir)``: one experiment from config to ``results.json``.
+"""``train_and_evaluate(config, workdir)``: one experiment from config to ``results.json``; and
+``train``: the one training loop, over a stepper with P lanes (a single run is one lane).
 
-build data, backbone, task, objective and method -> the method's declared stages (a closed-form
+build and check everything (``run.prepare``) -> the method's declared stages (a closed-form
 ``fit`` on cached image features, then/or gradient steps with checkpoints) -> evaluate val and
-test (on frozen image features, or on pixels for pixel-space methods) with the metrics of the
-task's kind -> write the results. The loop knows the method only through
-``biomedjax.methods.base.Method``.
+test (``Run.logits``) with the metrics of the task's kind -> write the results. The loop knows
+the method only through ``biomedjax.methods.base.Method``.
+
+The loop owns the iterator, checkpoints (what to save, when, restoring), the per-lane loss
+history and TensorBoard scalars, progress, interruption by a signal and the non-finite check;
+early stopping and best-test selection are epoch hooks (``biomedjax.train.hooks``). Every
+decision it takes goes through ``biomedjax.train.control.decide``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import pathlib
 import time
@@ -18,15 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from biomedjax import calibration, objectives, provenance, trained
-from biomedjax import report as report_lib
-from biomedjax.data import epoch_batches, views
 from biomedjax.data.pipeline import make_train_iterator, train_options
-from biomedjax.methods import METHODS
-from biomedjax.methods.base import FeatureSet
-from biomedjax.train import (calibrate, checkpoint, distributed, early_stopping, evaluate,
-                             lifecycle, setup, sharding, step as step_lib, test_selection,
-                             view_stream)
+from biomedjax.train import (checkpoint, control, hooks as hooks_lib, lifecycle, sharding,
+                             step as step_lib, view_stream)
+from biomedjax.train.run import (NoWriter, Run, batch_and_steps, build_method,  # noqa: F401
+                                 feature_cache, finished, log_metrics, prepare, short_classes,
+                                 split_frozen, unfinished)
 
 log = logging.getLogger("biomedjax")
 
@@ -35,110 +38,105 @@ class TrainingDiverged(FloatingPointError):
   pass
 
 
-def _batch_and_steps(num_train: int, config) -> tuple[int, int, int]:
-  """(global batch, steps per epoch, total steps), as Dassl: keep a short set's one batch;
-  ``data.last_batch="keep"``: ceil(n / B) steps per epoch (``epoch_batches``)."""
-  batch = min(config.data.batch_size, num_train)
-  per_epoch = epoch_batches.steps_per_epoch(num_train, batch,
-                                            config.data.get("last_batch", "drop"))
-  return batch, per_epoch, per_epoch * config.optim.epochs
+class SingleStepper:
+  """One lane: the method's optimizer and the engine's train step (``step.make_train_step``)."""
+  size = 1
+
+  def __init__(self, run: Run, initial=None):
+    self.run, self.initial = run, initial
+    self.tx, self.schedule = run.method.optimizer(run.config.optim, run.steps[1])
+
+  def init(self, rng, frozen):
+    trainable = self.initial
+    if trainable is None:
+      trainable = self.run.method.init(rng, frozen)
+    return trainable, self.tx.init(trainable)
+
+  def make_step(self, mesh):
+    return step_lib.make_train_step(self.run.method, self.run.backbone, self.tx, mesh)
+
+  def lane_metrics(self, m: dict) -> list[dict]:
+    return [m]
+
+  def lr(self, lane: int, i: int) -> float:
+    return float(self.schedule(i))
+
+  def traced(self, fn):
+    return fn()
 
 
-def _log_metrics(writer, step: int, values: dict, prefix: str) -> None:
-  for k, v in values.items():
-    if isinstance(v, (int, float, np.number)) or (isinstance(v, np.ndarray) and v.ndim == 0):
-      writer.add_scalar(f"{prefix}/{k}", float(v), step)
-  writer.flush()
+@dataclasses.dataclass
+class Lane:
+  """Where one lane's history and scalars go: its run's workdir and writer."""
+  workdir: pathlib.Path
+  writer: object
 
 
-def build_method(config, backbone, classnames, kind: str):
-  """The configured method for ``classnames``, with the objective of ``config.loss``."""
-  task = setup.make_task(classnames, config.data, kind)
-  return METHODS[config.method.name](backbone, task, config.method,
-                                     objectives.make(config.loss, task))
+def train(run: Run, stepper=None, lanes=None, directory=None, hooks=()):
+  """Gradient training with periodic checkpoints in ``directory`` (default the run's workdir);
+  resumes from its latest one. -> (trainable, per-lane loss histories, diverged).
 
-
-def split_frozen(method, frozen: dict) -> dict:
-  """``frozen`` without the backbone parts the method trains (``trainable_backbone``)."""
-  if not method.trainable_backbone:
-    return frozen
-  backbone = {k: v for k, v in frozen["backbone"].items() if k not in method.trainable_backbone}
-  return {**frozen, "backbone": backbone}
-
-
-def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, initial=None,
-          selection=None):
-  """Gradient training with periodic checkpoints; resumes from the workdir's latest one.
-
-  ``steps``: (global batch, steps per epoch, total steps) from ``_batch_and_steps``.
-  ``initial``: the trainable to start from (a "fit" stage's result), else ``method.init``.
-  ``selection``: a ``test_selection.TestSelection`` (eval.select="best_test"): the test split is
-  evaluated after every epoch and the best epoch's state is returned.
-  Returns the trained pytree and the loss history.
+  ``stepper``: ``SingleStepper(run)`` by default, a pack's program for P lanes; ``lanes``: one
+  ``Lane`` per lane; ``hooks``: epoch hooks (``biomedjax.train.hooks``), each picking the state
+  returned. ``diverged``: lane -> the step its metrics became non-finite; the lane keeps running
+  (lanes are independent) until every lane has diverged, which raises ``TrainingDiverged``.
   """
-  batch, per_epoch, total = steps
-  tx, schedule = method.optimizer(config.optim, per_epoch)
+  config, mesh = run.config, run.mesh
+  stepper = stepper or SingleStepper(run)
+  lanes = lanes or [Lane(run.workdir, run.writer)]
+  batch, per_epoch, total = run.steps
   rng = jax.random.key(config.seed)
-  if initial is None:
-    initial = method.init(jax.random.fold_in(rng, 1), frozen)
-  trainable = sharding.replicate(initial, mesh)
-  frozen = split_frozen(method, frozen)
-  opt_state = sharding.replicate(tx.init(trainable), mesh)
-  it = make_train_iterator(data.splits["train"], mesh=mesh, global_batch_size=batch,
+  trainable, opt_state = stepper.traced(lambda: stepper.init(jax.random.fold_in(rng, 1),
+                                                             run.frozen))
+  trainable, opt_state = sharding.replicate((trainable, opt_state), mesh)
+  frozen = run.step_frozen
+  it = make_train_iterator(run.data.splits["train"], mesh=mesh, global_batch_size=batch,
                            seed=config.seed, **train_options(config.data))
-  it = view_stream.train_iterator(config, method, frozen["backbone"], data, mesh, steps, it)
-  ckpt = checkpoint.Checkpointer(workdir)
-  history = lifecycle.History(workdir)
+  # data.views="precomputed": the stream is encoded (or read from the cache) once for all lanes
+  it = view_stream.train_iterator(config, run.method, frozen["backbone"], run.data, mesh,
+                                  run.steps, it)
+  ckpt = checkpoint.Checkpointer(pathlib.Path(directory or run.workdir))
+  histories = [lifecycle.History(lane.workdir) for lane in lanes]
   start = 0
   if ckpt.latest_step() is not None:
     trainable, opt_state, start, rng = ckpt.restore(ckpt.latest_step(), trainable, opt_state,
                                                     rng, it)
-    history.restore(start)
-    if selection is not None:
-      selection.restore(start // per_epoch, trainable)
-    log.info("resumed from step %d of %d", start, total)
-  step_fn = step_lib.make_train_step(method, backbone, tx, mesh)
-  log.info("training %d steps (%d epochs x %d) at global batch %d on %d device(s)", total,
-           config.optim.epochs, per_epoch, batch, mesh.shape["data"])
+    for h in histories:
+      h.restore(start)
+    for hook in hooks:
+      hook.restore(start // per_epoch, trainable)
+    log.info("resumed from step %d of %d in %s", start, total, ckpt.directory)
+  step_fn = stepper.make_step(mesh)
+  log.info("training %d lane(s): %d steps (%d epochs x %d) at global batch %d on %d device(s)",
+           stepper.size, total, config.optim.epochs, per_epoch, batch, mesh.shape["data"])
   policy = lifecycle.CheckpointPolicy(per_epoch, total, config.train.ckpt_every_steps,
                                       config.train.ckpt_every_minutes,
                                       config.train.ckpt_min_seconds)
-  bar = tqdm(range(start, total), initial=start, total=total, desc="train",
+  bar = tqdm(range(start, total), initial=start, total=total, desc=f"train x{stepper.size}",
              disable=not config.train.progress)
+  diverged: dict[int, int] = {}
   t0 = time.time()
-  stopper = _early_stopping(method, backbone, frozen, data, config, mesh, batch)
   with lifecycle.StopRequest() as stop:
     for i in bar:
-      trainable, opt_state, m = step_fn(trainable, opt_state, frozen, next(it), rng, jnp.int32(i))
+      batch_i = next(it)
+      trainable, opt_state, m = stepper.traced(lambda: step_fn(trainable, opt_state, frozen,
+                                                               batch_i, rng, jnp.int32(i)))
       done = i + 1
-      early = False
-      if stopper is not None and done % per_epoch == 0:
-        early = stopper.update(stopper.val_loss(trainable), trainable)
-        log.info("epoch %d: val loss %.5f (best %.5f)%s", done // per_epoch,
-                 stopper.history[-1], stopper.best_loss, ", early stop" if early else "")
-      if selection is not None and done % per_epoch == 0:
-        acc = selection.update(done // per_epoch, trainable)
-        _log_metrics(writer, done, {"accuracy_per_epoch": acc}, "test")
+      epoch_end = done % per_epoch == 0
+      early = control.decide(epoch_end and any([h.epoch_end(done, done // per_epoch, trainable)
+                                                for h in hooks]))
       if done % config.train.log_every_steps == 0 or done == total or early:
-        m = jax.device_get(m)
-        m["lr"] = float(schedule(i))
-        if not all(np.isfinite(v) for v in m.values()):
-          raise TrainingDiverged(f"non-finite metrics at step {done}: {m}; the last checkpoint "
-                                 f"in {ckpt.directory} is intact")
-        _log_metrics(writer, done, m, "train")
-        history.append(done, float(m["loss"]))
-        bar.set_postfix(loss=f"{m['loss']:.4f}")
-        log.info("step %d/%d epoch %d: %s (%.1f steps/s)", done, total, i // per_epoch + 1,
-                 ", ".join(f"{k}={v:.4g}" for k, v in m.items()),
-                 (done - start) / (time.time() - t0))
+        _log_step(stepper, lanes, histories, diverged, jax.device_get(m), i, done, run, bar, t0,
+                  start, ckpt)
       if early:
         break
-      if policy.due(done, bool(stop)):
+      if control.decide(policy.due(done, bool(stop))):
         ckpt.save(done, trainable, opt_state, rng, it)
-        history.save()
-        if selection is not None:
-          selection.save()
-      if stop and done < total:
+        for h in histories:
+          h.save()
+        for hook in hooks:
+          hook.save()
+      if control.decide(stop and done < total):
         bar.close()
         ckpt.close()
         getattr(it, "close", lambda: None)()  # stops grain's prefetch threads/worker processes
@@ -146,246 +144,44 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
             f"{stop.name}: stopped at step {done} of {total} with a checkpoint in "
             f"{ckpt.directory}; run the same command again to resume")
   ckpt.close()
-  if stopper is not None and stopper.best is not None:
-    trainable = sharding.replicate(stopper.best, mesh)  # the best epoch, as the reference reloads
-  if selection is not None:
-    trainable = selection.final_state(trainable, mesh)  # the best test epoch (eval.select)
-  return trainable, history.entries
+  for hook in hooks:
+    trainable = hook.final(trainable)  # the best epoch (early stopping, eval.select)
+  return trainable, [h.entries for h in histories], diverged
 
 
-def _early_stopping(method, backbone, frozen, data, config, mesh, batch):
-  """An EarlyStopping with a ``val_loss(trainable)`` for this run, or None when it is off."""
-  patience = config.train.get("early_stopping_patience", 0)
-  if not patience:
-    return None
-  val = data.splits.get("val")
-  if val is None:
-    raise ValueError("config.train.early_stopping_patience needs a validation split")
-  stopper = early_stopping.EarlyStopping(patience, config.train.early_stopping_min_delta)
-  logits_fn = step_lib.make_logits_fn(method, backbone)
-  loss_fn = jax.jit(lambda z, y: method.objective(z, y))
-  cache = {}
-
-  def val_loss(trainable):
-    if method.inputs == "features":
-      if "features" not in cache:
-        feature_fn = step_lib.make_feature_fn(backbone)
-        cache["features"] = evaluate.map_images(lambda px: feature_fn(frozen["backbone"], px),
-                                                val, mesh, config.data, "val features", False)
-      feats, labels = cache["features"]
-      logits = np.asarray(logits_fn(trainable, frozen, jnp.asarray(feats)))
-    else:
-      logits, labels = evaluate.map_images(lambda px: logits_fn(trainable, frozen, px), val,
-                                           mesh, config.data, "val", False)
-    return early_stopping.batch_mean_loss(loss_fn, logits, labels, batch)
-
-  stopper.val_loss = val_loss
-  return stopper
-
-
-def _eval_targets(config, data, backbone, params, method, frozen, mesh):
-  """(result key, feature-cache key, method, its frozen pytree, source, classnames) per split.
-
-  Base-to-novel evaluates the novel classes with a second method object built for their names;
-  the base method's ``transfer`` hook decides whether (and how) its trained state applies.
-  """
-  test_key = "test" if config.data.setting == "few_shot" else "base"
-  targets = [("val", "val", method, frozen, data.splits.get("val"), data.classnames),
-             (test_key, "test", method, frozen, data.splits["test"], data.classnames)]
-  if config.data.setting == "base2novel":
-    novel = build_method(config, backbone, data.novel_classnames, data.kind)
-    novel_frozen = sharding.replicate({"backbone": params, **novel.prepare(params)}, mesh)
-    targets.append(("novel", "novel_test", novel, novel_frozen, data.novel_test,
-                    data.novel_classnames))
-  return [t for t in targets if t[4] is not None]
-
-
-def fit_views(method, backbone, params, data, config) -> FeatureSet:
-  """``method.fit_views`` augmented passes over the training set (the harness transform),
-  encoded once: FeatureSet((V, n, d) unnormalised features, labels)."""
-  encode = jax.jit(backbone.image_features)
-  log.info("encoding %d augmented view(s) of %d training images", method.fit_views,
-           len(data.splits["train"]))
-  feats, labels = views.encode_views(data.splits["train"], lambda x: encode(params, x),
-                                     method.fit_views, config.seed, config.data.test_batch_size,
-                                     config.data.image_size)
-  return FeatureSet(feats, labels)
-
-
-def short_classes(data, shots: int) -> dict:
-  """Classes with fewer training images than K (used whole, as the reference does), by name."""
-  if shots <= 0 or data.kind != "multiclass":
-    return {}
-  source = data.splits["train"]
-  if hasattr(source, "examples"):  # image files: labels without reading the images
-    labels = np.asarray([ex.label for ex in source.examples])
-  else:
-    labels = np.asarray([source[i]["label"] for i in range(len(source))])
-  counts = np.bincount(labels, minlength=len(data.classnames))
-  short = {data.classnames[c]: int(n) for c, n in enumerate(counts) if n < shots}
-  if short:
-    log.warning("classes with fewer than K=%d training images, used whole: %s", shots, short)
-  return short
+def _log_step(stepper, lanes, histories, diverged, m, i, done, run, bar, t0, start, ckpt):
+  """Every lane's metrics at a logged step: TensorBoard, history, the non-finite check."""
+  total, per_epoch = run.steps[2], run.steps[1]
+  for p, mp in enumerate(stepper.lane_metrics(m)):
+    mp["lr"] = stepper.lr(p, i)
+    if control.decide(not all(np.isfinite(v) for v in mp.values())):
+      if p not in diverged:
+        log.error("%s: non-finite metrics at step %d: %s", lanes[p].workdir, done, mp)
+      diverged.setdefault(p, done)
+      continue
+    log_metrics(lanes[p].writer, done, mp, "train")
+    histories[p].append(done, float(mp["loss"]))
+  if len(diverged) == stepper.size:
+    raise TrainingDiverged(f"non-finite metrics at step {done}: {m}; the last checkpoint in "
+                           f"{ckpt.directory} is intact")
+  loss = np.atleast_1d(m["loss"])
+  bar.set_postfix(loss=" ".join(f"{v:.4f}" for v in loss))
+  log.info("step %d/%d epoch %d: loss per lane %s (%.2f steps/s)", done, total,
+           i // per_epoch + 1, np.round(loss, 5).tolist(), (done - start) / (time.time() - t0))
 
 
 def train_and_evaluate(config, workdir) -> dict:
-  from tensorboardX import SummaryWriter
-  workdir = pathlib.Path(workdir)
-  calibrate.check(config)  # before anything is written
-  if checkpoint.check_config(workdir, config):  # reads only; a different run is refused
-    finished = lifecycle.finished_results(workdir)
-    if finished is not None:
-      return finished
-  with distributed.process_zero_first("setup"):  # it writes into the shared workdir
-    data = setup.build_data(config.data, config.seed, workdir)
-    backbone, params = setup.build_backbone(config.model, workdir,
-                                           setup.vocabulary_words(config, data))
-  method = build_method(config, backbone, data.classnames, data.kind)
-  view_stream.check(config, method)  # data.views: refused before anything is written
-  n_train = len(data.splits["train"])
-  steps = _batch_and_steps(n_train, config)
-  last_batch = config.data.get("last_batch", "drop")
-  epoch_batches.check_last_batch(last_batch, config.data.get("epoch_drop_last", False))
-  epoch_batches.check_devices(n_train, steps[0], last_batch, jax.device_count(),
-                              jax.process_count())
-  mesh = sharding.make_mesh(epoch_batches.mesh_batch(n_train, steps[0], last_batch))
-  frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
-  targets = _eval_targets(config, data, backbone, params, method, frozen, mesh)
-  if config.data.setting == "base2novel":  # refuse before training, not after
-    method.transfer(jax.eval_shape(method.init, jax.random.key(0), frozen), targets[-1][2])
-  test_selection.check(config, data.kind, method.trains)
-  # Data and model are good: only now does the workdir get its config (the resume lock).
-  if jax.process_index() == 0:
-    checkpoint.write_config(workdir, config)
-  writer = (SummaryWriter(str(workdir / "tensorboard"), purge_step=lifecycle.latest_step(workdir))
-            if jax.process_index() == 0 else _NoWriter())
-
-  image_features = feature_cache(backbone, frozen["backbone"], mesh, config)
-  params_r = frozen["backbone"]
-  history, trainable, t_train = [], None, time.time()
-  if method.fits and not method.fit_needs_data:
-    trainable = method.fit(frozen, None, None)  # zero-shot: encoding the train split is waste
-  elif method.fits:
-    val = data.splits.get("val")
-    val = image_features("val", val) if val is not None else None
-    if method.fit_views:  # fits on augmented views (biomedjax/data/views.py)
-      trainable = method.fit(frozen, fit_views(method, backbone, params_r, data, config),
-                             val, rng=jax.random.fold_in(jax.random.key(config.seed), 2))
-    else:
-      trainable = method.fit(frozen, image_features("train", data.splits["train"]), val)
-    trainable = distributed.from_process_zero(trainable)  # the same replicas everywhere
-  selection = None
-  if method.trains and config.eval.get("select", "last") == "best_test":
-    selection = test_selection.TestSelection(
-        workdir, test_selection.accuracy_fn(method, backbone, split_frozen(method, frozen),
-                                            data.splits["test"], mesh, config.data),
-        config.optim.epochs, config.eval.get("best_over", "logged"))
-  if method.trains:
-    trainable, history = train(method, backbone, frozen, data, config, workdir, mesh, writer,
-                               steps, initial=trainable, selection=selection)
-  train_minutes = (time.time() - t_train) / 60
-  trainable = sharding.replicate(trainable, mesh)
-  frozen = split_frozen(method, frozen)
-  return finish_run(config, workdir, data, backbone, method, frozen, mesh, targets, trainable,
-                    history, train_minutes, image_features, writer, selection=selection)
-
-
-def feature_cache(backbone, params, mesh, config):
-  """``image_features(split, source) -> FeatureSet``: a split's eval-transform features, encoded
-  on its first use and kept (val, test, a fit stage and a pack's points all reuse them)."""
-  feature_fn = step_lib.make_feature_fn(backbone)
-  features = {}
-
-  def image_features(split, examples) -> FeatureSet:
-    if split not in features:
-      features[split] = FeatureSet(*evaluate.map_images(
-          lambda px: feature_fn(params, px), examples, mesh, config.data, f"features {split}",
-          config.train.progress))
-    return features[split]
-  return image_features
-
-
-def finish_run(config, workdir, data, backbone, method, frozen, mesh, targets, trainable,
-               history, train_minutes, image_features, writer, logits_override=None,
-               extra_results=None, selection=None) -> dict:
-  """Trained state -> trained_state file, evaluation of every target, results.json.
-
-  ``logits_override(cache_key, source)``: the (logits, labels) of ``method``'s own targets when
-  the caller has them already (a packed sweep evaluates all its points in one program).
-  ``extra_results``: keys added to results.json (a packed run says which pack it was in).
-  ``selection``: the run's ``test_selection.TestSelection`` (eval.select="best_test"), else the
-  last epoch is the selection reported.
-  """
-  if jax.process_index() == 0:  # what predict/export use; before results.json marks the end
-    trained.save(workdir / trained.STATE_FILE, trainable, trained.run_meta(
-        config, method.task, setup.vocabulary_words(config, data)))
-  results = {"method": config.method.name, "dataset": config.data.dataset,
-             "shots": config.data.shots, "seed": config.seed, "setting": config.data.setting,
-             "task_kind": data.kind, "train_loss": history,
-             "skipped_images": data.skipped_images,
-             "harness": config.data.get("augment", "") == "harness",
-             "provenance": provenance.collect(config, data.split_file),
-             "trained_state": trained.summary(trainable),
-             "trainable_parameters": method.parameter_counts(trainable)}
-  short = short_classes(data, config.data.shots)
-  if short:
-    results["classes_below_shots"] = short
-
-  if config.get("variant", ""):  # a grid point: its row in the sweep's report
-    results["variant"] = config.variant
-  results.update(extra_results or {})
-
-  def split_logits(name, cache_key, m, fz, source):
-    if logits_override is not None and m is method:
-      return logits_override(cache_key, source)
-    state = trainable if m is method else method.transfer(trainable, m)
-    fz = split_frozen(m, fz)
-    logits_fn = step_lib.make_logits_fn(m, backbone)
-    if m.inputs == "features":
-      feats, labels = image_features(cache_key, source)
-      return np.asarray(logits_fn(state, fz, jnp.asarray(feats))), labels
-    return evaluate.map_images(lambda px: logits_fn(state, fz, px), source, mesh, config.data,
-                               f"eval {name}", config.train.progress)
-
-  multiclass = data.kind == "multiclass"
-  temperature = None
-  if multiclass and config.eval.temperature == "fit":  # on val, else on the few-shot train set
-    fit_on = "val" if data.splits.get("val") is not None else "train"
-    temperature = calibration.fit_temperature(*split_logits(
-        fit_on, fit_on, method, frozen, data.splits[fit_on]))
-    results["temperature"] = {"value": temperature, "fitted_on": fit_on if fit_on == "val"
-                              else "train (few-shot set, eval transform; no val split)"}
-    log.info("temperature scaling: T = %.4f fitted by NLL on %s", temperature, fit_on)
-  for name, cache_key, m, fz, source, classnames in targets:
-    logits, labels = split_logits(name, cache_key, m, fz, source)
-    results[name] = evaluate.report(logits, labels, classnames, data.kind)
-    if jax.process_index() == 0:
-      evaluate.save_predictions(workdir, name, logits, labels, classnames)
-    _log_metrics(writer, 0, results[name], name)
-    log.info("%s: %s", name, evaluate.summary(results[name], data.kind))
-    if multiclass and temperature is not None:
-      results[name]["temperature_scaled"] = calibrate.scaled_report(logits, labels, classnames,
-                                                                    temperature)
-    if multiclass and jax.process_index() == 0:
-      calibrate.diagrams(config.eval, workdir, name, logits, labels, classnames)
-      if temperature is not None:
-        calibrate.diagrams(config.eval, workdir, name, logits, labels, classnames, temperature)
-  if method.trains and data.kind == "multiclass" and "test" in results:
-    results["selection"] = (selection.summary() if selection is not None else
-                            test_selection.last_summary(results["test"]["accuracy"],
-                                                        config.optim.epochs))
-  writer.close()
-  if data.kind == "multilabel" and config.data.setting == "few_shot":
-    from biomedjax import multilabel_study  # the study tables' inputs (scores, embeddings)
-    multilabel_study.write_run_setting(workdir, method, trainable, frozen, data, config, mesh,
-                                       image_features, train_minutes)
-  if jax.process_index() == 0:
-    report_lib.write_run_results(workdir, results)
-  return results
-
-
-class _NoWriter:
-  """Processes other than 0 log nothing (the metrics are global)."""
-  def add_scalar(self, *a, **k): pass
-  def flush(self): pass
-  def close(self): pass
+  """One experiment: -> its results (a finished run's, unchanged, when there is one)."""
+  results = finished(config, workdir)  # reads only; a different run is refused
+  if results is not None:
+    return results
+  run = prepare(config, workdir)
+  hooks = hooks_lib.for_run(run)
+  run.lock()  # data and model are good: only now does the workdir get its config
+  t0 = time.time()
+  trainable = run.fit() if run.method.fits else None
+  history = []
+  if run.method.trains:
+    trainable, (history,), _ = train(run, SingleStepper(run, trainable), hooks=hooks)
+  selection = next((h.selection for h in hooks if isinstance(h, hooks_lib.BestTest)), None)
+  return run.finish(trainable, history, (time.time() - t0) / 60, selection=selection)

@@ -16,9 +16,9 @@ one the point's own run would use, so each lane computes what that run computes 
 program's structure cannot be traced and the pack is refused, naming it: an int, str or bool
 option (``n_ctx``, ``ctx_init``, ``text_dropout``) before anything is written; a float the method
 branches on in Python when the first step traces (the points' config.json files are written by
-then; ``--sweep=run`` over the same workdirs accepts them). Methods must read float options
-from ``self.opts`` when they compute, not copy them at construction; the methods in
-``biomedjax/methods`` do.
+then; ``--sweep=run`` over the same workdirs accepts them). This relies on the options contract
+of ``biomedjax/methods/base.py`` (float options read from ``self.opts`` when the method
+computes), which tests/test_method_contract.py checks for every registered method.
 
 What each point gets: its own workdir (the one ``--sweep=run`` would use) with config.json,
 fewshot_selection.json, tensorboard, train_history.json, trained_state, predictions, reliability
@@ -48,12 +48,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
-from biomedjax.data.pipeline import make_train_iterator, train_options
 from biomedjax.methods.base import Method
-from biomedjax.train import (calibrate, checkpoint, distributed, lifecycle, loop, setup, sharding,
-                             step as step_lib, view_stream)
+from biomedjax.train import calibrate, checkpoint, loop, sharding, step as step_lib
 
 log = logging.getLogger("biomedjax")
 LR_KEY = "optim.lr"
@@ -134,7 +131,7 @@ def check_fields(values: dict[str, list], method: Method | None = None) -> None:
   declared = {f.name: f.default for f in dataclasses.fields(method.opts)} if method else {}
   for key, vals in values.items():
     if key == LR_KEY:
-      if method is not None and type(method).optimizer is not Method.optimizer:
+      if method is not None and not method.lr_packs:
         raise PackError(f"optim.lr differs between the points, but method {method.name!r} "
                         "builds its own optimizer; it cannot be packed; use --sweep=run")
       continue
@@ -153,11 +150,13 @@ class PackProgram:
   """
 
   def __init__(self, method: Method, backbone, config, steps_per_epoch: int,
-               values: dict[str, list], size: int):
+               values: dict[str, list], size: int, schedules=()):
     self.method, self.backbone, self.config = method, backbone, config
     self.per_epoch, self.size = steps_per_epoch, size
+    self.values = values
     self.table = {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
     self.table["_point"] = jnp.arange(size)  # the point axis, also when nothing differs
+    self.schedules = list(schedules)  # each point's step -> lr (for its logged metrics)
     self._logits = None
 
   def method_at(self, h: dict) -> Method:
@@ -167,7 +166,6 @@ class PackProgram:
       return self.method
     m = copy.copy(self.method)
     m.opts = dataclasses.replace(self.method.opts, **opts)
-    m.__dict__.pop("_jit_logits", None)
     return m
 
   def tx_at(self, h: dict):
@@ -195,8 +193,22 @@ class PackProgram:
     return jax.vmap(one)(trainable, opt_state, table)
 
   def make_step(self, mesh):
+    """The loop's step ``(trainable, opt_state, frozen, batch, rng, i)``, every point at once."""
     repl = sharding.replicated(mesh)
-    return jax.jit(self.step_fn, donate_argnums=(0, 1), out_shardings=(repl, repl, repl))
+    step = jax.jit(self.step_fn, donate_argnums=(0, 1), out_shardings=(repl, repl, repl))
+    return lambda tr, state, frozen, batch, rng, i: step(tr, state, self.table, frozen, batch,
+                                                         rng, i)
+
+  # -- the training loop's stepper protocol (``biomedjax.train.loop.train``) -------------------
+  def lane_metrics(self, m: dict) -> list[dict]:
+    return [{k: v[p] for k, v in m.items()} for p in range(self.size)]
+
+  def lr(self, lane: int, i: int) -> float:
+    return float(self.schedules[lane](i))
+
+  def traced(self, fn):
+    """``fn()`` (the pack's first init or step traces it); see ``traced``."""
+    return traced(fn, self.values, self.method.name)
 
   def logits(self, trainable, frozen, features) -> np.ndarray:
     """(P, n, C) eval logits of every point from shared features (n, D)."""
@@ -244,89 +256,10 @@ def _check_or_write_manifest(directory: pathlib.Path, manifest: dict, write: boo
     tmp.replace(path)
 
 
-def train_pack(prog: PackProgram, points, frozen, data, config, directory, mesh, writers, steps):
-  """``loop.train`` for a pack: -> (stacked trainable, per-point loss histories, diverged).
-
-  ``diverged``: point index -> the step at which its metrics became non-finite; its lane keeps
-  running (the lanes are independent) and the caller writes no results for it.
-  """
-  batch, per_epoch, total = steps
-  method = prog.method
-  rng = jax.random.key(config.seed)
-  values = {k: v for k, v in prog.table.items() if k != "_point"}
-  trainable, opt_state = traced(lambda: prog.init(jax.random.fold_in(rng, 1), frozen), values,
-                                method.name)
-  trainable, opt_state = sharding.replicate((trainable, opt_state), mesh)
-  frozen = loop.split_frozen(method, frozen)
-  it = make_train_iterator(data.splits["train"], mesh=mesh, global_batch_size=batch,
-                           seed=config.seed, **train_options(config.data))
-  # data.views="precomputed": the stream is encoded (or read from the cache) once for the pack
-  it = view_stream.train_iterator(config, method, frozen["backbone"], data, mesh, steps, it)
-  ckpt = checkpoint.Checkpointer(directory)
-  histories = [lifecycle.History(p.workdir) for p in points]
-  start = 0
-  if ckpt.latest_step() is not None:
-    trainable, opt_state, start, rng = ckpt.restore(ckpt.latest_step(), trainable, opt_state,
-                                                    rng, it)
-    for h in histories:
-      h.restore(start)
-    log.info("pack resumed from step %d of %d", start, total)
-  schedules = [method.optimizer(p.config.optim, per_epoch)[1] for p in points]
-  step_fn = prog.make_step(mesh)
-  log.info("training a pack of %d points: %d steps (%d epochs x %d) at global batch %d on %d "
-           "device(s), one frozen-tower pass per step for all of them", prog.size, total,
-           config.optim.epochs, per_epoch, batch, mesh.shape["data"])
-  policy = lifecycle.CheckpointPolicy(per_epoch, total, config.train.ckpt_every_steps,
-                                      config.train.ckpt_every_minutes,
-                                      config.train.ckpt_min_seconds)
-  bar = tqdm(range(start, total), initial=start, total=total, desc=f"pack x{prog.size}",
-             disable=not config.train.progress)
-  diverged: dict[int, int] = {}
-  t0 = time.time()
-  with lifecycle.StopRequest() as stop:
-    for i in bar:
-      batch_i = next(it)
-      trainable, opt_state, m = traced(lambda: step_fn(trainable, opt_state, prog.table, frozen,
-                                                       batch_i, rng, jnp.int32(i)),
-                                       values, method.name)
-      done = i + 1
-      if done % config.train.log_every_steps == 0 or done == total:
-        m = jax.device_get(m)
-        for p in range(prog.size):
-          mp = {k: v[p] for k, v in m.items()}
-          mp["lr"] = float(schedules[p](i))
-          if not all(np.isfinite(v) for v in mp.values()):
-            if p not in diverged:
-              log.error("point %s: non-finite metrics at step %d: %s; it gets no results",
-                        points[p].workdir, done, mp)
-            diverged.setdefault(p, done)
-            continue
-          loop._log_metrics(writers[p], done, mp, "train")
-          histories[p].append(done, float(mp["loss"]))
-        bar.set_postfix(loss=" ".join(f"{v:.3f}" for v in m["loss"]))
-        log.info("pack step %d/%d epoch %d: loss per point %s (%.2f steps/s)", done, total,
-                 i // per_epoch + 1, np.round(m["loss"], 4).tolist(),
-                 (done - start) / (time.time() - t0))
-      if policy.due(done, bool(stop)):
-        ckpt.save(done, trainable, opt_state, rng, it)
-        for h in histories:
-          h.save()
-      if stop and done < total:
-        bar.close()
-        ckpt.close()
-        getattr(it, "close", lambda: None)()
-        raise lifecycle.Interrupted(
-            f"{stop.name}: the pack stopped at step {done} of {total} with a checkpoint in "
-            f"{ckpt.directory}; run the same command again to resume")
-  ckpt.close()
-  return trainable, [h.entries for h in histories], diverged
-
-
 def run_pack(points: list[Point], directory) -> list[dict]:
   """Trains ``points`` (same stream, differing hyperparameters) as one program and writes each
   point's run outputs; -> their results. Methods with a fit stage and runs with early stopping
   are run one by one (logged)."""
-  from tensorboardX import SummaryWriter
   directory = pathlib.Path(directory)
   ref = points[0].config
   for p in points:
@@ -345,62 +278,41 @@ def run_pack(points: list[Point], directory) -> list[dict]:
     return _one_by_one(points, "eval.select=best_test (each point keeps its own best test epoch)")
   if ref.data.get("last_batch", "drop") == "keep":
     return _one_by_one(points, "data.last_batch=keep (partial batches are not packed)")
-  with distributed.process_zero_first("setup"):
-    datas = [setup.build_data(p.config.data, p.config.seed, p.workdir) for p in points]
-    backbone, params = setup.build_backbone(ref.model, directory,
-                                           setup.vocabulary_words(ref, datas[0]))
-  data = datas[0]
-  methods = [loop.build_method(p.config, backbone, data.classnames, data.kind) for p in points]
-  method = methods[0]
+  first = loop.prepare(ref, points[0].workdir)
+  runs = [first] + [loop.prepare(p.config, p.workdir, like=first) for p in points[1:]]
+  method = first.method
   if method.fits or not method.trains:
     return _one_by_one(points, f"method {method.name!r} has a fit stage (not a gradient pack)")
-  view_stream.check(ref, method)  # data.views: refused before anything is written
   check_fields(values, method)
-  steps = loop._batch_and_steps(len(data.splits["train"]), ref)
-  mesh = sharding.make_mesh(steps[0])
-  frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
-  rng = jax.random.key(ref.seed)
-  targets = [loop._eval_targets(p.config, d, backbone, params, m, frozen, mesh)
-             for p, d, m in zip(points, datas, methods)]
-  if ref.data.setting == "base2novel":  # refuse before training, not after
-    method.transfer(jax.eval_shape(method.init, rng, frozen), targets[0][-1][2])
   _check_or_write_manifest(directory, _manifest(points, values), write=True)
-  if jax.process_index() == 0:
-    for p in points:
-      checkpoint.write_config(p.workdir, p.config)
-  purge = lifecycle.latest_step(directory)
-  writers = [SummaryWriter(str(p.workdir / "tensorboard"), purge_step=purge)
-             if jax.process_index() == 0 else loop._NoWriter() for p in points]
+  for r in runs:
+    r.lock(purge_dir=directory)
   log.info("pack %s: %d points differing in %s", directory, len(points),
            ", ".join(f"{k} {v}" for k, v in values.items()) or "nothing")
-  prog = PackProgram(method, backbone, ref, steps[1], values, len(points))
+  prog = PackProgram(method, first.backbone, ref, first.steps[1], values, len(points),
+                     [method.optimizer(p.config.optim, first.steps[1])[1] for p in points])
   t0 = time.time()
-  trainable, histories, diverged = train_pack(prog, points, frozen, data, ref, directory, mesh,
-                                              writers, steps)
+  trainable, histories, diverged = loop.train(
+      first, prog, [loop.Lane(r.workdir, r.writer) for r in runs], directory)
   train_minutes = (time.time() - t0) / 60
-  frozen = loop.split_frozen(method, frozen)
-  image_features = loop.feature_cache(backbone, frozen["backbone"], mesh, ref)
   cache = {}
 
-  def override(p):
-    def logits(cache_key, source):
+  def lane_logits(p):
+    def logits(cache_key, feats):
       if cache_key not in cache:
-        feats, labels = image_features(cache_key, source)
-        cache[cache_key] = prog.logits(trainable, frozen, jnp.asarray(feats)), labels
-      z, labels = cache[cache_key]
-      return z[p], labels
-    return logits if method.inputs == "features" else None
+        cache[cache_key] = prog.logits(trainable, first.step_frozen, jnp.asarray(feats))
+      return cache[cache_key][p]
+    return logits
 
   results = []
-  for p, point in enumerate(points):
+  for p, r in enumerate(runs):
     if p in diverged:
-      writers[p].close()
+      r.writer.close()
       continue
-    state = sharding.replicate(jax.tree.map(lambda x, p=p: x[p], trainable), mesh)
+    r.lane_logits = lane_logits(p)
     extra = {"pack": {"dir": str(directory), "points": len(points), "index": p}}
-    results.append(loop.finish_run(point.config, point.workdir, datas[p], backbone, methods[p],
-                                   frozen, mesh, targets[p], state, histories[p], train_minutes,
-                                   image_features, writers[p], override(p), extra))
+    results.append(r.finish(jax.tree.map(lambda x, p=p: x[p], trainable), histories[p],
+                            train_minutes, extra))
   if diverged:
     raise loop.TrainingDiverged(
         "non-finite metrics in " + ", ".join(f"{points[p].workdir} (step {s})"
@@ -417,13 +329,7 @@ def _one_by_one(points: list[Point], why: str) -> list[dict]:
 def run_sweep(points: list[Point], sweep_dir) -> None:
   """Skips finished points, groups the rest into packs and runs each (a pack of one point is
   that point's own run)."""
-  todo = []
-  for p in points:
-    if (p.workdir / lifecycle.RESULTS_FILE).exists():
-      log.info("done, skipping: %s", p.workdir)
-    else:
-      todo.append(p)
-  for pack in group(todo):
+  for pack in group(loop.unfinished(points)):
     if len(pack) == 1:
       log.info("a pack of one point runs alone: %s", pack[0].workdir)
       loop.train_and_evaluate(pack[0].config, pack[0].workdir)

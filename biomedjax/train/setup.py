@@ -16,7 +16,7 @@ from biomedjax.data import calibprompt_layout, catalog, fewshot, readers, synthe
 from biomedjax.data import splits as splits_lib
 from biomedjax.data.sources import (PREPARED_SPLIT_FILE, ArrayRecordSource, ImageFileSource,
                                     validate_images)
-from biomedjax.methods import attributes
+from biomedjax.methods import METHODS
 from biomedjax.methods.base import Backbone, Task
 from biomedjax.models import biomedclip as bc
 from biomedjax.models import config as model_config
@@ -184,7 +184,8 @@ def vocabulary_words(config, data: RunData) -> list[str]:
   the template and the method's text settings (e.g. CoOp's ctx_init must keep its token count)."""
   texts = [*data.classnames, *data.novel_classnames, config.data.template]
   texts += [v for v in config.method.values() if isinstance(v, str)]
-  texts += attributes.vocabulary_words(config.method)  # VR attribute sentences
+  method = METHODS.get(config.method.name)
+  texts += method.vocabulary_words(config.method) if method else []  # e.g. VR attributes
   return " ".join(texts).replace("{}", " ").replace(".", " ").split()
 
 

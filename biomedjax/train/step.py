@@ -64,17 +64,11 @@ def make_feature_fn(backbone: Backbone):
 
 
 def make_logits_fn(method: Method, backbone: Backbone):
-  """Eval logits from features (cached) or from uint8 images (pixel methods).
-
-  One jitted function per method object, so the val, test (and early-stopping) passes share
+  """Eval logits from features (cached) or from uint8 images (pixel methods), jitted; a run
+  keeps one per method object (``Run.logits``), so its val, test and per-epoch passes share
   one compilation."""
-  cached = method.__dict__.get("_jit_logits")
-  if cached is not None:
-    return cached
-
   def logits(trainable, frozen, inputs):
     if method.inputs == "pixels":
       inputs = unit_range(inputs)
     return method.logits(trainable, frozen, inputs)
-  method._jit_logits = jax.jit(logits)
-  return method._jit_logits
+  return jax.jit(logits)

@@ -29,7 +29,7 @@ import pathlib
 import jax
 import numpy as np
 
-from biomedjax.train import evaluate, sharding
+from biomedjax.train import control, sharding
 
 log = logging.getLogger("biomedjax")
 
@@ -81,8 +81,8 @@ class TestSelection:
     acc = float(self.accuracy_fn(trainable))
     del self.accuracies[epoch - 1:]
     self.accuracies.append(acc)
-    if self.counts(epoch) and (self.best_epoch is None or
-                               acc > self.accuracies[self.best_epoch - 1]):
+    if control.decide(self.counts(epoch) and (self.best_epoch is None or
+                                              acc > self.accuracies[self.best_epoch - 1])):
       self.best_epoch = epoch
       self.best_state = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(trainable))]
     best = "-" if self.best_epoch is None else (
@@ -144,16 +144,9 @@ class TestSelection:
     }
 
 
-def accuracy_fn(method, backbone, frozen, source, mesh, data_cfg):
-  """trainable -> accuracy of ``method`` on every example of ``source`` (eval transform)."""
-  from biomedjax.train import step as step_lib
-  logits_fn = step_lib.make_logits_fn(method, backbone)
-
-  def accuracy(trainable):
-    logits, labels = evaluate.map_images(lambda px: logits_fn(trainable, frozen, px), source,
-                                         mesh, data_cfg, "eval test (epoch)", False)
-    return float(np.mean(np.argmax(logits, -1) == labels))
-  return accuracy
+def accuracy(logits, labels) -> float:
+  """Top-1 accuracy of (n, C) logits against integer labels."""
+  return float(np.mean(np.argmax(logits, -1) == labels))
 
 
 def last_summary(test_accuracy: float, epochs: int) -> dict:

@@ -173,7 +173,7 @@ def run_both(side, kind, attr_dir, batch_size=3, seed=0, canvas=CANVAS, size=SIZ
   if kind not in METHODS:
     pytest.skip(f"method {kind!r} is not registered yet")
   torch_model, encode_text, backbone, params = side
-  method = METHODS[kind](backbone, Task(classes),
+  method = METHODS[kind].build(backbone, Task(classes),
                          method_options(kind, attr_dir, canvas, size, border, **extra))
   frozen = {"backbone": params, **method.prepare(params)}
   trainable = perturbed(method.init(jax.random.key(0), frozen), seed)
