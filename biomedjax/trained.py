@@ -178,7 +178,9 @@ class TrainedClassifier:
     self.params = params
     # A method that fine-tunes part of the tower holds that part in its trainable pytree.
     self.frozen = loop.split_frozen(method, {"backbone": params, **method.prepare(params)})
-    self._features = step_lib.make_feature_fn(backbone)
+    # what the method reads from a batch of images, as the train step gives it
+    self._inputs = jax.jit(lambda params, px: method.batch_inputs(
+        step_lib.method_batch(method, backbone, params, {"image": px})))
     self._logits = step_lib.make_logits_fn(method, backbone)
 
   @classmethod
@@ -197,11 +199,7 @@ class TrainedClassifier:
     """Eval-preprocessed uint8 images (B, S, S, 3), as the run's eval pipeline yields them
     (``preprocess_file``), -> logits (B, C)."""
     import jax.numpy as jnp
-    pixels = jnp.asarray(pixels)
-    if self.method.inputs == "features":
-      inputs = self._features(self.params, pixels)
-    else:
-      inputs = pixels
+    inputs = self._inputs(self.params, jnp.asarray(pixels))
     return np.asarray(self._logits(self.trainable, self.frozen, inputs), np.float64)
 
   def predict_pixels(self, pixels) -> np.ndarray:

@@ -99,11 +99,10 @@ def test_best_test_on_a_features_method_evaluates_features(tmp_path):
   the best epoch's number equals the test accuracy the run reports for the state it selected."""
   from biomedjax.train import loop
   from configs import coop
-  cfg = coop.get_config("dataset=synthetic,shots=4,runlocal")
+  cfg = coop.get_config("dataset=synthetic,shots=2,runlocal")
   cfg.model.preset = "tiny"
-  cfg.eval.select = "best_test"
-  cfg.eval.best_over = "all"
-  cfg.optim.epochs = 2
+  cfg.eval.select, cfg.eval.best_over = "best_test", "all"
+  cfg.eval.temperature, cfg.eval.reliability = "none", "none"  # not what this test is about
   cfg.data.synthetic.per_class = 6
   cfg.train.progress = False
   results = loop.train_and_evaluate(cfg, tmp_path)

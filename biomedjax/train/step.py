@@ -67,8 +67,6 @@ def make_logits_fn(method: Method, backbone: Backbone):
   """Eval logits from features (cached) or from uint8 images (pixel methods), jitted; a run
   keeps one per method object (``Run.logits``), so its val, test and per-epoch passes share
   one compilation."""
-  def logits(trainable, frozen, inputs):
-    if method.inputs == "pixels":
-      inputs = unit_range(inputs)
-    return method.logits(trainable, frozen, inputs)
+  def logits(trainable, frozen, inputs):  # uint8 images -> [0, 1]; float features unchanged
+    return method.logits(trainable, frozen, unit_range(inputs))
   return jax.jit(logits)
