@@ -86,12 +86,12 @@ def jax_process_index() -> int:
 def show() -> str:
   """The resolved config, each option with its default (the file without arguments) and meaning."""
   import importlib.util
-  from biomedjax import cli as cli_lib
+  from biomedjax.tools import cli as cli_lib
   file = pathlib.Path(config_flags.get_config_filename(FLAGS["config"]).partition(":")[0])
   spec = importlib.util.spec_from_file_location("shown_config", file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  methods_dir = pathlib.Path(cli_lib.__file__).parent / "methods"
+  methods_dir = pathlib.Path(cli_lib.__file__).parents[1] / "methods"
   method_files = [p for p in (methods_dir / f"{FLAGS.config.method.name}.py",) if p.is_file()]
   # Options inherited from a shared dataclass (e.g. the VR methods') are commented where written.
   method_files = cli_lib.option_sources(FLAGS.config.method.name) or method_files
@@ -115,14 +115,14 @@ def main(argv):
     mode = "packed"
   _check_single_run(mode)
   if mode == "packed":  # the packs run in this process
-    from biomedjax import cli as cli_lib
+    from biomedjax.tools import cli as cli_lib
     distributed.initialize(settings)
     with distributed.stop_all_on_error(FLAGS.workdir), cli_lib.logs_above_progress_bars():
       return run_sweep(mode, jax_process_index())
   if mode:  # each point's run starts its own jax.distributed
     return run_sweep(mode, distributed.process_id_before_start(settings))
   distributed.initialize(settings)
-  from biomedjax import cli as cli_lib
+  from biomedjax.tools import cli as cli_lib
   from biomedjax.sweep import execute
   with distributed.stop_all_on_error(FLAGS.workdir), cli_lib.logs_above_progress_bars():
     execute.run_point(FLAGS.config, FLAGS.workdir)
@@ -130,7 +130,7 @@ def main(argv):
 
 def cli() -> None:
   """``python launch.py`` / the ``biomedjax-launch`` console script."""
-  from biomedjax import cli as cli_lib
+  from biomedjax.tools import cli as cli_lib
   if "--list" in sys.argv[1:]:
     print(cli_lib.list_configs(CONFIGS))
     return

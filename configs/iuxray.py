@@ -5,7 +5,7 @@
   ... mode=linear_probe / mode=finetune (--config.method.loop=paper for the paper's schedule)
   python launch.py --config configs/iuxray.py:model=ckpt/biomedclip,root=/data/iuxray \\
       --workdir runs/iuxray --sweep=run                    # all three modes
-  python -m biomedjax.multilabel_study runs/iuxray/* --out runs/iuxray/tables
+  python -m biomedjax.studies.multilabel_study runs/iuxray/* --out runs/iuxray/tables
 
 ``root`` is the Kaggle layout (indiana_projections.csv, images/images_normalized/); the CheXbert
 labels are ``root/iuxray_frontal_14labels.csv`` (the reference's per-image file) or

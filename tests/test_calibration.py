@@ -1,4 +1,4 @@
-"""biomedjax.calibration against transcriptions of CalibPrompt's metric code.
+"""biomedjax.evaluation.calibration against transcriptions of CalibPrompt's metric code.
 
 The ``ref_*`` functions transcribe ``tools/metrics.py`` / ``evaluators/vl_evaluator.py`` of
 ``iabh1shekbasu/CalibPrompt`` with numpy, scikit-learn and torch (its pandas ``groupby`` is
@@ -13,7 +13,7 @@ import pytest
 from scipy import optimize
 from sklearn.preprocessing import KBinsDiscretizer
 
-from biomedjax import calibration as cal
+from biomedjax.evaluation import calibration as cal
 
 
 def ref_ece(conf, pred, gt, n=10):
@@ -174,7 +174,7 @@ def test_fit_temperature_minimises_nll():
 
 
 def test_reliability_diagrams_written(tmp_path):
-  from biomedjax import reliability
+  from biomedjax.evaluation import reliability
   logits, labels = CASES["3cls_ones"]
   labels = labels.copy()
   labels[labels == 2] = 1                             # class 2 absent: no per-class views

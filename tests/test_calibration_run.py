@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from biomedjax import calibration
+from biomedjax.evaluation import calibration
 from biomedjax.train.loop import train_and_evaluate
 from configs import calibprompt as cfg_module
 from tests import prompt_method_checks
@@ -57,7 +57,7 @@ def test_bad_eval_option_fails_before_writing(tmp_path):
 
 
 def test_report_tables_and_plot(tmp_path):
-  from biomedjax import report
+  from biomedjax.evaluation import report
   rng = np.random.default_rng(0)
   for method in ("coop", "calibprompt"):
     for seed in (1, 2):
@@ -78,7 +78,7 @@ def test_report_tables_and_plot(tmp_path):
 @pytest.mark.slow
 def test_busi_sample_run_and_report(shared_dir, tmp_path):
   """Acceptance: the real BUSI sample, tiny random backbone, 2 epochs: metrics, diagrams, report."""
-  from biomedjax import report
+  from biomedjax.evaluation import report
   busi = shared_dir / "data/images/BUSI"
   if not (busi / "split_BUSI.json").is_file():
     pytest.skip(f"{busi} has no split_BUSI.json")

@@ -12,7 +12,7 @@ import sys
 import ml_collections as mlc
 import pytest
 
-from biomedjax import cli
+from biomedjax.tools import cli
 from biomedjax.data import readers, sources, splits, transforms
 from biomedjax.train import setup
 from tests.data.conftest import write_png

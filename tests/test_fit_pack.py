@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from biomedjax import trained
+from biomedjax.tools import trained
 from biomedjax.methods.base import FeatureSet
 from biomedjax.train import fit_pack, loop
 from configs import clip_adapter, coop, linear_probe, tip_adapter

@@ -1,4 +1,4 @@
-"""biomedjax.gradcam without PyTorch: resize, overlays, the CLI (zero-shot) and a real image.
+"""biomedjax.studies.gradcam without PyTorch: resize, overlays, the CLI (zero-shot) and a real image.
 
 Map values against pytorch-grad-cam are checked in tests/parity/test_gradcam_parity.py.
 """
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from biomedjax import gradcam
+from biomedjax.studies import gradcam
 from biomedjax.models import biomedclip as bc
 from biomedjax.models import config as model_config
 from biomedjax.models.vocab import write_vocab

@@ -9,7 +9,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from biomedjax import gradcam, multilabel_study
+from biomedjax.studies import gradcam, multilabel_study
 from biomedjax.data import iuxray
 from biomedjax.train.loop import train_and_evaluate
 from configs import iuxray as iuxray_config

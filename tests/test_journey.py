@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import pytest
 
-from biomedjax import export, predict
+from biomedjax.tools import export, predict
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 METHODS = {"coop": "configs/coop.py:shots=4,runlocal",

@@ -1,4 +1,4 @@
-"""biomedjax.metrics against scikit-learn and torchmetrics on random predictions."""
+"""biomedjax.evaluation.metrics against scikit-learn and torchmetrics on random predictions."""
 
 import json
 import warnings
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from biomedjax import metrics
+from biomedjax.evaluation import metrics
 
 K = 6
 

@@ -1,4 +1,4 @@
-"""biomedjax.metrics multi-label functions against scikit-learn on constructed cases.
+"""biomedjax.evaluation.metrics multi-label functions against scikit-learn on constructed cases.
 
 The cases quantise scores so that ties are frequent, and include rows with no positive label, rows
 with every label positive, a label never present and a label never predicted: the corner cases
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from biomedjax import metrics
+from biomedjax.evaluation import metrics
 
 L = 7
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from biomedjax import multilabel_study as study
+from biomedjax.studies import multilabel_study as study
 from biomedjax.data import iuxray
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from biomedjax import report
+from biomedjax.evaluation import report
 from biomedjax.train import lifecycle, loop, packed
 from tests.test_biomedcoop import synthetic_prompts
 

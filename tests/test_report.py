@@ -1,4 +1,4 @@
-"""biomedjax.report on synthetic run workdirs, numbers checked by hand computation."""
+"""biomedjax.evaluation.report on synthetic run workdirs, numbers checked by hand computation."""
 
 import csv
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from biomedjax import report
+from biomedjax.evaluation import report
 
 pytest.importorskip("matplotlib")
 

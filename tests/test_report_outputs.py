@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from biomedjax import metrics, provenance, report
+from biomedjax.evaluation import metrics, report
+from biomedjax.tools import provenance
 
 pytest.importorskip("matplotlib")
 

@@ -1,4 +1,4 @@
-"""biomedjax.separability against scikit-learn and a loop transcription of the reference."""
+"""biomedjax.studies.separability against scikit-learn and a loop transcription of the reference."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from biomedjax import separability
+from biomedjax.studies import separability
 
 
 def _embeddings(seed=0, n=120, d=16, k=5):

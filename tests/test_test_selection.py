@@ -6,7 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from biomedjax import report
+from biomedjax.evaluation import report
 from biomedjax.train import test_selection as ts
 
 

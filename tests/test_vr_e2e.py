@@ -86,7 +86,7 @@ def test_two_epoch_run_reports_best_and_last(runs, method):
   assert "training 4 steps (2 epochs x 2) at global batch 16" in run.stderr
   assert "epoch 2: test accuracy" in run.stderr
   assert "Model selection: **best test epoch**" in (workdir / "results.md").read_text()
-  from biomedjax import report
+  from biomedjax.evaluation import report
   text = report.make_report([str(workdir)], workdir.parent / "report")
   assert f"{method} [best test epoch]" in text
 

@@ -395,7 +395,7 @@ def test_released_attribute_files(shared_dir, tmp_path):
 
 def test_show_explains_inherited_options():
   """``launch.py --show`` reads option meanings from the dataclass bases' files too."""
-  from biomedjax import cli
+  from biomedjax.tools import cli
   files = cli.option_sources("vp")
   assert [f.name for f in files] == ["reprogram.py", "ar.py", "vp.py"]
   meanings = cli.field_comments(*cli.option_sources("biomedvr"))

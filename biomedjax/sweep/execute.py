@@ -59,5 +59,5 @@ def run_sweep(mode: str, points, root, process_id: int) -> None:
         log.info("running %s", shlex.join(p.command))
         subprocess.run(p.command, check=True)
   if mode in ("run", "packed") and process_id == 0:
-    from biomedjax import report
+    from biomedjax.evaluation import report
     print(report.make_report([str(root)], pathlib.Path(root) / "report"))

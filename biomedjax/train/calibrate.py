@@ -21,7 +21,8 @@ import pathlib
 
 import numpy as np
 
-from biomedjax import calibration, calibration_losses, metrics, reliability
+from biomedjax import calibration_losses
+from biomedjax.evaluation import calibration, metrics, reliability
 
 log = logging.getLogger("biomedjax")
 TEMPERATURE = ("none", "fit")

@@ -17,7 +17,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from biomedjax import calibration, metrics
+from biomedjax.evaluation import calibration, metrics
 from biomedjax.data.pipeline import make_eval_iterator
 
 

@@ -22,8 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from biomedjax import calibration, objectives, provenance, trained
-from biomedjax import report as report_lib
+from biomedjax import objectives
+from biomedjax.evaluation import calibration
+from biomedjax.tools import provenance, trained
+from biomedjax.evaluation import report as report_lib
 from biomedjax.data import epoch_batches, views
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet, Method
@@ -227,7 +229,7 @@ class Run:
                                                           config.optim.epochs))
     self.writer.close()
     if data.kind == "multilabel" and config.data.setting == "few_shot":
-      from biomedjax import multilabel_study  # the study tables' inputs (scores, embeddings)
+      from biomedjax.studies import multilabel_study  # the study tables' inputs (scores, embeddings)
       multilabel_study.write_run_setting(self, trainable, train_minutes)
     if jax.process_index() == 0:
       report_lib.write_run_results(self.workdir, results)

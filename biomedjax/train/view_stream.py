@@ -50,7 +50,7 @@ import grain
 import jax
 import numpy as np
 
-from biomedjax import provenance
+from biomedjax.tools import provenance
 from biomedjax.data import pipeline, transforms, views
 
 log = logging.getLogger("biomedjax")

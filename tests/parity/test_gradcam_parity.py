@@ -1,11 +1,11 @@
-"""Grad-CAM maps: biomedjax.gradcam vs a PyTorch transcription of pytorch-grad-cam (the notebook's
+"""Grad-CAM maps: biomedjax.studies.gradcam vs a PyTorch transcription of pytorch-grad-cam (the notebook's
 GradCAMCustom) on a random open_clip BiomedCLIP; zero-shot and head targets, one and two blocks."""
 
 import numpy as np
 import pytest
 import torch
 
-from biomedjax import gradcam
+from biomedjax.studies import gradcam
 from tests.parity import method_fixture
 from tests.parity import reference_gradcam as ref
 

@@ -26,7 +26,7 @@ rescaled by the maximum), with matplotlib's JET instead of OpenCV's.
 
 CLI::
 
-  python -m biomedjax.gradcam --model DIR [--workdir RUN] --image X.png --label "Cardiomegaly" \\
+  python -m biomedjax.studies.gradcam --model DIR [--workdir RUN] --image X.png --label "Cardiomegaly" \\
       --out overlay.png [--blocks -3 -1] [--overlay crop|full|squashed] [--save-map map.npy]
 
 Without ``--workdir`` the target is zero-shot (text feature of the bare label); with a run
@@ -249,7 +249,7 @@ def save_png(array_uint8: np.ndarray, path) -> pathlib.Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m biomedjax.gradcam", description=__doc__.split(
+  p = argparse.ArgumentParser(prog="python -m biomedjax.studies.gradcam", description=__doc__.split(
       "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--model", required=True, help="converted BiomedCLIP directory")
   p.add_argument("--workdir", default=None,
@@ -268,7 +268,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
   import biomedjax
-  from biomedjax import gradcam_targets
+  from biomedjax.studies import gradcam_targets
   image_path = pathlib.Path(args.image)
   try:
     image = Image.open(image_path)

@@ -1,10 +1,10 @@
-"""Export a trained run as one file: ``python -m biomedjax.export --workdir RUN --out FILE``.
+"""Export a trained run as one file: ``python -m biomedjax.tools.export --workdir RUN --out FILE``.
 
 The file is the run's ``trained_state.safetensors``: the trainable pytree as tensors, and in its
 metadata the method name and options, the class names, the prompt template, the eval image
 size and the backbone (converted directory + manifest sha256, or the random preset). Load it
-with ``biomedjax.trained.TrainedClassifier.load(FILE)`` (README: "Using a trained method from
-Python"), or predict with ``python -m biomedjax.predict --state FILE``.
+with ``biomedjax.tools.trained.TrainedClassifier.load(FILE)`` (README: "Using a trained method from
+Python"), or predict with ``python -m biomedjax.tools.predict --state FILE``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pathlib
 import shutil
 import sys
 
-from biomedjax import trained
+from biomedjax.tools import trained
 
 
 def export(workdir, out) -> pathlib.Path:
@@ -30,8 +30,8 @@ def export(workdir, out) -> pathlib.Path:
 
 
 def main(argv=None) -> int:
-  from biomedjax import cli as cli_lib
-  ap = argparse.ArgumentParser(prog="python -m biomedjax.export",
+  from biomedjax.tools import cli as cli_lib
+  ap = argparse.ArgumentParser(prog="python -m biomedjax.tools.export",
                                description=__doc__.split("\n")[0])
   ap.add_argument("--workdir", required=True, help="a finished run's workdir")
   ap.add_argument("--out", required=True, help="the .safetensors file to write")

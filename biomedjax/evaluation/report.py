@@ -1,7 +1,7 @@
 """Per-run result files and the seed-aggregated tables of the BiomedCoOp paper.
 
 Every run writes ``<workdir>/results.json`` (through ``write_run_results``) and a human-readable
-``results.md``. ``python -m biomedjax.report <workdirs...> [--out DIR]`` reads any number of them
+``results.md``. ``python -m biomedjax.evaluation.report <workdirs...> [--out DIR]`` reads any number of them
 (a directory without ``results.json`` is searched recursively, so a sweep's parent directory works)
 and writes ``report.md``, ``summary.csv`` and ``fewshot_curve.png`` to ``--out``. Each run also
 gets ``confusion_matrix_<split>.png`` and ``per_class_f1_<split>.png`` beside its results.
@@ -23,7 +23,7 @@ results.json schema (extra keys are kept and ignored)::
   }                                # are of (biomedjax/train/test_selection.py); best_test runs
                                    # get their own table rows, "<method> [best test epoch]"
 
-The split dicts are ``biomedjax.metrics.classification_report`` outputs: accuracies are fractions
+The split dicts are ``biomedjax.evaluation.metrics.classification_report`` outputs: accuracies are fractions
 in [0, 1]; tables show them in percent. Only ``accuracy`` is required; ``--metric`` picks another
 key (e.g. ``macro_f1``).
 
@@ -51,7 +51,7 @@ import sys
 
 import numpy as np
 
-from biomedjax import metrics
+from biomedjax.evaluation import metrics
 
 SETTINGS = {"few_shot": ("test",), "base2novel": ("base", "novel")}
 _FIELDS = {"method": str, "dataset": str, "shots": int, "seed": int, "setting": str}
@@ -191,7 +191,7 @@ def _per_class_md(split: str, block: dict) -> str:
 def run_markdown(results: dict) -> str:
   """One run: metrics per split, per-class P/R/F1 and confusion matrices, calibration,
   provenance."""
-  from biomedjax import provenance
+  from biomedjax.tools import provenance
   title = (f"# {results['method']} on {results['dataset']}: "
            f"{_shots_text(results)}, seed {results['seed']} ({results['setting']})\n\n")
   if provenance.is_random(results):
@@ -260,7 +260,7 @@ def _shots_text(results: dict) -> str:
 
 def write_run_plots(workdir, results: dict) -> list[pathlib.Path]:
   """``confusion_matrix_<split>.png`` and ``per_class_f1_<split>.png`` for the reported splits."""
-  from biomedjax import provenance
+  from biomedjax.tools import provenance
   plt = _pyplot()
   warn = " [RANDOM weights]" if provenance.is_random(results) else ""
   written = []
@@ -341,7 +341,7 @@ def load_runs(paths, metric: str = "accuracy") -> list[dict]:
   A K-independent run (zero-shot) counts once per (backbone, dataset, seed) whatever its
   ``shots``: a second one with another K is the same experiment and is left out.
   """
-  from biomedjax import provenance
+  from biomedjax.tools import provenance
   runs, seen = [], {}
   for path in find_results(paths):
     try:
@@ -654,7 +654,7 @@ def make_report(paths, out_dir, metric: str = "accuracy") -> str:
   numbers from different weights never share a table, and random-weight sections say so.
   One backbone: ``fewshot_curve.png``; several: ``fewshot_curve_<backbone>.png`` each.
   """
-  from biomedjax import provenance
+  from biomedjax.tools import provenance
   runs = load_runs(paths, metric)
   seeds = sorted({r["seed"] for r in runs})
   out_dir = pathlib.Path(out_dir)
@@ -693,7 +693,7 @@ def make_report(paths, out_dir, metric: str = "accuracy") -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m biomedjax.report", description=__doc__.split(
+  parser = argparse.ArgumentParser(prog="python -m biomedjax.evaluation.report", description=__doc__.split(
       "\n")[0])
   parser.add_argument("workdirs", nargs="+", help="run workdirs or directories above them")
   parser.add_argument("--out", default="report", help="output directory (default: ./report)")

@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from biomedjax import gradcam, multilabel_study
+from biomedjax.studies import gradcam, multilabel_study
 
 
 def zero_shot(model, label: str) -> tuple[object, np.ndarray, str]:

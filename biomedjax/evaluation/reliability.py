@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from biomedjax import calibration as cal
+from biomedjax.evaluation import calibration as cal
 
 GAPS = ("midpoint", "confidence")
 

@@ -1,7 +1,7 @@
 """Classify image files with a trained run: one CSV row per image.
 
-  python -m biomedjax.predict --workdir RUN --images DIR_OR_CSV --out preds.csv [--labels SPLIT]
-  python -m biomedjax.predict --state method.safetensors --images scans/ --out preds.csv
+  python -m biomedjax.tools.predict --workdir RUN --images DIR_OR_CSV --out preds.csv [--labels SPLIT]
+  python -m biomedjax.tools.predict --state method.safetensors --images scans/ --out preds.csv
 
 ``--images``: a folder (every image file below it, sorted, paths relative to it) or a CSV with a
 ``path`` column (relative to the CSV's folder, or absolute). The CSV written has ``path``,
@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-from biomedjax import trained
+from biomedjax.tools import trained
 from biomedjax.data import splits as splits_lib
 
 
@@ -93,12 +93,12 @@ def predict(state_path, images, out, labels=None, batch_size: int = 32, backbone
 
 
 def main(argv=None) -> int:
-  from biomedjax import cli as cli_lib
-  ap = argparse.ArgumentParser(prog="python -m biomedjax.predict",
+  from biomedjax.tools import cli as cli_lib
+  ap = argparse.ArgumentParser(prog="python -m biomedjax.tools.predict",
                                description=__doc__.split("\n")[0])
   src = ap.add_mutually_exclusive_group(required=True)
   src.add_argument("--workdir", help="a finished run's workdir")
-  src.add_argument("--state", help="an exported .safetensors file (python -m biomedjax.export)")
+  src.add_argument("--state", help="an exported .safetensors file (python -m biomedjax.tools.export)")
   ap.add_argument("--images", required=True, help="folder of images, or CSV with a path column")
   ap.add_argument("--out", required=True, help="CSV to write")
   ap.add_argument("--labels", help="split file with the true classes (adds accuracy)")

@@ -8,7 +8,7 @@ block, the class names and prompt template (and LLM prompts), the eval image siz
 backbone (the converted directory with its manifest sha256, or the random preset with the words
 of its generated vocabulary, which ``init_params`` reproduces exactly).
 
-``python -m biomedjax.export`` copies that file elsewhere; ``TrainedClassifier.load(path)``
+``python -m biomedjax.tools.export`` copies that file elsewhere; ``TrainedClassifier.load(path)``
 rebuilds backbone + method + state and predicts on image files or preprocessed arrays, with
 the same preprocessing and the same feature/logit functions as the run's evaluation.
 """
@@ -95,7 +95,7 @@ def summary(trainable) -> dict:
 
 def run_meta(config, task, words) -> dict:
   """The metadata of a run's state file (see the module docstring); ``task``: the method's."""
-  from biomedjax import provenance
+  from biomedjax.tools import provenance
   return {
       "method": config.method.to_dict(),
       "loss": config.loss.to_dict() if "loss" in config else None,
@@ -113,7 +113,7 @@ def run_meta(config, task, words) -> dict:
 
 def load_backbone(meta: dict, backbone_dir=None):
   """(Backbone, params) as the run had them; a converted dir is checked against its hash."""
-  from biomedjax import provenance
+  from biomedjax.tools import provenance
   from biomedjax.methods.base import Backbone
   from biomedjax.models import biomedclip as bc
   b = meta["backbone"]

@@ -19,7 +19,7 @@ tables say which rule produced each number:
 A setting is one ``.npz`` written by ``save_setting`` (test scores and targets; embeddings and
 training embeddings optional) with its metadata. CLI::
 
-  python -m biomedjax.multilabel_study RUN_OR_NPZ... --out DIR
+  python -m biomedjax.studies.multilabel_study RUN_OR_NPZ... --out DIR
 
 writes ``table1_overall``, ``table2_per_label``, ``table3_per_domain``, ``zeroshot_sweep`` and
 ``separability`` as ``.md`` and ``.csv``, plus ``study.json`` with every number.
@@ -38,7 +38,8 @@ from typing import Sequence
 
 import numpy as np
 
-from biomedjax import metrics, separability
+from biomedjax.evaluation import metrics
+from biomedjax.studies import separability
 
 SETTING_FILE = "multilabel_setting.npz"
 ZS_SWEEP = tuple(round(0.20 + 0.05 * i, 2) for i in range(15))   # 0.20 .. 0.90
@@ -252,7 +253,7 @@ def write_study(sources: Sequence, out_dir, threshold: float = TABLE1_THRESHOLD)
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m biomedjax.multilabel_study",
+  p = argparse.ArgumentParser(prog="python -m biomedjax.studies.multilabel_study",
                               description=__doc__.split("\n\n")[0])
   p.add_argument("settings", nargs="+", help=f"{SETTING_FILE} files or run directories")
   p.add_argument("--out", required=True)

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, calibration, reliability diagrams and the paper-style report."""

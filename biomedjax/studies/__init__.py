@@ -1,0 +1,1 @@
+"""Studies beyond a run's metrics: Grad-CAM, the IU-Xray multilabel study, embedding separability."""

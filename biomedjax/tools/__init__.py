@@ -1,0 +1,1 @@
+"""User-facing tools around a finished run: CLI helpers, predict, export, the trained-state loader, provenance."""
