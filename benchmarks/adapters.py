@@ -7,10 +7,10 @@ BTMRI-sized: 4 classes x 16 shots (n = 64), val 4 per class, d = 512. Two parts 
   tower is in benchmarks/encode.py). A method needs ``fit_views`` x n augmented encodings + val +
   test; the README multiplies out.
 * **Training / search on cached features**: ``biomedjax`` (the functions the methods' ``fit``
-  runs: jitted, vmapped alpha0 fine-tunes, one program for the 40,000-pair search) vs the torch
+  runs: jitted, the alpha0 fine-tunes in one program, one for the 40,000-pair search) vs the torch
   transcriptions of the reference (tests/parity/reference_adapters.py: the literal double loop,
-  one AdamW per alpha0, the 300-epoch LP++ loop, CLIP-Adapter's per-iteration SGD), on the same
-  random features. JAX is timed cold (with compilation) and warm (a second, identical call).
+  one AdamW per alpha0 on the shared keys, the 300-epoch LP++ loop, CLIP-Adapter's
+  per-iteration SGD), on the same random features. JAX is timed cold (with compilation) and warm (a second, identical call).
 
   PYTHONPATH=. python benchmarks/adapters.py [--encode] [--rows tip,tip_f,lp,clip]
 """
@@ -71,7 +71,7 @@ def row_tip_f(d):
 
   def theirs():
     keys, values = ref.build_cache_model(d.views[:1], d.train_labels)
-    return ref.tip_adapter_f(keys, values, lambda a, e: ref.t(views_n[1 + a * 20 + e]),
+    return ref.tip_adapter_f(keys, values, lambda a, e: ref.t(views_n[1 + (a * 20 + e) % 200]),
                              ref.t(d.train_labels, torch.long),
                              ref.t(adapter_features.normalize(d.val)),
                              ref.t(d.val_labels, torch.long), ref.t(d.text).t())

@@ -27,12 +27,15 @@ SHORT = {  # method -> config.method overrides that keep fits to a fraction of a
 
 # Seconds of CPU each, mostly compiling two programs (fit, fit_runs): Tip-Adapter (the shortest)
 # stays in the default suite, the other three are marked slow.
-@pytest.mark.parametrize("name", [
-    pytest.param("clip_adapter", marks=pytest.mark.slow),
-    pytest.param("lp_plus_plus", marks=pytest.mark.slow), "tip_adapter",
-    pytest.param("tip_adapter_f", marks=pytest.mark.slow)])
-def test_fit_runs_equal_fit_run_by_run(name, tiny):
-  method, frozen = checks.build(name, tiny, **SHORT[name])
+# Tip-Adapter-F under both alpha0 schemes: the reference's one shared matrix and the
+# independent fine-tunes.
+@pytest.mark.parametrize("name,extra", [
+    pytest.param("clip_adapter", {}, marks=pytest.mark.slow),
+    pytest.param("lp_plus_plus", {}, marks=pytest.mark.slow), ("tip_adapter", {}),
+    pytest.param("tip_adapter_f", {"shared_keys": True}, marks=pytest.mark.slow),
+    pytest.param("tip_adapter_f", {"shared_keys": False}, marks=pytest.mark.slow)])
+def test_fit_runs_equal_fit_run_by_run(name, extra, tiny):
+  method, frozen = checks.build(name, tiny, **SHORT[name], **extra)
   assert method.packs_runs
   dim = frozen["text_features"].shape[1]
   views = max(1, method.fit_views)

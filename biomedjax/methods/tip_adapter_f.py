@@ -10,25 +10,38 @@ Training: mean cross-entropy on augmented training features (a fresh view every 
 AdamW (lr 1e-3, betas (0.9, 0.999), eps 1e-4, decoupled weight decay 0.01) with a cosine to 0
 over 20 iterations stepped per iteration (``lr_t = 1e-3 (1 + cos(pi t / 20)) / 2``), full batch.
 
-The procedure the reference executes:
+The procedure the reference executes (tip_adapter_biomedclip.py:95-197, ``search_init_hp``
+:199-241):
 
-1. For alpha0 in 0, 1, ..., 9: a fresh ``W`` = keys trains 20 epochs with beta = 1, alpha =
-   alpha0 (own AdamW and cosine), then scores val accuracy with the same (beta, alpha). The first
-   strictly better alpha0 (starting from 0 % accuracy) and its ``W`` are kept. With alpha0 = 0
-   the gradient is 0 but AdamW's decay still shrinks ``W`` by ~1.05e-4 (reproduced). The ten
-   fine-tunes are independent and run as one vmapped computation here.
-2. The "main" 20-epoch training is a no-op: its optimiser was built for another adapter object,
-   so nothing steps the selected ``W``. Skipped by default; ``second_stage=True`` runs the
-   intended one (a fresh AdamW + cosine for 20 more epochs, reloading the best-val epoch,
-   strict >). Edge case reproduced: when no alpha0 beats 0 % val accuracy, the original ``W``
-   does train here with beta = alpha = 1 and the best-val epoch (strict >) is kept.
+1. For alpha0 in 0, 1, ..., 9: ``W`` trains 20 epochs with beta = 1, alpha = alpha0 (its own
+   AdamW and cosine), then scores val accuracy with the same (beta, alpha); the first strictly
+   better alpha0 (starting from 0 % accuracy) is kept. Quirk (``shared_keys=True``, the
+   default): ``adapter.weight = nn.Parameter(cache_keys.t())`` (:97, :201) wraps a VIEW of the
+   cache keys, and AdamW updates it in place, so the ten fine-tunes run IN SEQUENCE ON ONE
+   MATRIX: alpha0 = a starts from the matrix alpha0 = 0..a-1 left and is scored on its own
+   result, and the final ``W`` is the matrix after all ten, whichever alpha0 wins (the chosen
+   module's parameter is that same storage). ``shared_keys=False`` runs what the method's
+   description implies instead: ten independent fine-tunes from the original keys (vmapped),
+   keeping the winning alpha0's own ``W``. With alpha0 = 0 the gradient is 0 but AdamW's decay
+   still shrinks ``W`` by ~1.05e-4 (reproduced).
+2. The "main" 20-epoch training (:124-174) is a no-op: its optimiser (:99) holds the first
+   adapter's parameter, which never receives a gradient once an alpha0 was chosen. Skipped by
+   default; ``second_stage=True`` runs the intended one (a fresh AdamW + cosine for 20 more
+   epochs from the chosen ``W``, reloading the best-val epoch, strict >). Edge case reproduced:
+   when no alpha0 beats 0 % val accuracy, the first adapter is kept and the main training DOES
+   step it, at (init_beta, init_alpha) = (1, 1), from the matrix the ten fine-tunes left
+   (``shared_keys``; the original keys otherwise), keeping the best-val epoch (strict >). When no
+   epoch beats 0 % either, the reference's ``torch.load`` of best_F (:174) reads a file this run
+   never wrote (a stale one, or FileNotFoundError); here the matrix the main training started
+   from is kept.
 3. The (beta, alpha) grid search of Tip-Adapter (200 x 200, same tie rule) on val with the
    fine-tuned ``W``; the test logits use that (beta*, alpha*), not the training pair.
 
 Training features come as ``views`` (V, n, d), unnormalised: the first ``augment_epochs`` build
 the cache; of the rest (all of them if there is no rest), epoch e of alpha0 number a uses view
-``(a * epochs + e) % V'``, so with 1 + 10 * 20 views every epoch sees its own augmentation as
-in the reference, and with one view every epoch reuses it.
+``(a * epochs + e) % V'`` and epoch e of the main training ``(10 * epochs + e) % V'``, so with
+1 + 10 * 20 views every fine-tune epoch sees its own augmentation as in the reference, and with
+one view every epoch reuses it.
 
 Several seeds of a setting (``fit_runs``): steps 1-2 of every run (its own views) are one
 vmapped program, step 3's grids of all runs another. Step 2 is computed for both of its cases and
@@ -59,8 +72,11 @@ class Options:
   weight_decay: float = 0.01      # torch AdamW's default, implicit in the reference
   betas: tuple[float, float] = (0.9, 0.999)
   init_beta: float = 1.0
+  init_alpha: float = 1.0         # the main training's alpha when no alpha0 beats 0 %
   init_alpha_scale: int = 10      # alpha0 in range(init_alpha_scale)
   second_stage: bool = False      # True: the intended second fine-tune (the reference's is a no-op)
+  shared_keys: bool = True        # the reference's alpha0 fine-tunes in sequence on ONE matrix;
+                                  # False: independent fine-tunes from the original keys
   augment_epochs: int = 1         # views averaged into the initial cache keys
   search_scale: tuple[float, float] = (50.0, 50.0)
   search_step: tuple[int, int] = (200, 200)
@@ -137,6 +153,25 @@ class FitResult:
   val_correct: int
 
 
+def _alpha0_search(keys, views_n, index, labels, val_n, val_y, text, values, opts: Options):
+  """Step 1 -> (the chosen alpha0's W, the main training's start, val correct per alpha0).
+
+  ``shared_keys``: one matrix carried through the ten fine-tunes (a scan); both results are
+  the matrix the ten left. Otherwise the ten start from ``keys`` (a vmap) and the main
+  training would start from ``keys``."""
+  alphas = jnp.arange(opts.init_alpha_scale, dtype=jnp.float32)
+
+  def one(W, alpha, idx):
+    W, _, _ = finetune(W, views_n, idx, labels, text, values, opts.init_beta, alpha, opts)
+    return W, _correct(W, val_n, val_y, text, values, opts.init_beta, alpha, opts.scale)
+
+  if opts.shared_keys:
+    W, correct = jax.lax.scan(lambda W, x: one(W, *x), keys, (alphas, index))
+    return W, W, correct
+  Ws, correct = jax.vmap(one, in_axes=(None, 0, 0))(keys, alphas, index)
+  return Ws[jnp.argmax(correct)], keys, correct
+
+
 def _procedure(views, labels, val_n, val_y, text, num_classes: int, opts: Options):
   """Steps 1 and 2 of one run, traceable (so several runs vmap):
   -> (W, values, alpha0 (-1: none beat 0 %), val correct per alpha0).
@@ -148,29 +183,22 @@ def _procedure(views, labels, val_n, val_y, text, num_classes: int, opts: Option
     views = views[opts.augment_epochs:]
   views_n = tip.normalize(views)
   n_views = views.shape[0]
-  alphas = jnp.arange(opts.init_alpha_scale, dtype=jnp.float32)
   index = (jnp.arange(opts.init_alpha_scale)[:, None] * opts.epochs
            + jnp.arange(opts.epochs)[None]) % n_views
-
-  def one(alpha, idx):
-    W, _, _ = finetune(keys, views_n, idx, labels, text, values, opts.init_beta, alpha, opts)
-    return W, _correct(W, val_n, val_y, text, values, opts.init_beta, alpha, opts.scale)
-
-  Ws, correct = jax.vmap(one)(alphas, index)
+  main_index = (jnp.arange(opts.epochs) + opts.init_alpha_scale * opts.epochs) % n_views
+  W, main_start, correct = _alpha0_search(keys, views_n, index, labels, val_n, val_y, text,
+                                          values, opts)
   a = jnp.argmax(correct)  # the first strictly better alpha0
-  W = Ws[a]
   if opts.second_stage:
-    idx = (jnp.arange(opts.epochs) + opts.init_alpha_scale * opts.epochs) % n_views
-    _, stack, ep_correct = finetune(W, views_n, idx, labels, text, values, opts.init_beta,
-                                    alphas[a], opts, (val_n, val_y))
+    _, stack, ep_correct = finetune(W, views_n, main_index, labels, text, values,
+                                    opts.init_beta, a.astype(jnp.float32), opts, (val_n, val_y))
     W = _best_epoch(W, stack, ep_correct)
-  # Edge case: no alpha0 beats 0 %: the "main" training does step the original keys, at
-  # beta = alpha = 1, and the best-val epoch is kept.
-  idx = jnp.arange(opts.epochs) % n_views
-  _, stack, ep_correct = finetune(keys, views_n, idx, labels, text, values, 1.0, 1.0, opts,
-                                  (val_n, val_y))
+  # Edge case: no alpha0 beats 0 %: the "main" training does step the first adapter's matrix,
+  # at (init_beta, init_alpha), and the best-val epoch is kept.
+  _, stack, ep_correct = finetune(main_start, views_n, main_index, labels, text, values,
+                                  opts.init_beta, opts.init_alpha, opts, (val_n, val_y))
   found = correct.max() > 0
-  W = jnp.where(found, W, _best_epoch(keys, stack, ep_correct))
+  W = jnp.where(found, W, _best_epoch(main_start, stack, ep_correct))
   return W, values, jnp.where(found, a.astype(jnp.float32), -1.0), correct
 
 

@@ -78,44 +78,98 @@ def tip_logits(features, cache_keys, cache_values, clip_weights, beta, alpha, ad
     return SCALE * features @ clip_weights + cache_logits * alpha
 
 
+def search_init_hp(alpha, beta, epoch_features, labels, cache_keys, cache_values, clip_weights,
+                   lr=0.001, train_epoch=20):
+  """tip_adapter_biomedclip.py:199-241 with the loader replaced by ``epoch_features(e)``.
+
+  ``nn.Parameter(cache_keys.t())`` wraps a VIEW of ``cache_keys`` (no copy), so AdamW's in-place
+  updates write into ``cache_keys`` itself: every call continues from the matrix the previous
+  calls left (the reference's quirk, kept literally).
+  """
+  adapter = nn.Linear(cache_keys.shape[0], cache_keys.shape[1], bias=False)
+  adapter.weight = nn.Parameter(cache_keys.t())
+  optimizer = torch.optim.AdamW(adapter.parameters(), lr=lr, eps=1e-4)
+  scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, train_epoch * 1)
+  for val_idx in range(train_epoch):
+    adapter.train()
+    image_features = epoch_features(val_idx)
+    affinity = adapter(image_features)
+    cache_logits = ((-1) * (beta - beta * affinity.float())).exp() @ cache_values.float()
+    clip_logits = SCALE * image_features @ clip_weights
+    tip_logits_ = clip_logits + cache_logits * alpha
+    loss = F.cross_entropy(tip_logits_, labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    adapter.eval()
+  return adapter
+
+
 def tip_adapter_f(cache_keys, cache_values, epoch_features, labels, val_features, val_labels,
-                  clip_weights, lr=0.001, train_epoch=20, init_beta=1, init_alpha_scale=10,
-                  search_step=(200, 200)):
-  """Steps 1 and 3 of the reference's finetune branch (step 2 is a no-op).
+                  clip_weights, lr=0.001, train_epoch=20, init_beta=1, init_alpha=1,
+                  init_alpha_scale=10, search_step=(200, 200), share_keys=True):
+  """tip_adapter_biomedclip.py:95-187 (the ``finetune`` branch with ``grid_search: True``).
 
   ``epoch_features(a, e)``: the normalised augmented training features of epoch e of the a-th
-  alpha0 fine-tune (the reference re-encodes an augmented pass every epoch; one full batch).
+  alpha0 fine-tune (a = init_alpha_scale: the main training loop); one full batch per epoch.
+  ``share_keys=False`` clones the keys for every fine-tune (the independent fine-tunes the
+  method's description implies; NOT the reference code). Returns a dict: the final adapter, the
+  chosen alpha0 (-1: none beat 0 %), every alpha0's val accuracy, the searched (beta, alpha),
+  the last alpha0 fine-tune's matrix, the matrix the main loop starts from (the chosen adapter's),
+  and whether the main loop saved a best epoch (the
+  reference's ``torch.load`` of best_F fails, or reads a stale file, when it did not).
   """
-  best_acc, best_adapter, best_alpha0 = 0, None, -1
-  for a, alpha0 in enumerate(range(init_alpha_scale)):
-    adapter = nn.Linear(cache_keys.shape[0], cache_keys.shape[1], bias=False)
-    adapter.weight = nn.Parameter(cache_keys.t().clone())
-    optimizer = torch.optim.AdamW(adapter.parameters(), lr=lr, eps=1e-4)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, train_epoch * 1)
-    beta, alpha = init_beta, alpha0
-    for e in range(train_epoch):
-      adapter.train()
-      image_features = epoch_features(a, e)
-      affinity = adapter(image_features)
-      cache_logits = ((-1) * (beta - beta * affinity)).exp() @ cache_values.float()
-      clip_logits = SCALE * image_features @ clip_weights
-      tip_logits_ = clip_logits + cache_logits * alpha
-      loss = F.cross_entropy(tip_logits_, labels)
-      optimizer.zero_grad()
-      loss.backward()
-      optimizer.step()
-      scheduler.step()
+  keys = cache_keys if share_keys else None
+  beta, alpha = init_beta, init_alpha
+  adapter = nn.Linear(cache_keys.shape[0], cache_keys.shape[1], bias=False)
+  adapter.weight = nn.Parameter(cache_keys.t())
+  optimizer = torch.optim.AdamW(adapter.parameters(), lr=lr, eps=1e-4)
+  scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, train_epoch * 1)
+
+  best_acc, chosen, accs = 0.0, -1, []
+  for init_alpha_ in range(init_alpha_scale):
+    start = keys if share_keys else cache_keys.clone()
+    init_adapter = search_init_hp(init_alpha_, beta, lambda e: epoch_features(init_alpha_, e),
+                                  labels, start, cache_values, clip_weights, lr, train_epoch)
+    with torch.no_grad():
+      affinity = init_adapter(val_features)
+      cache_logits = ((-1) * (beta - beta * affinity.float())).exp() @ cache_values.float()
+      clip_logits = SCALE * val_features @ clip_weights
+      acc = cls_acc(clip_logits + cache_logits * init_alpha_, val_labels)
+    accs.append(acc)
+    if acc > best_acc:
+      best_acc, alpha, adapter, chosen = acc, init_alpha_, init_adapter, init_alpha_
+  last_alpha0 = init_adapter.weight.detach().clone()
+  main_start = adapter.weight.detach().clone()
+
+  # The main training: ``optimizer`` holds the FIRST adapter's parameter; when an alpha0 was
+  # chosen, ``adapter`` is another module whose parameter never reaches the optimizer.
+  best_acc, saved = 0.0, None
+  for train_idx in range(train_epoch):
+    adapter.train()
+    image_features = epoch_features(init_alpha_scale, train_idx)
+    affinity = adapter(image_features)
+    cache_logits = ((-1) * (beta - beta * affinity.float())).exp() @ cache_values.float()
+    clip_logits = SCALE * image_features @ clip_weights
+    loss = F.cross_entropy(clip_logits + cache_logits * alpha, labels)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
     adapter.eval()
     with torch.no_grad():
       affinity = adapter(val_features)
-      cache_logits = ((-1) * (beta - beta * affinity)).exp() @ cache_values.float()
-      logits = SCALE * val_features @ clip_weights + cache_logits * alpha
-      acc = cls_acc(logits, val_labels)
+      cache_logits = ((-1) * (beta - beta * affinity.float())).exp() @ cache_values.float()
+      acc = cls_acc(SCALE * val_features @ clip_weights + cache_logits * alpha, val_labels)
     if acc > best_acc:
-      best_acc, best_adapter, best_alpha0 = acc, adapter, alpha0
-  beta, alpha = search_hp_tip(cache_keys, cache_values, val_features, val_labels, clip_weights,
-                              adapter=best_adapter, search_step=search_step)
-  return best_adapter, best_alpha0, beta, alpha
+      best_acc, saved = acc, adapter.weight.detach().clone()  # torch.save(adapter.weight, ...)
+  if saved is not None:
+    adapter.weight = nn.Parameter(saved)  # torch.load(best_F) (a Parameter was saved)
+  beta_s, alpha_s = search_hp_tip(None, cache_values, val_features, val_labels, clip_weights,
+                                  adapter=adapter, search_step=search_step)
+  return dict(adapter=adapter, alpha0=chosen, alpha0_acc=accs, beta=beta_s, alpha=alpha_s,
+              last_alpha0=last_alpha0, main_start=main_start, saved=saved is not None)
 
 
 class ConstantWarmupScheduler(_LRScheduler):

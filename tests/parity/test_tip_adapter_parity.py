@@ -94,28 +94,79 @@ def test_all_zero_search_gives_zero_pair(data):
   assert want == (0, 0) and (ours["beta"], ours["alpha"]) == (0.0, 0.0)
 
 
-def test_tip_adapter_f_full_procedure(data):
-  keys_t, values_t = ref.build_cache_model(data.views[:1], data.train_labels)
+def _tip_f_both(data, share_keys, train_labels=None, val_labels=None, text=None):
+  """The reference's finetune branch (torch transcription) and ours on the same features."""
+  train_labels = data.train_labels if train_labels is None else train_labels
+  val_labels = data.val_labels if val_labels is None else val_labels
+  text = data.text if text is None else text
+  keys_t, values_t = ref.build_cache_model(data.views[:1], train_labels)
+  values_t = torch.nn.functional.pad(values_t.float(), (0, 4 - values_t.shape[1])).half()
+  keys0 = keys_t.t().clone().numpy()
   views_n = adapter_features.normalize(data.views)
-  labels_t = ref.t(data.train_labels, torch.long)
-  val_t = ref.t(adapter_features.normalize(data.val))
-  adapter, alpha0, beta, alpha = ref.tip_adapter_f(
-      keys_t, values_t, lambda a, e: ref.t(views_n[1 + a * 20 + e]), labels_t, val_t,
-      ref.t(data.val_labels, torch.long), ref.t(data.text).t(), search_step=STEP)
-  ours = tip_f.fit_tip_adapter_f(data.views, data.train_labels, data.val, data.val_labels,
-                                 data.text, 4, tip_f.Options(search_step=STEP))
-  assert ours.alpha0 == alpha0 and alpha0 > 0
-  W_t = adapter.weight.detach().numpy()
+  want = ref.tip_adapter_f(
+      keys_t, values_t, lambda a, e: ref.t(views_n[1 + (a * 20 + e) % 200]),
+      ref.t(train_labels, torch.long), ref.t(adapter_features.normalize(data.val)),
+      ref.t(val_labels, torch.long), ref.t(text).t(), search_step=STEP, share_keys=share_keys)
+  ours = tip_f.fit_tip_adapter_f(data.views, train_labels, data.val, val_labels, text, 4,
+                                 tip_f.Options(search_step=STEP, shared_keys=share_keys))
+  return want, ours, keys0, values_t
+
+
+@pytest.fixture(scope="module")
+def tip_f_both(data):
+  return {share: _tip_f_both(data, share) for share in (True, False)}
+
+
+@pytest.mark.parametrize("share_keys", [True, False], ids=["reference", "independent"])
+def test_tip_adapter_f_full_procedure(data, tip_f_both, share_keys):
+  want, ours, keys0, values_t = tip_f_both[share_keys]
+  n_val = len(data.val_labels)
+  np.testing.assert_array_equal(ours.alpha0_correct, np.round(np.array(want["alpha0_acc"]) *
+                                                              n_val / 100))
+  assert ours.alpha0 == want["alpha0"] > 0
+  W_t = want["adapter"].weight.detach().numpy()
   assert method_fixture.max_rel(ours.W, W_t) < 1e-4
-  assert not np.allclose(W_t, keys_t.t().numpy(), atol=1e-4)  # the fine-tune moved the keys
-  assert (ours.beta, ours.alpha) == pytest.approx((beta, alpha), abs=1e-6)
+  assert not np.allclose(W_t, keys0, atol=1e-4)  # the fine-tune moved the keys
+  # The reference's sharing: the final keys are the matrix all ten fine-tunes left, though an
+  # earlier alpha0 won (its main loop saved that matrix at its first epoch and reloaded it).
+  assert want["saved"]
+  if share_keys:
+    assert want["alpha0"] < 9 and np.array_equal(W_t, want["last_alpha0"].numpy())
+  assert (ours.beta, ours.alpha) == pytest.approx((want["beta"], want["alpha"]), abs=1e-6)
   test_n = adapter_features.normalize(data.test)
   got = tip_f.adapter_logits(jnp.asarray(ours.W), jnp.asarray(test_n), jnp.asarray(data.text),
                              jnp.asarray(ours.values), ours.beta, ours.alpha, tip.SCALE)
-  want = ref.tip_logits(ref.t(test_n), None, values_t, ref.t(data.text).t(), beta, alpha,
-                        adapter=adapter)
-  assert method_fixture.max_rel(got, want.numpy()) < 1e-4
-  np.testing.assert_array_equal(np.argmax(np.asarray(got), 1), want.argmax(1).numpy())
+  ref_logits = ref.tip_logits(ref.t(test_n), None, values_t, ref.t(data.text).t(), want["beta"],
+                              want["alpha"], adapter=want["adapter"])
+  assert method_fixture.max_rel(got, ref_logits.numpy()) < 1e-4
+  np.testing.assert_array_equal(np.argmax(np.asarray(got), 1), ref_logits.argmax(1).numpy())
+
+
+def test_tip_adapter_f_sharing_changes_the_result(tip_f_both):
+  """The two transcriptions differ on these data (the sequence is not a no-op), and so do
+  ours: the default follows the reference's in-place sequence."""
+  (shared, ours_shared, _, _), (fresh, ours_fresh, _, _) = tip_f_both[True], tip_f_both[False]
+  W_shared, W_fresh = (w["adapter"].weight.detach().numpy() for w in (shared, fresh))
+  assert method_fixture.max_rel(W_fresh, W_shared) > 1e-2
+  assert method_fixture.max_rel(ours_fresh.W, ours_shared.W) > 1e-2
+
+
+@pytest.mark.parametrize("share_keys", [True, False], ids=["reference", "independent"])
+def test_tip_adapter_f_no_alpha0_beats_zero(data, share_keys):
+  """Every val image has a class nothing predicts: no alpha0 (nor main-training epoch) beats
+  0 %. The reference keeps its first adapter, whose parameter views the keys (the matrix the ten
+  left when shared), trains it in the main loop and saves no epoch; ours keeps that matrix."""
+  text = data.text.copy()
+  text[3] = -adapter_features.normalize(adapter_features.normalize(data.val).mean(
+      0, keepdims=True))[0]
+  train_labels = np.where(data.train_labels == 3, 0, data.train_labels)
+  want, ours, keys0, _ = _tip_f_both(data, share_keys, train_labels,
+                                     np.full(len(data.val), 3, np.int32), text)
+  assert want["alpha0"] == -1 and ours.alpha0 == -1 and not want["saved"]
+  assert not np.any(ours.alpha0_correct)
+  start = want["main_start"].numpy()
+  assert np.array_equal(start, keys0) != share_keys
+  assert method_fixture.max_rel(ours.W, start) < 1e-4
 
 
 def test_one_adamw_step_matches_torch(data):
