@@ -36,7 +36,7 @@ the reference (CoOp yaml ``PREC: "fp16"`` and ``clip.build_model`` casting to ha
 no fp16 path and runs them in float32 (the results say so: ``config.model.compute_dtype``).
 """
 
-from biomedjax import calibration_losses
+from biomedjax import calib_study, calibration_losses
 from biomedjax.data import calibprompt_layout
 from biomedjax.methods import calibprompt, zeroshot
 from biomedjax.models import config as model_config
@@ -129,6 +129,7 @@ def get_config(arg=None):
                        backbone="biomedclip", objective="calibprompt")
   c = base.get_config(a)
   c.model.update(model_for(a.backbone, a.runlocal))
+  c.variant = calib_study.variant(a.backbone, a.objective)  # the study's row and column
   p = PROTOCOL[a.backbone]
   # the dataset's zero-shot template (the ZS rows, and the ZS inputs of ECCV / TMM terms)
   c.data.template = calibprompt_layout.zero_shot_template(a.dataset)
