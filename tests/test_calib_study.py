@@ -193,18 +193,20 @@ STUDY_RUNS = [("biomedclip", "covid"), ("biomedclip", "rsna18"), ("plip", "kathe
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
   """The five datasets x (CalibPrompt, CE), runlocal on the tiny preset of each backbone's
-  family: one process, 2 shots, 2 epochs, precomputed views, no diagrams (cost)."""
+  family, and PLIP's zero-shot row on Kather: one process, 2 shots, 2 epochs, precomputed
+  views, no diagrams (cost)."""
   from biomedjax.train.loop import train_and_evaluate
   root = tmp_path_factory.mktemp("calib_study")
   runs = {}
   for backbone, dataset in STUDY_RUNS:
     _build(root / "data", dataset)
-    for objective in ("calibprompt", "CE"):
+    for objective in ("calibprompt", "CE") + (("zeroshot",) if dataset == "kather" else ()):
       c = cfg_module.get_config(f"backbone={backbone},dataset={dataset},objective={objective},"
                                 f"runlocal,shots=2,root={root / 'data'}")
-      c.method.n_ctx = 4
-      c.data.batch_size = 4
-      c.data.views, c.data.view_cache = "precomputed", str(root / "views")
+      if objective != "zeroshot":
+        c.method.n_ctx = 4
+        c.data.batch_size = 4
+        c.data.views, c.data.view_cache = "precomputed", str(root / "views")
       c.eval.reliability = "none"
       c.train.progress = False
       workdir = root / "runs" / backbone / dataset / objective
@@ -215,13 +217,14 @@ def study(tmp_path_factory):
 
 def test_study_runs_report_calibration(study):
   _, runs = study
-  assert len(runs) == 10
+  assert len(runs) == 11
+  assert runs[("plip", "kather", "zeroshot")]["method"] == "zeroshot"
   for (backbone, dataset, objective), r in runs.items():
     cal = r["test"]["calibration"]
     assert {"ece", "mce", "ace", "ece_kde", "confidence"} <= set(cal), (dataset, objective)
     assert r["test"]["num_examples"] == 2 * layout.DATASETS[dataset].num_classes
     assert r["variant"] == f"calib:{backbone}:{objective}"
-    assert r["dataset"] == dataset and r["shots"] == 2
+    assert r["dataset"] == dataset and r["shots"] == (0 if objective == "zeroshot" else 2)
     names = set(cal["per_class_ece"]["gt"])
     assert names == set(layout.DATASETS[dataset].classnames)
 
@@ -242,6 +245,8 @@ def test_study_table_written(study):
   ece = runs[("biomedclip", "rsna18", "calibprompt")]["test"]["calibration"]["ece"]
   assert f"{ece:.2f} ± 0.00 [pub 5.74]" in row["calibprompt"]
   assert "— [pub 27.41]" in row["calibprompt"]   # MedCLIP: published, not run here
+  ece = runs[("plip", "kather", "zeroshot")]["test"]["calibration"]["ece"]
+  assert f"| {ece:.2f} ± 0.00 |" in row["zeroshot"]
 
 
 def test_seed_aggregation_as_parse_test_res():
