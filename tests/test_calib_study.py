@@ -270,3 +270,38 @@ def test_seed_aggregation_as_parse_test_res():
   assert ci == pytest.approx(1.96 * np.std(ece) / np.sqrt(3))  # parse_test_res.py:61-62
   table = calib_study.summary_table(s)
   assert f"| PLIP | Kather | CE | 8 | 3 | {np.mean([60, 70, 80]):.2f} ± " in table
+
+
+def test_calibprompt_passes_the_zero_shot_inputs(tmp_path):
+  """ECCV / TMM terms read what the reference's ZeroshotCLIP computes with the same backbone:
+  template text features, and exp(logit_scale) cos(batch image, template text) (coop.py:439-442)."""
+  import jax
+  import jax.numpy as jnp
+
+  from biomedjax import objectives
+  from biomedjax.methods import calibprompt, zeroshot
+  from biomedjax.methods.base import Task
+  from tests import tiny_backbone
+  backbone, params = tiny_backbone.make(tmp_path)
+  task = Task(("glioma tumor", "normal brain"), "a mri scan showing {}")
+  obj = objectives.make(calibration_losses.reference_loss(["ECCV_ZS", "TEXT_MOMENT_MATCHING"]),
+                        task)
+  m = calibprompt.build(backbone, task, {"n_ctx": 4}, obj)
+  frozen = {"backbone": params, **m.prepare(params)}
+  zs_text = zeroshot.encode_prompts(backbone, params, ["a mri scan showing glioma tumor",
+                                                       "a mri scan showing normal brain"])
+  np.testing.assert_allclose(frozen["zero_shot_text_features"], zs_text, rtol=1e-6, atol=1e-6)
+  trainable = m.init(jax.random.key(0), frozen)
+  feats = jnp.asarray(np.random.default_rng(0).normal(size=(3, backbone.cfg.embed_dim)),
+                      jnp.float32)
+  batch = {"features": feats, "label": jnp.asarray([0, 1, 1], jnp.int32)}
+  loss, _ = m.loss(trainable, frozen, batch, jax.random.key(0))
+  unit = feats / jnp.linalg.norm(feats, axis=-1, keepdims=True)
+  zs_logits = backbone.logit_scale(params) * unit @ zs_text.T
+  logits = m.logits(trainable, frozen, feats)
+  expected = (calibration_losses.eccv_zs(logits, batch["label"], zs_logits)
+              + 5.0 * calibration_losses.text_moment_matching(m.text_features(trainable, frozen),
+                                                              zs_text))
+  assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+  # without such a term nothing zero-shot is computed
+  assert "zero_shot_text_features" not in calibprompt.build(backbone, task, {}).prepare(params)
