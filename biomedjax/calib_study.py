@@ -101,7 +101,8 @@ def summary_table(summary: dict) -> str:
                                                                  _row_rank(kv[0][2]))):
     cells = [f"{m[x][0]:.2f} ± {m[x][1]:.2f}" if x in m else "—" for x in METRICS]
     n = max(v[2] for v in m.values())
-    rows.append(f"| {DISPLAY.get(b, b)} | {DISPLAY.get(d, d)} | {o} | {k} | {n} | "
+    shots = k if isinstance(k, int) and k >= 0 else "ZS"  # report.ANY_K: a K-independent run
+    rows.append(f"| {DISPLAY.get(b, b)} | {DISPLAY.get(d, d)} | {o} | {shots} | {n} | "
                 + " | ".join(cells) + " |")
   header = "| backbone | dataset | objective | K | seeds | " + " | ".join(METRICS) + " |"
   return "\n".join([header, "|" + "---|" * (5 + len(METRICS)), *rows]) + "\n"
@@ -137,10 +138,15 @@ def study_table(summary: dict) -> str:
 
 def report_section(runs) -> str:
   """The report's CalibPrompt study section, or "" when no run is a study run."""
+  from biomedjax import provenance
   summary = summarize(runs)
   if not summary:
     return ""
+  random = any(provenance.is_random(r) for r in runs if study_key(r) is not None)
+  warning = ("> **WARNING: RANDOM weights in some study runs.** Their numbers measure the "
+             "machinery only; the published column is the paper's real models.\n\n"
+             if random else "")
   return ("\n## CalibPrompt study: ECE (%) by objective, ours (mean ± std over seeds) "
-          "[published, 8 shots, seed 1]\n\n" + study_table(summary)
+          "[published, 8 shots, seed 1]\n\n" + warning + study_table(summary)
           + "\n## CalibPrompt study: test metrics (%), mean ± std over seeds "
           "(parse_test_res.py)\n\n" + summary_table(summary))

@@ -234,6 +234,7 @@ def test_study_table_written(study):
   text = report.make_report([root / "runs"], root / "report")
   assert text == (root / "report" / "report.md").read_text()
   assert "## CalibPrompt study: ECE (%) by objective" in text
+  assert "RANDOM weights in some study runs" in text   # tiny presets: said beside the table
   table = text.split("## CalibPrompt study: ECE")[1]
   header = [line for line in table.splitlines() if line.startswith("| objective |")][0]
   for col in ("PLIP · Kather", "PLIP · PanNuke", "QuiltNet · DigestPath", "BiomedCLIP · COVID",
