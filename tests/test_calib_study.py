@@ -43,19 +43,12 @@ _Y = {"plip": "configs/trainers/CoOp/vit_b32_plip_c16_ep50_batch16.yaml",
       "biomedclip": "configs/trainers/CoOp_BioMedCLIP/vit_b32_biomedclip_c16_ep50_batch16.yaml",
       "medclip": "configs/trainers/CoOp_MedCLIP/vit_b32_medclip_c16_ep50_batch16.yaml"}
 _D = {b: f"run/classification/fewshot/all_fewshot_{b}.sh" for b in _Y}
-PROTOCOL = [
-    ("plip", "shots", 8, f"{_D['plip']}:10"), ("plip", "seeds", (1,), f"{_D['plip']}:9"),
-    ("plip", "batch_size", 16, f"{_Y['plip']}:4"), ("plip", "lr", 0.002, f"{_Y['plip']}:17"),
-    ("plip", "epochs", 50, f"{_Y['plip']}:18"), ("plip", "warmup_lr", 1e-5, f"{_Y['plip']}:22"),
-    ("plip", "n_ctx", 16, f"{_Y['plip']}:33"), ("plip", "precision", "fp16", f"{_Y['plip']}:35"),
-    ("quiltnet", "shots", 8, f"{_D['quiltnet']}:10"),
-    ("quiltnet", "seeds", (1,), f"{_D['quiltnet']}:9"),
-    ("quiltnet", "batch_size", 16, f"{_Y['quiltnet']}:4"),
-    ("quiltnet", "lr", 0.002, f"{_Y['quiltnet']}:17"),
-    ("quiltnet", "epochs", 50, f"{_Y['quiltnet']}:18"),
-    ("quiltnet", "warmup_lr", 1e-5, f"{_Y['quiltnet']}:22"),
-    ("quiltnet", "n_ctx", 16, f"{_Y['quiltnet']}:33"),
-    ("quiltnet", "precision", "fp16", f"{_Y['quiltnet']}:35"),
+# PLIP and QuiltNet: the same lines of their two CoOp yamls and drivers
+PROTOCOL = [(b, key, value, f"{(_D if key in ('shots', 'seeds') else _Y)[b]}:{line}")
+            for b in ("plip", "quiltnet")
+            for key, value, line in (("shots", 8, 10), ("seeds", (1,), 9), ("batch_size", 16, 4),
+                                     ("lr", 0.002, 17), ("epochs", 50, 18), ("warmup_lr", 1e-5, 22),
+                                     ("n_ctx", 16, 33), ("precision", "fp16", 35))] + [
     ("biomedclip", "shots", 8, f"{_D['biomedclip']}:13"),
     ("biomedclip", "seeds", (1,), f"{_D['biomedclip']}:11"),
     ("biomedclip", "batch_size", 16, f"{_Y['biomedclip']}:4"),
