@@ -18,12 +18,20 @@ the filesystem's order (it caches the pickle it drew). Files are sorted by defau
 (``sort_paths=True``), which makes the selection reproducible; ``sort_paths=False`` takes the
 directory order as the reference does.
 
-Zero-shot templates of the reference (``trainers/classification/zsclip.py``) are in
-``ZS_TEMPLATES``; any other dataset uses "An image of {}.".
+Zero-shot templates of the reference (``trainers/classification/zsclip.py:36-42``) are in
+``ZS_TEMPLATES``; any other dataset uses "An image of {}.". The reference looks them up by
+``cfg.DATASET.NAME.lower()`` ("kathercolon" for Kather, ``configs/datasets/kather.yaml``), the same
+template for every backbone; its prompt learners build "X X ... X {name}." for every backbone.
+
+``DATASETS``: the study's five datasets with the reference's class names in label order (the
+BAPLe ``classnames.txt`` files the reference's DATASETS.md points to,
+``asif-hanif/baple:datasets/dataset_preprocessing/<name>/classnames.txt``; label = index of the
+folder in sorted order). ``check_classnames`` compares a layout's names with them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 
@@ -39,6 +47,59 @@ ZS_TEMPLATES = {
     "digestpath": "An H&E image patch of {} tissue.",
 }
 DEFAULT_ZS_TEMPLATE = "An image of {}."
+
+
+@dataclasses.dataclass(frozen=True)
+class LayoutDataset:
+  """One study dataset: its folder name and, in sorted-folder (label) order, folders and names."""
+  name: str
+  folders: tuple[str, ...]
+  classnames: tuple[str, ...]
+  modality: str
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.classnames)
+
+  @property
+  def template(self) -> str:
+    return zero_shot_template(self.name)
+
+  def classnames_txt(self) -> str:
+    """The reference's classnames.txt text (the BAPLe file's lines)."""
+    return "".join(f"{f} {n}\n" for f, n in zip(self.folders, self.classnames))
+
+
+def _dataset(name, modality, *pairs):
+  pairs = sorted(pairs)  # label = index of the folder in the sorted folder list
+  return LayoutDataset(name, tuple(f for f, _ in pairs), tuple(n for _, n in pairs), modality)
+
+
+DATASETS = {
+    "covid": _dataset("covid", "chest x-ray", ("normal", "normal"), ("covid", "covid")),
+    "rsna18": _dataset("rsna18", "chest x-ray", ("normal", "normal"),
+                       ("no_lung_opacity_not_normal", "no lung opacity, not normal"),
+                       ("lung_opacity", "lung opacity")),
+    "kather": _dataset("kather", "histopathology", ("ADI", "adipose tissue"),
+                       ("BACK", "background"), ("DEB", "debris"), ("LYM", "lymphocytes"),
+                       ("MUC", "mucus"), ("MUS", "smooth muscle"),
+                       ("NORM", "normal colon mucosa"), ("STR", "cancer-associated stroma"),
+                       ("TUM", "colorectal adenocarcinoma epithelium")),
+    "pannuke": _dataset("pannuke", "histopathology", ("benign", "benign"),
+                        ("malignant", "malignant")),
+    "digestpath": _dataset("digestpath", "histopathology", ("benign", "benign"),
+                           ("malignant", "malignant")),
+}
+
+
+def check_classnames(name: str, classnames, where) -> None:
+  """A study dataset's classes (label order) must be the reference's: the prompts are built from
+  them, so another name is another experiment. Unknown datasets are not checked."""
+  known = DATASETS.get(name.lower())
+  if known is not None and tuple(classnames) != known.classnames:
+    raise SplitError(f"{where}: classes {tuple(classnames)} (label order) differ from the "
+                     f"reference's {name} classes {known.classnames}; fix classnames.txt (the "
+                     f"BAPLe file: {known.classnames_txt()!r})")
 
 
 def zero_shot_template(name: str) -> str:
@@ -99,6 +160,7 @@ def read_layout(root, name: str, sort_paths: bool = True
       raise SplitError(f"{dataset_dir / 'images'}: label {it.label} is {order[it.label]!r} in one "
                        f"split and {it.classname!r} in the other; train and test must have the "
                        "same class folders")
+  check_classnames(name, [order[k] for k in sorted(order)], dataset_dir / "classnames.txt")
   return items, dataset_dir / "images"
 
 

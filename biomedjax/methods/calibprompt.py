@@ -21,6 +21,17 @@ Objective: label smoothing (alpha/(C-1) on the wrong classes) + SMAC + w_AS * an
 of the class text features, one alpha shared by LS and SMAC; (alpha, w_AS) per backbone in
 ``configs/calibprompt.py``. The method passes its normalised text features to the objective
 (``text_features=``) and adds no regulariser of its own.
+
+Zero-shot inputs (the registry's ECCV_PENALTY / ECCV_ZS / TEXT_MOMENT_MATCHING terms): when the
+objective reads them, ``prepare`` encodes the task's template prompts (the reference's
+``ZeroshotCLIP`` with its dataset template, ``coop.py:375-407``) with the same frozen backbone, and
+every step passes ``zero_shot_logits`` = exp(logit_scale) cos(batch image, template text) (the
+reference's ``model_inference`` on the same augmented batch, coop.py:439-442) and
+``zero_shot_text_features``. quirk not reproduced: the reference's PLIP/QuiltNet zero-shot model is
+fp16; here it computes in ``config.model.compute_dtype``. quirk: the reference's BiomedCLIP
+trainer never passes text features to TEXT_MOMENT_MATCHING (it falls into its "standard losses"
+branch and returns 0, ``coop_biomedclip.py:217-219``); here the term is computed on every
+backbone.
 """
 
 from __future__ import annotations
@@ -32,7 +43,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from biomedjax import objectives
-from biomedjax.methods import options
+from biomedjax.methods import options, zeroshot
 from biomedjax.methods.base import Backbone, Method, Task
 from biomedjax.methods.prompt_learner import PromptLearner
 from biomedjax.models.clip import l2_normalize
@@ -85,8 +96,13 @@ class CalibPrompt(Method):
   def prepare(self, backbone_params) -> dict:
     ids = jnp.asarray(self.learner.layout.ids)
     if self.opts.embed_mode == "full_embeddings" and self.backbone.cfg.family == "biomedclip":
-      return {"token_embeddings": full_embeddings(self.backbone, backbone_params, ids)}
-    return {"token_embeddings": self.backbone.embed_tokens(backbone_params, ids)}
+      out = {"token_embeddings": full_embeddings(self.backbone, backbone_params, ids)}
+    else:
+      out = {"token_embeddings": self.backbone.embed_tokens(backbone_params, ids)}
+    if getattr(self.objective, "needs_zero_shot", False):
+      out["zero_shot_text_features"] = zeroshot.encode_prompts(self.backbone, backbone_params,
+                                                               self.task.prompts())
+    return out
 
   def init(self, rng, frozen) -> dict:
     return {"ctx": self.learner.init_context(rng, frozen["backbone"])}
@@ -104,7 +120,12 @@ class CalibPrompt(Method):
 
   def train_logits(self, trainable, frozen, batch, rng):
     text = self.text_features(trainable, frozen)
-    return self._logits(text, frozen, batch["features"]), {"text_features": text}
+    extras = {"text_features": text}
+    if "zero_shot_text_features" in frozen:
+      zs_text = frozen["zero_shot_text_features"]
+      extras.update(zero_shot_text_features=zs_text,
+                    zero_shot_logits=self._logits(zs_text, frozen, batch["features"]))
+    return self._logits(text, frozen, batch["features"]), extras
 
   def transfer(self, trainable, novel):
     """A unified context is class-agnostic: it is reused under the novel class names."""

@@ -113,3 +113,94 @@ def logitnorm(logits, label, t=1.0):
 
 LOGIT_LOSSES = {"ce": ce, "smac": smac, "mdca": mdca, "focal": focal, "dca": dca, "mmce": mmce,
                 "mbls": mbls, "logitnorm": logitnorm}
+
+
+# --- The rest of the registry (losses.py:306-484), transcribed the same way. ---
+
+
+def eccv_penalty(logits, label, zero_shot_logits=None):
+  zs_pred = zero_shot_logits
+  if zs_pred is None:
+    return torch.tensor(0.0)
+  b, c = zs_pred.shape
+  min_zs, max_zs = torch.min(zs_pred, 1)[0].unsqueeze(1), torch.max(zs_pred, 1)[0].unsqueeze(1)
+  constr1 = F.relu(logits - max_zs.repeat(1, c)).mean()
+  constr2 = F.relu(min_zs.repeat(1, c) - logits).mean()
+  return constr1 + constr2
+
+
+def eccv_zs(logits, label, zero_shot_logits=None):
+  zs_pred = zero_shot_logits
+  if zs_pred is None:
+    return F.cross_entropy(logits, label)
+  b, c = zs_pred.shape
+  min_op, max_op = torch.min(logits, 1)[0].unsqueeze(1), torch.max(logits, 1)[0].unsqueeze(1)
+  min_zs, max_zs = torch.min(zs_pred, 1)[0].unsqueeze(1), torch.max(zs_pred, 1)[0].unsqueeze(1)
+  eps = 1e-6
+  range_op = max_op - min_op
+  range_op = torch.clamp(range_op, min=eps)
+  op_norm = (logits - min_op) / range_op
+  op_norm = torch.clamp(op_norm, min=0.0, max=1.0)
+  range_zs = torch.clamp(max_zs - min_zs, min=eps)
+  op_norm = op_norm * range_zs + min_zs
+  return F.cross_entropy(op_norm, label)
+
+
+def margin_mean_var(logits, label):
+  alpha = 0.1
+  beta = 0.01
+  B, C = logits.shape
+  true_scores = logits[torch.arange(B), label]
+  tmp = logits.clone()
+  tmp[torch.arange(B), label] = -float("inf")
+  runner_up = tmp.max(dim=1).values
+  margins = true_scores - runner_up
+  mean_margin = margins.mean()
+  var_margin = margins.var(unbiased=False)
+  return -alpha * mean_margin + beta * var_margin
+
+
+def text_moment_matching(logits, label, text_features=None, zero_shot_text_features=None):
+  if text_features is None or zero_shot_text_features is None:
+    return torch.tensor(0.0)
+  tuned = text_features
+  frozen = zero_shot_text_features
+  B, D = tuned.shape
+  mu_t = tuned.mean(dim=0, keepdim=True)
+  mu_f = frozen.mean(dim=0, keepdim=True)
+  mean_cost = F.mse_loss(mu_t, mu_f, reduction="sum")
+  Ct = tuned - mu_t
+  Cf = frozen - mu_f
+  cov_t = Ct.t() @ Ct / B
+  cov_f = Cf.t() @ Cf / B
+  cov_cost = (cov_t - cov_f).pow(2).sum()
+  return mean_cost + cov_cost
+
+
+# The registry by its reference names, each called as coop.py:262-290 calls it.
+REGISTRY = {"CE": ce, "DCA": dca, "MDCA": mdca, "LS": ls, "FL": focal, "MMCE": mmce,
+            "AS": angular_separation, "SMAC": smac, "ECCV_PENALTY": eccv_penalty,
+            "ECCV_ZS": eccv_zs, "MBLS": mbls, "LOGITNORM": logitnorm,
+            "MARGIN_MEAN_VAR": margin_mean_var, "TEXT_MOMENT_MATCHING": text_moment_matching}
+
+
+def compute_losses(enabled, weights, logits, label, alpha, text_features=None,
+                   zero_shot_logits=None, zero_shot_text_features=None):
+  """coop.py:229-298 ``CustomCLIP.compute_losses``: the weighted sum of the enabled losses only
+  (LS and SMAC reading ``alpha``, the driver's one value for both)."""
+  total = 0.0
+  for name in enabled:
+    fn = REGISTRY[name]
+    if name == "AS":
+      value = fn(text_features)
+    elif name in ("LS", "SMAC"):
+      value = fn(logits, label, alpha)
+    elif name in ("ECCV_PENALTY", "ECCV_ZS"):
+      value = fn(logits, label, zero_shot_logits=zero_shot_logits)
+    elif name == "TEXT_MOMENT_MATCHING":
+      value = fn(logits, label, text_features=text_features,
+                 zero_shot_text_features=zero_shot_text_features)
+    else:
+      value = fn(logits, label)
+    total = total + weights[name] * value
+  return total
