@@ -36,7 +36,8 @@ the reference (CoOp yaml ``PREC: "fp16"`` and ``clip.build_model`` casting to ha
 no fp16 path and runs them in float32 (the results say so: ``config.model.compute_dtype``).
 """
 
-from biomedjax import calib_study, calibration_losses
+from biomedjax import calibration_losses
+from biomedjax.evaluation import calib_study
 from biomedjax.data import calibprompt_layout
 from biomedjax.methods import calibprompt, zeroshot
 from biomedjax.models import config as model_config

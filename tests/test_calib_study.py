@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from biomedjax import calib_study, calibration_losses, report
+from biomedjax import calibration_losses, report
+from biomedjax.evaluation import calib_study
 from biomedjax.data import calibprompt_layout as layout
 from biomedjax.models import config as model_config
 from configs import calibprompt as cfg_module

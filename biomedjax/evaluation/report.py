@@ -686,7 +686,7 @@ def make_report(paths, out_dir, metric: str = "accuracy") -> str:
   cal = calibration_tables(cal_groups, len(seeds))
   if cal:
     text += "\n" + cal
-  from biomedjax import calib_study  # CalibPrompt's study table (runs labelled calib:...)
+  from biomedjax.evaluation import calib_study  # CalibPrompt's study table (calib:... runs)
   text += calib_study.report_section(runs)
   _atomic_write(out_dir / "report.md", text)
   write_csv(sections, out_dir / "summary.csv")

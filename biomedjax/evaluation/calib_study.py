@@ -138,7 +138,7 @@ def study_table(summary: dict) -> str:
 
 def report_section(runs) -> str:
   """The report's CalibPrompt study section, or "" when no run is a study run."""
-  from biomedjax import provenance
+  from biomedjax.tools import provenance
   summary = summarize(runs)
   if not summary:
     return ""
