@@ -3,7 +3,8 @@
 Both sides hold the same full-size weights (random, converted in memory by the real mapping):
 BiomedCLIP (``--model biomedclip``) or OpenAI CLIP ViT-B/16 as open_clip's ``ViT-B-16-quickgelu``
 (``--model clip_vit_b16``) or MedCLIP-ViT (``--model medclip``: HF SwinModel + BertModel with
-MedCLIP's forward code, tests/parity/reference_medclip.py); fp32, batch 32, warm (compiled / first call done) before timing; the
+MedCLIP's forward code, tests/parity/reference_medclip.py); fp32, batch 32, warm (compiled /
+first call done) before timing; the
 median of ``--repeats`` timed batches is reported. Text is padded to the context length on both
 sides (256 for BiomedCLIP, 77 for CLIP: what open_clip does, 25 for MedCLIP: CalibPrompt's);
 the Flax line at a bucketed length

@@ -33,8 +33,8 @@ def sha256(path) -> str:
 
 
 def backbone(model_cfg) -> dict:
-  """``{"kind": "converted", "dir", "manifest_sha256", "source_model", "label"}`` or ``{"kind": "random",
-  "preset", "label": "RANDOM <preset>"}``."""
+  """``{"kind": "converted", "dir", "manifest_sha256", "source_model", "label"}`` or
+  ``{"kind": "random", "preset", "label": "RANDOM <preset>"}``."""
   if not model_cfg.init:
     return {"kind": "random", "preset": model_cfg.preset,
             "label": f"RANDOM {model_cfg.preset}"}

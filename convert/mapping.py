@@ -201,8 +201,8 @@ def medclip_rules(cfg: CLIPConfig) -> dict[str, Rule]:
   ``text_model.model`` = HF BertModel, ``text_model.projection_head``, ``logit_scale``."""
   v, s = cfg.vision, "vision_model.model"
   rules = {
-      "visual/swin/patch_embed/kernel": Rule((f"{s}.embeddings.patch_embeddings.projection.weight",),
-                                             hooks.conv_oihw_to_hwio),
+      "visual/swin/patch_embed/kernel": Rule(
+          (f"{s}.embeddings.patch_embeddings.projection.weight",), hooks.conv_oihw_to_hwio),
       "visual/swin/patch_embed/bias": Rule((f"{s}.embeddings.patch_embeddings.projection.bias",)),
       **_norm("visual/swin/embed_norm", f"{s}.embeddings.norm"),
       **_norm("visual/swin/norm", f"{s}.layernorm"),
@@ -245,7 +245,8 @@ def medclip_ignored(cfg: CLIPConfig) -> dict[str, str]:
   }
   for st, depth in enumerate(cfg.vision.depths):
     for i in range(depth):
-      key = f"vision_model.model.encoder.layers.{st}.blocks.{i}.attention.self.relative_position_index"
+      key = (f"vision_model.model.encoder.layers.{st}.blocks.{i}"
+             ".attention.self.relative_position_index")
       ignored[key] = "buffer: the window's relative position index, recomputed (swin.py)"
   return ignored
 

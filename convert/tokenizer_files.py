@@ -64,7 +64,8 @@ def check_source(tok_dir: pathlib.Path, cfg: CLIPConfig) -> str:
     return f"{kind}:{path}"
   files = [n for n in families.of(cfg).tokenizer_files if (tok_dir / n).is_file()]
   if not {"vocab.txt", "tokenizer.json"} & set(files):
-    what = " (MedCLIP: the emilyalsentzer/Bio_ClinicalBERT folder)" if cfg.family == "medclip" else ""
+    what = (" (MedCLIP: the emilyalsentzer/Bio_ClinicalBERT folder)"
+            if cfg.family == "medclip" else "")
     raise ConversionError(f"{tok_dir}: no vocab.txt or tokenizer.json (pass --tokenizer DIR"
                           f"{what})")
   return str(tok_dir)

@@ -74,12 +74,7 @@ class MeanLayersText(TextTransformer):
     if c.pool != "mean_1_2_last" or c.proj != "linear":
       raise ValueError(f"text pool {c.pool!r} / proj {c.proj!r}: MedCLIP's text tower is "
                        "'mean_1_2_last' / 'linear'")
-    length = embeds.shape[1]
-    if length > c.max_positions:
-      raise ValueError(f"text length {length} exceeds max_positions {c.max_positions}")
-    x = (embeds + self.position_embeddings.embedding[None, :length]
-         + self.token_type_embeddings.embedding[0])
-    x = self.embed_dropout(self.embed_norm(x), deterministic=deterministic)
+    x = self.embed_positions(embeds, deterministic)
     hidden = [x]  # HF hidden_states: the embeddings, then each layer's output
     for block in self.blocks:
       x = block(x, mask, deterministic)

@@ -34,7 +34,7 @@ SHIFT_MASK_VALUE = -100.0  # HF's masked_fill value for pairs across shifted reg
 
 
 def relative_position_index(window: int) -> np.ndarray:
-  """(w*w, w*w) indices into the (2w-1)^2 bias table, as HF's ``_create_relative_position_index``."""
+  """(w*w, w*w) indices into the (2w-1)^2 bias table (HF ``_create_relative_position_index``)."""
   coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij")).reshape(2, -1)
   rel = (coords[:, :, None] - coords[:, None, :]).transpose(1, 2, 0) + (window - 1)
   return rel[..., 0] * (2 * window - 1) + rel[..., 1]

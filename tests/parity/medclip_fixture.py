@@ -14,7 +14,8 @@ from tests.parity import reference_medclip as ref
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 WORDS = ("a an the of with in and chest x ray X - . , image patient normal covid COVID pneumonia "
-         "lung lungs opacity Chest ground glass ##s ##ed ##ing photo of").split()
+         "lung lungs opacity Chest ground glass ##s ##ed ##ing photo of glioma meningioma "
+         "pituitary tumor brain _").split()
 
 
 def write_bert_folder(out: pathlib.Path, bert_cfg: dict) -> pathlib.Path:

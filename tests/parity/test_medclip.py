@@ -1,15 +1,11 @@
 """MedCLIP-ViT against CalibPrompt's MedCLIP code (tests/parity/reference_medclip.py: HF
 ``SwinModel`` + ``BertModel`` with the reference's forward lines), random weights.
 
-Full size, through the real CLI, from the files a user downloads: the release's
+Full size, through the converter's command line, from the files a user downloads: the release's
 ``medclip-vit/pytorch_model.bin`` (transformers-4.x key names, with its buffers) and the
 Bio_ClinicalBERT folder (config.json + vocab.txt). No --preset: the converter reads the
 architecture from the tensors. One conversion serves every assertion.
 """
-
-import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,11 +13,12 @@ from PIL import Image
 
 import biomedjax
 from biomedjax.models import config as model_config
+from convert import biomedclip as convert_cli
+from tests.parity import clip_fixture as cf
 from tests.parity import medclip_fixture as fx
 
 pytestmark = pytest.mark.slow
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 TEXTS = ["A chest X-ray image of COVID patient", "A chest X-ray image of normal patient",
          "ground glass opacity in the lungs", "Chest " * 40]
 
@@ -30,11 +27,9 @@ TEXTS = ["A chest X-ray image of COVID patient", "A chest X-ray image of normal 
 def full(tmp_path_factory):
   root = tmp_path_factory.mktemp("medclip")
   release, bert_dir, model = fx.make_release(root, full=True, seed=5)
-  out = root / "converted"
-  run = subprocess.run([sys.executable, "-m", "convert", "--src", str(release), "--tokenizer",
-                        str(bert_dir), "--out", str(out)], cwd=REPO, capture_output=True,
-                       text=True)
-  assert run.returncode == 0, run.stderr
+  out = root / "converted"  # the converter's command line, in this process
+  assert convert_cli.main(["--src", str(release), "--tokenizer", str(bert_dir), "--out",
+                           str(out)]) == 0
   return bert_dir, model, out, biomedjax.load(out)
 
 
@@ -85,8 +80,7 @@ def test_features_and_logits_match_the_reference(full, request):
   ids, mask = m.tokenize(TEXTS)
   img_ref, txt_ref, logits_ref = fx.torch_features(model, pixels, ids_ref, mask_ref)
   assert float(model.logit_scale.detach()) == pytest.approx(4.6052)  # the reference clamped its 4.9
-  img, txt = m.encode_image(pixels), m.encode_text(ids, mask)
-  logits = np.asarray(m.logits(pixels, ids, mask))
+  img, txt, logits = cf.encode_all(m, pixels, ids, mask)  # logits as CLIP.__call__: clamped
   assert _cos(img, img_ref).min() > 0.99999 and _max_rel(img, img_ref) < 1e-3
   assert _cos(txt, txt_ref).min() > 0.99999 and _max_rel(txt, txt_ref) < 1e-3
   assert _max_rel(logits, logits_ref) < 1e-4
