@@ -10,7 +10,8 @@ with PyTorch; plus one method (CoOp) trained on a converted copy of every Med-VL
   ``-quickgelu`` variant is a different config). CalibPrompt instead loads ``quiltnet_b32.pt``
   with OpenAI CLIP's ``build_model`` (trainers/classification/coop.py:38-58), whose blocks use
   QuickGELU (models/clip/model.py:162-175): the same tensors, converted with ``--preset quiltnet``,
-  give that model (checked against open_clip with ``quick_gelu=True`` on the same weights).
+  give that model (checked at tiny size against open_clip with ``quick_gelu=True`` on the same
+  weights).
 """
 
 import json
@@ -25,6 +26,7 @@ import torch
 
 import biomedjax
 from biomedjax.methods.base import Backbone
+from biomedjax.models import config as model_config
 from biomedjax.train import loop
 from convert import biomedclip as convert_cli
 from tests import tiny_backbone
@@ -92,7 +94,7 @@ def test_plip_and_pubmedclip_hf_clipmodel(tmp_path, pixels):
   _check(m, img_ref, txt_ref, out.logits_per_image.numpy(), pixels, ids, mask)
 
 
-def test_quiltnet_open_clip_folder_and_calibprompt_pt(tmp_path, pixels):
+def test_quiltnet_open_clip_folder(tmp_path, pixels):
   model_cfg = json.loads(OPENCLIP_B32.read_text())
   torch.manual_seed(1)
   model = open_clip.model.CLIP(**model_cfg)  # ViT-B-32: nn.GELU
@@ -115,16 +117,28 @@ def test_quiltnet_open_clip_folder_and_calibprompt_pt(tmp_path, pixels):
             model.get_logits(t_pixels, t_ids)[0].numpy())
   _check(m, *refs, pixels, ids, mask)
 
-  # CalibPrompt's form: the same tensors as quiltnet_b32.pt, run with QuickGELU.
+
+def test_calibprompt_quiltnet_pt_runs_with_quickgelu(tmp_path, pixels):
+  """CalibPrompt's form: an OpenAI-layout ``quiltnet_b32.pt`` run with QuickGELU, whatever the
+  weights were trained with; tiny here (``--preset tiny_clip`` is ``quiltnet``'s layout at tiny
+  widths), the full-size GELU folder above covers the size."""
+  assert model_config.quiltnet() == model_config.clip_vit_b32()
+  assert model_config.quiltnet().vision.act == "quick_gelu"
+  model_cfg = cf.openclip_model_cfg("tiny_clip")
+  torch.manual_seed(2)
+  gelu = open_clip.model.CLIP(**{**model_cfg, "quick_gelu": False})
+  cf.perturb_(gelu, 2)
   pt = tmp_path / "quiltnet" / "quiltnet_b32.pt"
   pt.parent.mkdir()
-  torch.save(model.state_dict(), pt)
-  del m
-  q = _convert(pt, tmp_path / "out_pt", "--preset", "quiltnet", "--name", "QuiltNet")
+  torch.save(gelu.state_dict(), pt)
+  q = _convert(pt, tmp_path / "out_pt", "--preset", "tiny_clip", "--name", "QuiltNet")
   assert q.cfg.vision.act == "quick_gelu"
-  quick = open_clip.model.CLIP(**model_cfg, quick_gelu=True)
-  quick.load_state_dict(model.state_dict())
+  quick = open_clip.model.CLIP(**model_cfg)  # quick_gelu=True: OpenAI's build_model
+  quick.load_state_dict(gelu.state_dict())
   quick.eval()
+  ids, mask = q.tokenize(TEXTS)
+  t_pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+  t_ids = torch.from_numpy(ids.astype(np.int64))
   with torch.no_grad():
     refs = (quick.encode_image(t_pixels).numpy(), quick.encode_text(t_ids).numpy(),
             quick.get_logits(t_pixels, t_ids)[0].numpy())
