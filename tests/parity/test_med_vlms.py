@@ -67,6 +67,15 @@ def _check(m, img_ref, txt_ref, logits_ref, pixels, ids, mask):
   assert np.abs(logits - logits_ref).max() / np.abs(logits_ref).max() < 1e-4
 
 
+def _openclip_refs(model, pixels, ids):
+  """open_clip's image features, text features and logits_per_image."""
+  t_pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2)
+  t_ids = torch.from_numpy(ids.astype(np.int64))
+  with torch.no_grad():
+    return (model.encode_image(t_pixels).numpy(), model.encode_text(t_ids).numpy(),
+            model.get_logits(t_pixels, t_ids)[0].numpy())
+
+
 @pytest.fixture(scope="module")
 def pixels():
   return np.random.default_rng(2).normal(size=(2, 224, 224, 3)).astype(np.float32)
@@ -110,12 +119,7 @@ def test_quiltnet_open_clip_folder(tmp_path, pixels):
   assert m.cfg.vision.act == m.cfg.text.act == "gelu"
   ids, mask = m.tokenize(TEXTS)
   np.testing.assert_array_equal(ids, open_clip.tokenize(TEXTS).numpy())
-  t_pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2)
-  t_ids = torch.from_numpy(ids.astype(np.int64))
-  with torch.no_grad():
-    refs = (model.encode_image(t_pixels).numpy(), model.encode_text(t_ids).numpy(),
-            model.get_logits(t_pixels, t_ids)[0].numpy())
-  _check(m, *refs, pixels, ids, mask)
+  _check(m, *_openclip_refs(model, pixels, ids), pixels, ids, mask)
 
 
 def test_calibprompt_quiltnet_pt_runs_with_quickgelu(tmp_path, pixels):
@@ -137,12 +141,7 @@ def test_calibprompt_quiltnet_pt_runs_with_quickgelu(tmp_path, pixels):
   quick.load_state_dict(gelu.state_dict())
   quick.eval()
   ids, mask = q.tokenize(TEXTS)
-  t_pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2)
-  t_ids = torch.from_numpy(ids.astype(np.int64))
-  with torch.no_grad():
-    refs = (quick.encode_image(t_pixels).numpy(), quick.encode_text(t_ids).numpy(),
-            quick.get_logits(t_pixels, t_ids)[0].numpy())
-  _check(q, *refs, pixels, ids, mask)
+  _check(q, *_openclip_refs(quick, pixels, ids), pixels, ids, mask)
 
 
 def _tiny_sources(root: pathlib.Path):
