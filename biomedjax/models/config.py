@@ -228,7 +228,7 @@ MEDCLIP_STD = (0.27950088968644304,) * 3
 def medclip() -> CLIPConfig:
   """MedCLIP-ViT: Swin-T (swin-tiny-patch4-window7-224) + Bio_ClinicalBERT (bert-base-cased sizes,
   28996 tokens), both projected to 512 without bias: 136.0M parameters. Text at CalibPrompt's
-  25 tokens (trainers/classification/coop_medclip.py:90, zsclip.py:76-81); the pooling averages
+  25 tokens (trainers/classification/coop_medclip.py:90, zsclip.py:76-82); the pooling averages
   over every position, pads included, so the length is part of the model."""
   return CLIPConfig(
       family="medclip", embed_dim=512, vision=SwinConfig(),

@@ -16,11 +16,11 @@ over every token position -- the pads included, as written (line 37: ``.mean(2)`
 padded length, the attention mask does not enter it) -- then over the three layers, and projected
 by Linear 768 -> 512 without bias (line 26). Because pads are averaged in, the features depend on
 the padded length: CalibPrompt pads every prompt to 25 tokens (``coop_medclip.py:90``,
-``zsclip.py:76-81``), and the tokenizer here never pads to a shorter bucket.
+``zsclip.py:76-82``), and the tokenizer here never pads to a shorter bucket.
 
 Logit scale: ``MedCLIPModel.compute_logits`` clamps it to [0, 4.6052] before ``exp`` (line 229);
 ``CLIP.__call__`` (the model's logits) does the same for this family. CalibPrompt's trainers use
-``logit_scale.exp()`` unclamped (``coop_medclip.py:258``, ``zsclip.py:120``), as the methods'
+``logit_scale.exp()`` unclamped (``coop_medclip.py:258``, ``zsclip.py:159``), as the methods'
 ``Backbone.logit_scale`` does; the two agree whenever the stored value lies in the range.
 """
 

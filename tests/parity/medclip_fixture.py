@@ -48,7 +48,7 @@ def make_release(out: pathlib.Path, full: bool = False, seed: int = 0, logit_sca
 
 
 def reference_tokens(bert_dir: pathlib.Path, texts, max_length: int = 25):
-  """CalibPrompt's tokenization (coop_medclip.py:90, zsclip.py:76-81)."""
+  """CalibPrompt's tokenization (coop_medclip.py:90, zsclip.py:76-82)."""
   from transformers import AutoTokenizer
   tok = AutoTokenizer.from_pretrained(str(bert_dir))
   enc = tok(list(texts), padding="max_length", max_length=max_length, truncation=True,
