@@ -43,17 +43,9 @@ RENAMES = ((".attention.q_proj.", ".attention.self.query."),
 
 
 def wants_state_dict(src_dir: pathlib.Path) -> bool:
-  """True when the folder has no config naming the architecture (open_clip's, or an HF
-  CLIPModel's): then the weights themselves are inspected (a MedCLIP release)."""
-  if (src_dir / "open_clip_config.json").is_file():
-    return False
-  hf = src_dir / "config.json"
-  if hf.is_file():
-    try:
-      return json.loads(hf.read_text()).get("model_type") != "clip"
-    except (OSError, json.JSONDecodeError):
-      return False
-  return True
+  """True when the folder has no config naming the architecture (neither open_clip's nor an HF
+  ``config.json``): then the weights themselves are inspected (a MedCLIP release)."""
+  return not any((src_dir / n).is_file() for n in ("open_clip_config.json", "config.json"))
 
 
 def is_medclip(state_dict) -> bool:
