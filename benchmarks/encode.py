@@ -2,12 +2,15 @@
 
 Both sides hold the same full-size weights (random, converted in memory by the real mapping):
 BiomedCLIP (``--model biomedclip``) or OpenAI CLIP ViT-B/16 as open_clip's ``ViT-B-16-quickgelu``
-(``--model clip_vit_b16``); fp32, batch 32, warm (compiled / first call done) before timing; the
+(``--model clip_vit_b16``) or MedCLIP-ViT (``--model medclip``: HF SwinModel + BertModel with
+MedCLIP's forward code, tests/parity/reference_medclip.py); fp32, batch 32, warm (compiled /
+first call done) before timing; the
 median of ``--repeats`` timed batches is reported. Text is padded to the context length on both
-sides (256 for BiomedCLIP, 77 for CLIP: what open_clip does); the Flax line at a bucketed length
+sides (256 for BiomedCLIP, 77 for CLIP: what open_clip does, 25 for MedCLIP: CalibPrompt's);
+the Flax line at a bucketed length
 shows what prompt learning uses.
 
-  python benchmarks/encode.py [--model biomedclip|clip_vit_b16] [--batch 32] [--repeats 5]
+  python benchmarks/encode.py [--model biomedclip|clip_vit_b16|medclip] [--batch 32] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -55,15 +58,45 @@ def _clip_vit_b16():
   return cfg, torch_model, sd, tok
 
 
+class _MedCLIPTorch(torch.nn.Module):
+  """The reference MedCLIP behind open_clip's two entry points (unnormalised features)."""
+
+  def __init__(self, model):
+    super().__init__()
+    self.model = model
+
+  def encode_image(self, pixels):
+    return self.model.vision_model(pixels)
+
+  def encode_text(self, ids):
+    return self.model.text_model(ids, (ids != 0).long())
+
+
+def _medclip():
+  from biomedjax.models.medclip import PaddedTokenizer
+  from tests.parity import medclip_fixture, reference_medclip as ref
+  cfg = model_config.medclip()
+  torch.manual_seed(0)
+  torch_model = ref.MedCLIP(ref.SWIN_TINY, ref.BIO_CLINICAL_BERT)
+  ref.perturb_(torch_model, 0)
+  torch_model.eval()
+  sd = {k: v.numpy() for k, v in ref.release_state_dict(torch_model).items()}
+  with tempfile.TemporaryDirectory() as tmp:
+    bert = medclip_fixture.write_bert_folder(pathlib.Path(tmp), ref.BIO_CLINICAL_BERT)
+    tok = PaddedTokenizer(bert, cfg.text.context_length)
+  return cfg, _MedCLIPTorch(torch_model), sd, tok
+
+
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--model", choices=("biomedclip", "clip_vit_b16"), default="biomedclip")
+  ap.add_argument("--model", choices=("biomedclip", "clip_vit_b16", "medclip"),
+                  default="biomedclip")
   ap.add_argument("--batch", type=int, default=32)
   ap.add_argument("--repeats", type=int, default=5)
   args = ap.parse_args()
   jax.config.update("jax_default_matmul_precision", "highest")
-  cfg, torch_model, sd, tok = {"biomedclip": _biomedclip, "clip_vit_b16": _clip_vit_b16}[
-      args.model]()
+  cfg, torch_model, sd, tok = {"biomedclip": _biomedclip, "clip_vit_b16": _clip_vit_b16,
+                                "medclip": _medclip}[args.model]()
   m = bc.BiomedCLIP(cfg, jax.device_put(map_state_dict(sd, cfg)), tok)
   del sd
   context = cfg.text.context_length

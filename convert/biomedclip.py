@@ -7,7 +7,9 @@
 The family comes from the source folder: ``open_clip_config.json`` with a timm vision tower and an
 HF text tower is BiomedCLIP; one with open_clip's own towers is OpenAI CLIP (e.g. the folder of
 ``timm/vit_base_patch16_clip_224.openai``); a HuggingFace ``CLIPModel`` ``config.json`` (e.g.
-PubMedCLIP) is OpenAI CLIP in HF's key layout.
+PubMedCLIP, PLIP) is OpenAI CLIP in HF's key layout. A folder with neither holding MedCLIP's
+``pytorch_model.bin`` is MedCLIP, sized from its tensors (``--tokenizer`` = the Bio_ClinicalBERT
+folder; ``convert/medclip_source.py``).
 
 Everything is checked before anything is written: every source key is consumed or deliberately
 ignored, every Flax parameter is filled, every shape matches. The output is written into a
@@ -31,7 +33,7 @@ from biomedjax import pytree_paths
 from biomedjax.models import biomedclip as bc
 from biomedjax.models import config as model_config
 from biomedjax.models.config import CLIPConfig
-from convert import mapping, sources, tokenizer_files
+from convert import mapping, medclip_source, sources, tokenizer_files
 from convert.clip_config import from_hf_clip
 from convert.openclip_config import ConversionError, from_open_clip
 
@@ -46,7 +48,9 @@ def _flat(tree, prefix=""):
 
 
 def layout_of(state_dict: dict, cfg: CLIPConfig) -> str:
-  """"hf" for a HuggingFace CLIPModel state dict, else "open_clip"."""
+  """"hf" for a HuggingFace CLIPModel state dict, "medclip" for MedCLIP, else "open_clip"."""
+  if cfg.family == "medclip":
+    return "medclip"
   hf = cfg.family == "openai" and any(k.startswith(("vision_model.", "text_model."))
                                       for k in state_dict)
   return "hf" if hf else "open_clip"
@@ -57,8 +61,10 @@ def map_state_dict(state_dict: dict[str, np.ndarray], cfg: CLIPConfig, source: s
   """torch state dict -> Flax params pytree; raises ConversionError naming the key at fault."""
   expected = dict(_flat(bc.abstract_params(cfg)))
   layout = layout or layout_of(state_dict, cfg)
-  rules_fn, ignored = mapping.LAYOUTS[(cfg.family, layout)]
-  rules = rules_fn(cfg)
+  if layout == "medclip":
+    state_dict = medclip_source.legacy_names(state_dict)
+  rules = mapping.LAYOUTS[(cfg.family, layout)][0](cfg)
+  ignored = ignored_keys(cfg, layout)
   unmapped = sorted(set(expected) - set(rules))
   if unmapped:  # a bug in mapping.py, not in the user's file
     raise ConversionError(f"Flax parameter(s) without a mapping rule: {unmapped[:5]}")
@@ -86,6 +92,23 @@ def map_state_dict(state_dict: dict[str, np.ndarray], cfg: CLIPConfig, source: s
                             f"got {value.shape}, the config needs {want}")
     flat[path] = value
   return pytree_paths.unflatten(flat)
+
+
+def ignored_keys(cfg: CLIPConfig, layout: str) -> dict:
+  ignored = mapping.LAYOUTS[(cfg.family, layout)][1]
+  return ignored(cfg) if callable(ignored) else ignored
+
+
+def source_model(src: str, weights: pathlib.Path, cfg: CLIPConfig, name: str | None) -> str:
+  """The name a report gives the source: ``--name``, else the hub id, else "MedCLIP-ViT" for a
+  MedCLIP checkpoint, else ``<folder>/<weights file>``."""
+  if name:
+    return name
+  if src.startswith("hf-hub:"):
+    return src[len("hf-hub:"):]
+  if cfg.family == "medclip":
+    return f"MedCLIP-{'ViT' if cfg.vision.arch == 'swin' else 'ResNet'}"
+  return f"{weights.parent.name}/{weights.name}"
 
 
 def _count(tree) -> int:
@@ -126,22 +149,30 @@ def resolve_config(src_dir: pathlib.Path, preset: str | None, model_config_file:
 
 
 def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str | None = None,
-            model_config_file: str | None = None, tokenizer_dir: str | None = None) -> pathlib.Path:
+            model_config_file: str | None = None, tokenizer_dir: str | None = None,
+            name: str | None = None) -> pathlib.Path:
   out = pathlib.Path(out)
   if out.exists() and not force:
     raise ConversionError(f"--out {out} exists; pass --force to replace it")
   weights, src_dir = sources.locate(src)
-  cfg = resolve_config(src_dir, preset, model_config_file)
   tok_dir = pathlib.Path(tokenizer_dir) if tokenizer_dir else src_dir
+  state_dict = None
+  if not (preset or model_config_file) and medclip_source.wants_state_dict(src_dir):
+    state_dict = sources.read_state_dict(weights)  # no config file: the tensors say what it is
+    cfg = medclip_source.config_from_state_dict(state_dict, str(src_dir), tok_dir)
+  else:
+    cfg = resolve_config(src_dir, preset, model_config_file)
   tok_source = tokenizer_files.check_source(tok_dir, cfg)
-  state_dict = sources.read_state_dict(weights)
+  if state_dict is None:
+    state_dict = sources.read_state_dict(weights)
   layout = layout_of(state_dict, cfg)
   params = map_state_dict(state_dict, cfg, str(weights), layout)
-  ignored = mapping.LAYOUTS[(cfg.family, layout)][1]
+  ignored = ignored_keys(cfg, layout)
 
   manifest = {
       "format": "biomedjax-clip", "mapping_version": mapping.MAPPING_VERSION,
-      "family": cfg.family, "source_layout": layout, "tokenizer_source": tok_source,
+      "family": cfg.family, "source_model": source_model(src, weights, cfg, name),
+      "source_layout": layout, "tokenizer_source": tok_source,
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "source": {"weights": str(weights), "sha256": sources.sha256(weights),
                  "tensors": len(state_dict)},
@@ -195,15 +226,19 @@ def main(argv=None) -> int:
   ap.add_argument("--preset", help="architecture preset instead of open_clip_config.json "
                   f"({', '.join(model_config.PRESETS)})")
   ap.add_argument("--model-config", help="a biomedjax config.json instead of open_clip_config.json")
-  ap.add_argument("--tokenizer", help="directory of the tokenizer files (default: next to weights)")
+  ap.add_argument("--tokenizer", help="directory of the tokenizer files (default: next to weights;"
+                  " MedCLIP: the emilyalsentzer/Bio_ClinicalBERT folder)")
+  ap.add_argument("--name", help="the model's name for reports, recorded in manifest.json as "
+                  "source_model (default: the hub id, MedCLIP-ViT, or <folder>/<weights file>)")
   args = ap.parse_args(argv)
   try:
-    out = convert(args.src, args.out, args.force, args.preset, args.model_config, args.tokenizer)
+    out = convert(args.src, args.out, args.force, args.preset, args.model_config, args.tokenizer,
+                  args.name)
   except (ConversionError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   manifest = bc.read_manifest(out)
-  print(f"wrote {out}: {manifest['parameters']['total']:,} parameters "
+  print(f"wrote {out} ({manifest['source_model']}): {manifest['parameters']['total']:,} parameters "
         f"(visual {manifest['parameters']['visual']:,}, text {manifest['parameters']['text']:,})")
   return 0
 

@@ -17,7 +17,7 @@ from typing import Callable
 from biomedjax.models.config import CLIPConfig
 from convert import hooks
 
-MAPPING_VERSION = 2  # 2: the OpenAI CLIP layouts
+MAPPING_VERSION = 3  # 2: the OpenAI CLIP layouts; 3: MedCLIP
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,17 +59,17 @@ def vision_rules(cfg: CLIPConfig) -> dict[str, Rule]:
   return rules
 
 
-def text_rules(cfg: CLIPConfig) -> dict[str, Rule]:
-  """HuggingFace BertModel under ``text.transformer`` plus open_clip's ``text.proj``."""
-  e, tx = "text.transformer.embeddings", cfg.text
+def bert_rules(depth: int, t: str) -> dict[str, Rule]:
+  """A HuggingFace BertModel under the torch prefix ``t`` -> ``bert.TextTransformer``'s encoder."""
+  e = f"{t}.embeddings"
   rules = {
       "text/word_embeddings/embedding": Rule((f"{e}.word_embeddings.weight",)),
       "text/position_embeddings/embedding": Rule((f"{e}.position_embeddings.weight",)),
       "text/token_type_embeddings/embedding": Rule((f"{e}.token_type_embeddings.weight",)),
       **_norm("text/embed_norm", f"{e}.LayerNorm"),
   }
-  for i in range(tx.depth):
-    f, b = f"text/layer_{i}", f"text.transformer.encoder.layer.{i}"
+  for i in range(depth):
+    f, b = f"text/layer_{i}", f"{t}.encoder.layer.{i}"
     qkv = [f"{b}.attention.self.{n}" for n in ("query", "key", "value")]
     rules[f"{f}/attn/qkv/kernel"] = Rule(tuple(k + ".weight" for k in qkv), hooks.concat_linear_t)
     rules[f"{f}/attn/qkv/bias"] = Rule(tuple(k + ".bias" for k in qkv), hooks.concat)
@@ -78,6 +78,13 @@ def text_rules(cfg: CLIPConfig) -> dict[str, Rule]:
     rules.update(_linear(f"{f}/mlp/fc1", f"{b}.intermediate.dense"))
     rules.update(_linear(f"{f}/mlp/fc2", f"{b}.output.dense"))
     rules.update(_norm(f"{f}/mlp_norm", f"{b}.output.LayerNorm"))
+  return rules
+
+
+def text_rules(cfg: CLIPConfig) -> dict[str, Rule]:
+  """HuggingFace BertModel under ``text.transformer`` plus open_clip's ``text.proj``."""
+  tx = cfg.text
+  rules = bert_rules(tx.depth, "text.transformer")
   if tx.proj == "mlp":
     rules.update(_linear("text/proj_0", "text.proj.0", tx.proj_bias))
     rules.update(_linear("text/proj_2", "text.proj.2", tx.proj_bias))
@@ -185,9 +192,70 @@ HF_CLIP_IGNORED = {
     "text_model.embeddings.position_ids": "buffer 0..max_positions-1, recomputed",
 }
 
-# (family, layout) -> (rules, ignored keys with the reason each can be dropped)
+# -- MedCLIP -------------------------------------------------------------------------------------
+
+def medclip_rules(cfg: CLIPConfig) -> dict[str, Rule]:
+  """MedCLIP's ``pytorch_model.bin`` (CalibPrompt models/medclip/modeling_medclip.py):
+  ``vision_model.model`` = HF SwinModel (transformers 4.x key names; 5.x names are renamed to
+  them first, ``convert/medclip_source.py``), ``vision_model.projection_head``,
+  ``text_model.model`` = HF BertModel, ``text_model.projection_head``, ``logit_scale``."""
+  v, s = cfg.vision, "vision_model.model"
+  rules = {
+      "visual/swin/patch_embed/kernel": Rule(
+          (f"{s}.embeddings.patch_embeddings.projection.weight",), hooks.conv_oihw_to_hwio),
+      "visual/swin/patch_embed/bias": Rule((f"{s}.embeddings.patch_embeddings.projection.bias",)),
+      **_norm("visual/swin/embed_norm", f"{s}.embeddings.norm"),
+      **_norm("visual/swin/norm", f"{s}.layernorm"),
+      **_linear("visual/head", "vision_model.projection_head", bias=False),
+      **bert_rules(cfg.text.depth, "text_model.model"),
+      **_linear("text/proj_0", "text_model.projection_head", bias=False),
+      "logit_scale": Rule(("logit_scale",)),
+  }
+  for st, depth in enumerate(v.depths):
+    for i in range(depth):
+      f, b = f"visual/swin/stage_{st}_block_{i}", f"{s}.encoder.layers.{st}.blocks.{i}"
+      qkv = [f"{b}.attention.self.{n}" for n in ("query", "key", "value")]
+      rules.update({
+          **_norm(f"{f}/ln_before", f"{b}.layernorm_before"),
+          f"{f}/attn/qkv/kernel": Rule(tuple(k + ".weight" for k in qkv), hooks.concat_linear_t),
+          f"{f}/attn/qkv/bias": Rule(tuple(k + ".bias" for k in qkv), hooks.concat),
+          f"{f}/attn/relative_position_bias_table": Rule(
+              (f"{b}.attention.self.relative_position_bias_table",)),
+          **_linear(f"{f}/attn/proj", f"{b}.attention.output.dense"),
+          **_norm(f"{f}/ln_after", f"{b}.layernorm_after"),
+          **_linear(f"{f}/mlp/fc1", f"{b}.intermediate.dense"),
+          **_linear(f"{f}/mlp/fc2", f"{b}.output.dense"),
+      })
+    if st < len(v.depths) - 1:
+      m = f"{s}.encoder.layers.{st}.downsample"
+      rules.update({**_norm(f"visual/swin/stage_{st}_merge/norm", f"{m}.norm"),
+                    **_linear(f"visual/swin/stage_{st}_merge/reduction", f"{m}.reduction",
+                              bias=False)})
+  return rules
+
+
+def medclip_ignored(cfg: CLIPConfig) -> dict[str, str]:
+  """Buffers and unused heads a MedCLIP state dict may carry."""
+  t = "text_model.model"
+  ignored = {
+      f"{t}.embeddings.position_ids": "buffer 0..max_positions-1, recomputed",
+      f"{t}.embeddings.token_type_ids": "buffer of zeros, recomputed",
+      f"{t}.pooler.dense.weight": "BERT pooler, unused by MedCLIP's hidden-state mean",
+      f"{t}.pooler.dense.bias": "BERT pooler, unused by MedCLIP's hidden-state mean",
+  }
+  for st, depth in enumerate(cfg.vision.depths):
+    for i in range(depth):
+      key = (f"vision_model.model.encoder.layers.{st}.blocks.{i}"
+             ".attention.self.relative_position_index")
+      ignored[key] = "buffer: the window's relative position index, recomputed (swin.py)"
+  return ignored
+
+
+# (family, layout) -> (rules, ignored keys with the reason each can be dropped: a dict, or a
+# function of the config for layouts whose buffers depend on the depth)
 LAYOUTS = {
     ("biomedclip", "open_clip"): (clip_rules, IGNORED),
     ("openai", "open_clip"): (openai_rules, OPENAI_IGNORED),
     ("openai", "hf"): (hf_clip_rules, HF_CLIP_IGNORED),
+    ("medclip", "medclip"): (medclip_rules, medclip_ignored),
 }

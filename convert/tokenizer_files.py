@@ -62,10 +62,22 @@ def check_source(tok_dir: pathlib.Path, cfg: CLIPConfig) -> str:
   if cfg.family == "openai":
     kind, path = bpe_source(tok_dir)
     return f"{kind}:{path}"
-  files = [n for n in families.FAMILIES["biomedclip"].tokenizer_files if (tok_dir / n).is_file()]
+  files = [n for n in families.of(cfg).tokenizer_files if (tok_dir / n).is_file()]
   if not {"vocab.txt", "tokenizer.json"} & set(files):
-    raise ConversionError(f"{tok_dir}: no vocab.txt or tokenizer.json (pass --tokenizer DIR)")
+    what = (" (MedCLIP: the emilyalsentzer/Bio_ClinicalBERT folder)"
+            if cfg.family == "medclip" else "")
+    raise ConversionError(f"{tok_dir}: no vocab.txt or tokenizer.json (pass --tokenizer DIR"
+                          f"{what})")
   return str(tok_dir)
+
+
+def write_bert_tokenizer_config(out: pathlib.Path) -> None:
+  """What ``AutoTokenizer.from_pretrained`` builds from a BERT folder without a
+  tokenizer_config.json (Bio_ClinicalBERT's hub folder: config.json + vocab.txt), written out so
+  the converted folder loads alone: ``BertTokenizer`` with its defaults (``do_lower_case=True``).
+  MedCLIP's references call exactly that tokenizer (CalibPrompt modeling_medclip.py:25)."""
+  (out / "tokenizer_config.json").write_text(json.dumps(
+      {"tokenizer_class": "BertTokenizer", "do_lower_case": True}, indent=2))
 
 
 def write(tok_dir: pathlib.Path, out: pathlib.Path, cfg: CLIPConfig) -> None:
@@ -80,9 +92,11 @@ def write(tok_dir: pathlib.Path, out: pathlib.Path, cfg: CLIPConfig) -> None:
                          _special(path, "bos_token", "<|startoftext|>"),
                          _special(path, "eos_token", "<|endoftext|>"))
   else:
-    for name in families.FAMILIES["biomedclip"].tokenizer_files:
+    for name in families.of(cfg).tokenizer_files:
       if (tok_dir / name).is_file():
         shutil.copy2(tok_dir / name, out / name)
+    if cfg.family == "medclip" and not (out / "tokenizer_config.json").is_file():
+      write_bert_tokenizer_config(out)
   try:
     tok = families.load_tokenizer(out, cfg)
   except Exception as e:

@@ -54,18 +54,23 @@ class TextTransformer(nn.Module):
     """ids (N, L) int -> word embeddings (N, L, width), the rows prompt learning may replace."""
     return self.word_embeddings(ids)
 
+  def embed_positions(self, embeds, deterministic: bool = True):
+    """word embeddings (N, L, width) -> BERT's embedding output (+ positions 0..L-1, token type
+    0, LayerNorm, dropout): HF's ``hidden_states[0]``."""
+    length = embeds.shape[1]
+    if length > self.cfg.max_positions:
+      raise ValueError(f"text length {length} exceeds max_positions {self.cfg.max_positions}")
+    x = (embeds + self.position_embeddings.embedding[None, :length]
+         + self.token_type_embeddings.embedding[0])
+    return self.embed_dropout(self.embed_norm(x), deterministic=deterministic)
+
   def encode_embeds(self, embeds, mask, deterministic: bool = True):
     """word embeddings (N, L, width) + boolean mask (N, L) -> features (N, embed_dim).
 
     ``deterministic=False`` is HF's training mode: dropout after the embedding norm and in every
     layer (needs a "dropout" rng); open_clip's pooler and projection have no dropout."""
     c = self.cfg
-    length = embeds.shape[1]
-    if length > c.max_positions:
-      raise ValueError(f"text length {length} exceeds max_positions {c.max_positions}")
-    x = (embeds + self.position_embeddings.embedding[None, :length]
-         + self.token_type_embeddings.embedding[0])
-    x = self.embed_dropout(self.embed_norm(x), deterministic=deterministic)
+    x = self.embed_positions(embeds, deterministic)
     for block in self.blocks:
       x = block(x, mask, deterministic)
     if c.pool != "cls":

@@ -134,8 +134,10 @@ def _mask(attention_mask):
 
 
 def load(path: str | pathlib.Path) -> BiomedCLIP:
-  """Loads a directory written by ``python -m convert.biomedclip``."""
-  path = pathlib.Path(path)
+  """Loads a directory written by ``python -m convert.biomedclip``, or ``hf-hub:<id>`` (converted
+  once into the cache, ``biomedjax.hub``)."""
+  from biomedjax import hub
+  path = hub.resolve(path) if hub.is_hub(path) else pathlib.Path(path)
   config_file = path / CONFIG_FILE
   if not config_file.is_file():
     raise FileNotFoundError(f"{config_file} not found: is {path} a directory written by "

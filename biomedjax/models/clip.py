@@ -49,7 +49,9 @@ class CLIP(nn.Module):
     return self.text(ids, mask)
 
   def scale(self):
-    return jnp.exp(self.logit_scale)
+    """exp(logit_scale); families whose reference clamps it first (MedCLIP) clamp it here."""
+    bounds = families.of(self.cfg).logit_scale_range
+    return jnp.exp(self.logit_scale if bounds is None else jnp.clip(self.logit_scale, *bounds))
 
   def __call__(self, pixels, ids, mask=None):
     """logits_per_image (B, N) = exp(logit_scale) * cos(image, text), as open_clip."""

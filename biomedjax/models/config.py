@@ -9,7 +9,10 @@ eps); ``CLIPConfig.family`` names the layout of the towers and the tokenizer:
   (open_clip ``CustomTextCLIP``; BiomedCLIP).
 * ``"openai"``: OpenAI CLIP's ViT (``ln_pre``, patch conv without bias, ``ln_post``, ``proj``) +
   pre-norm causal text transformer pooled at the end-of-text token, byte-level BPE tokenizer
-  (open_clip ``CLIP``, HuggingFace ``CLIPModel``; OpenAI CLIP, PubMedCLIP).
+  (open_clip ``CLIP``, HuggingFace ``CLIPModel``; OpenAI CLIP, PubMedCLIP, PLIP, QuiltNet).
+* ``"medclip"``: MedCLIP: HF ``SwinModel`` (``SwinConfig`` below) + post-norm BERT
+  (Bio_ClinicalBERT) pooled as the mean of hidden states 1, 2 and -1, WordPiece tokenizer
+  (``biomedjax.models.medclip``).
 
 ``biomedjax.models.families`` maps each name to its modules and tokenizer.
 """
@@ -66,7 +69,35 @@ class TextConfig:
   proj_bias: bool = False
 
 
-FAMILIES = ("biomedclip", "openai")
+@dataclasses.dataclass(frozen=True)
+class SwinConfig:
+  """A Swin Transformer as HuggingFace's ``SwinModel`` builds it (``swin-tiny-patch4-window7-224``
+  by default), pooled by the mean over tokens (``pooler_output``) and projected without bias.
+
+  ``arch`` names the vision tower of the MedCLIP family: "swin" (MedCLIP-ViT). MedCLIP's
+  ResNet-50 variant ("resnet50") is a hook for the shared ResNet tower
+  (``biomedjax.models.medclip.vision_tower``)."""
+  arch: str = "swin"
+  image_size: int = 224
+  patch_size: int = 4
+  embed_dim: int = 96              # width of the first stage; doubles at each patch merging
+  depths: tuple[int, ...] = (2, 2, 6, 2)
+  heads: tuple[int, ...] = (3, 6, 12, 24)
+  window_size: int = 7
+  mlp_ratio: float = 4.0
+  ln_eps: float = 1e-5             # HF SwinConfig.layer_norm_eps (and nn.LayerNorm's default)
+  act: str = "gelu"
+  qkv_bias: bool = True
+
+  @property
+  def width(self) -> int:
+    """Channels of the last stage (768 for Swin-T), the width pooled and projected."""
+    return self.embed_dim * 2 ** (len(self.depths) - 1)
+
+
+FAMILIES = ("biomedclip", "openai", "medclip")
+# The text pooling each family's towers implement (``TextConfig.pool``).
+FAMILY_POOL = {"biomedclip": "cls", "openai": "eot", "medclip": "mean_1_2_last"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +113,7 @@ class CLIPConfig:
   def __post_init__(self):
     if self.family not in FAMILIES:
       raise ValueError(f"model config 'family'={self.family!r}: expected one of {FAMILIES}")
-    want_pool = {"biomedclip": "cls", "openai": "eot"}[self.family]
+    want_pool = FAMILY_POOL[self.family]
     if self.text.pool != want_pool:
       raise ValueError(f"model config 'text.pool'={self.text.pool!r}: family {self.family!r} "
                        f"pools at {want_pool!r}")
@@ -91,6 +122,10 @@ class CLIPConfig:
         if getattr(self.text, key):
           raise ValueError(f"model config 'text.{key}'={getattr(self.text, key)}: the causal "
                            "CLIP text tower has no dropout; set it to 0.0")
+    want_vision = SwinConfig if self.family == "medclip" else VisionConfig
+    if not isinstance(self.vision, want_vision):
+      raise ValueError(f"model config 'vision': family {self.family!r} needs a "
+                       f"{want_vision.__name__}, got {type(self.vision).__name__}")
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2)
@@ -102,10 +137,14 @@ class CLIPConfig:
     if d.get("family") == "openai" and isinstance(d.get("text"), dict):
       # The TextConfig dropout defaults are BERT's; the causal CLIP tower has none.
       d["text"] = {"hidden_dropout": 0.0, "attention_dropout": 0.0, **d["text"]}
-    nested = {"vision": VisionConfig, "text": TextConfig}
+    nested = {"vision": SwinConfig if d.get("family") == "medclip" else VisionConfig,
+              "text": TextConfig}
     for key, sub_cls in nested.items():
       if key in d:
         d[key] = _strict(sub_cls, d[key], f"model config '{key}'")
+    if isinstance(d.get("vision"), SwinConfig):
+      d["vision"] = dataclasses.replace(d["vision"], depths=tuple(d["vision"].depths),
+                                        heads=tuple(d["vision"].heads))
     for key in ("image_mean", "image_std"):
       if key in d:
         d[key] = tuple(d[key])
@@ -179,5 +218,50 @@ def tiny_clip() -> CLIPConfig:
       text=dataclasses.replace(c.text, width=64, depth=2, heads=2, mlp_dim=256))
 
 
+# MedCLIP's grayscale normalisation (CalibPrompt models/medclip/constants.py:8-9), the same value
+# on the three channels: a grey image as RGB then equals MedCLIP's one channel repeated three
+# times (models/medclip/modeling_medclip.py:122).
+MEDCLIP_MEAN = (0.5862785803043838,) * 3
+MEDCLIP_STD = (0.27950088968644304,) * 3
+
+
+def medclip() -> CLIPConfig:
+  """MedCLIP-ViT: Swin-T (swin-tiny-patch4-window7-224) + Bio_ClinicalBERT (bert-base-cased sizes,
+  28996 tokens), both projected to 512 without bias: 136.0M parameters. Text at CalibPrompt's
+  25 tokens (trainers/classification/coop_medclip.py:90, zsclip.py:76-82); the pooling averages
+  over every position, pads included, so the length is part of the model."""
+  return CLIPConfig(
+      family="medclip", embed_dim=512, vision=SwinConfig(),
+      text=TextConfig(vocab_size=28996, width=768, depth=12, heads=12, mlp_dim=3072,
+                      max_positions=512, type_vocab_size=2, ln_eps=1e-12, act="gelu", pad_id=0,
+                      context_length=25, pool="mean_1_2_last", proj="linear", proj_bias=False),
+      image_mean=MEDCLIP_MEAN, image_std=MEDCLIP_STD, init_logit_scale=math.log(1 / 0.07))
+
+
+def tiny_medclip() -> CLIPConfig:
+  """The MedCLIP layout at tiny widths (2 Swin stages on a 56-px image, 2-layer BERT); the
+  projections keep MedCLIP's 512 outputs, which its code fixes (modeling_medclip.py:26, 95)."""
+  c = medclip()
+  return dataclasses.replace(
+      c,
+      vision=SwinConfig(image_size=56, embed_dim=16, depths=(2, 2), heads=(1, 2)),
+      text=dataclasses.replace(c.text, vocab_size=1024, width=64, depth=2, heads=2, mlp_dim=256,
+                               max_positions=64))
+
+
+def plip() -> CLIPConfig:
+  """PLIP (HF ``CLIPModel`` vinid/plip): OpenAI CLIP ViT-B/32, QuickGELU."""
+  return clip_vit_b32()
+
+
+def quiltnet() -> CLIPConfig:
+  """QuiltNet-B-32 as CalibPrompt runs it: ``quiltnet_b32.pt`` through OpenAI CLIP's
+  ``build_model`` (trainers/classification/coop.py:38-58), whose blocks use QuickGELU
+  (models/clip/model.py:162-175): OpenAI CLIP ViT-B/32."""
+  return clip_vit_b32()
+
+
 PRESETS = {"biomedclip": biomedclip, "tiny": tiny, "clip_vit_b16": clip_vit_b16,
-           "clip_vit_b32": clip_vit_b32, "tiny_clip": tiny_clip}
+           "clip_vit_b32": clip_vit_b32, "tiny_clip": tiny_clip, "medclip": medclip,
+           "tiny_medclip": tiny_medclip, "pubmedclip": clip_vit_b32, "plip": plip,
+           "quiltnet": quiltnet}

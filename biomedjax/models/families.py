@@ -16,6 +16,7 @@ from flax import linen as nn
 
 from biomedjax.models import bpe
 from biomedjax.models.bert import TextTransformer
+from biomedjax.models import medclip
 from biomedjax.models.config import CLIPConfig
 from biomedjax.models.openai_clip import CausalTextTransformer, OpenAIVisionTransformer
 from biomedjax.models.tokenizer import Tokenizer
@@ -25,23 +26,32 @@ from biomedjax.models.vocab import write_vocab
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-  vision: type[nn.Module]       # (VisionConfig, embed_dim) -> pixels -> features
+  vision: Callable[..., nn.Module]  # (vision config, embed_dim, remat=) -> pixels -> features
   text: type[nn.Module]         # (TextConfig, embed_dim) with embed_tokens / encode_embeds
   tokenizer: Callable           # (directory, context_length) -> callable tokenizer
   tokenizer_files: tuple[str, ...]
   # (directory, words, cfg) -> a generated vocabulary for random weights (no checkpoint files)
   random_vocab: Callable[[pathlib.Path, Iterable[str], CLIPConfig], pathlib.Path]
+  # (low, high) that the model's own logits clamp logit_scale to before exp; None: no clamp
+  logit_scale_range: tuple[float, float] | None = None
+
+
+def _wordpiece_vocab(out, words, cfg):
+  return write_vocab(out, words, size=cfg.text.vocab_size, context_length=cfg.text.context_length)
 
 
 FAMILIES = {
     "biomedclip": Family(
         VisionTransformer, TextTransformer, Tokenizer,
         ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"),
-        lambda out, words, cfg: write_vocab(out, words, size=cfg.text.vocab_size,
-                                            context_length=cfg.text.context_length)),
+        _wordpiece_vocab),
     "openai": Family(
         OpenAIVisionTransformer, CausalTextTransformer, bpe.BPETokenizer, bpe.TOKENIZER_FILES,
         lambda out, words, cfg: bpe.write_random_vocab(out, words, size=cfg.text.vocab_size)),
+    "medclip": Family(
+        medclip.vision_tower, medclip.MeanLayersText, medclip.PaddedTokenizer,
+        ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"),
+        _wordpiece_vocab, logit_scale_range=medclip.LOGIT_SCALE_RANGE),
 }
 
 

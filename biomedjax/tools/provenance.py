@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import pathlib
 import subprocess
 
@@ -32,16 +33,21 @@ def sha256(path) -> str:
 
 
 def backbone(model_cfg) -> dict:
-  """``{"kind": "converted", "dir", "manifest_sha256", "label"}`` or ``{"kind": "random",
-  "preset", "label": "RANDOM <preset>"}``."""
+  """``{"kind": "converted", "dir", "manifest_sha256", "source_model", "label"}`` or
+  ``{"kind": "random", "preset", "label": "RANDOM <preset>"}``."""
   if not model_cfg.init:
     return {"kind": "random", "preset": model_cfg.preset,
             "label": f"RANDOM {model_cfg.preset}"}
-  path = pathlib.Path(model_cfg.init).absolute()
+  from biomedjax import hub
+  path = (hub.resolve(model_cfg.init) if hub.is_hub(model_cfg.init)
+          else pathlib.Path(model_cfg.init)).absolute()
   manifest = path / MANIFEST_FILE
   digest = sha256(manifest) if manifest.is_file() else None
-  return {"kind": "converted", "dir": str(path), "manifest_sha256": digest,
-          "label": f"{path.name} ({digest[:12] if digest else 'no manifest'})"}
+  # the source's name (e.g. "MedCLIP-ViT", "PLIP"), from converters that record it
+  model = (json.loads(manifest.read_text()).get("source_model") if digest else None)
+  name = f"{model}: {path.name}" if model and model != path.name else path.name
+  return {"kind": "converted", "dir": str(path), "manifest_sha256": digest, "source_model": model,
+          "label": f"{name} ({digest[:12] if digest else 'no manifest'})"}
 
 
 def is_random(results: dict) -> bool:

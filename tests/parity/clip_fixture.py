@@ -16,6 +16,7 @@ import gzip
 import json
 import pathlib
 
+import numpy as np
 import open_clip
 import torch
 
@@ -123,3 +124,19 @@ def make_hf_checkpoint(out: pathlib.Path, seed: int = 0):
 def features(out) -> torch.Tensor:
   """HF v5 returns an output object from get_*_features; older versions a tensor."""
   return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+def encode_all(m, pixels, ids, mask):
+  """(image features, text features, logits) of a loaded model in ONE compiled pass: logits as
+  ``CLIP.__call__`` forms them (the module's ``scale()``, with a family's clamp), so a full-size
+  parity test compiles each tower once instead of once per entry point."""
+  import jax
+  from biomedjax.models.clip import CLIP, l2_normalize
+
+  def run(module: CLIP, px, t, k):
+    img, txt = module.encode_image(px), module.encode_text(t, k)
+    return img, txt, module.scale() * l2_normalize(img) @ l2_normalize(txt).T
+
+  out = jax.jit(lambda p, *a: m.module.apply({"params": p}, *a, method=run))(
+      m.params, pixels, ids, mask.astype(bool))
+  return tuple(map(np.asarray, out))
