@@ -16,8 +16,8 @@ layout: ``<root>/<dataset>/images/{train,test}/<class folder>/`` + ``<root>/<dat
 
 ``backbone`` names a model config (``BACKBONES``: family, preset, the tiny preset of the same
 family for runlocal, how to convert the weights). PLIP (HF ``CLIPModel`` ViT-B/32) and QuiltNet
-(open_clip ViT-B-32) run in the ``openai`` family; MedCLIP needs the ``medclip`` family, built on
-its own branch: until it is merged, ``backbone=medclip`` stops with a message saying so.
+(open_clip ViT-B-32) run in the ``openai`` family; MedCLIP (Swin-T + Bio_ClinicalBERT) in the
+``medclip`` family.
 quirk: the reference loads QuiltNet's weights into OpenAI CLIP's ``model.py`` (QuickGELU,
 ``models/clip/model.py:162``) though open_clip's ViT-B-32 uses GELU; convert it with
 ``--preset clip_vit_b32`` to keep the reference's QuickGELU.
@@ -54,8 +54,10 @@ BACKBONES = {
     "quiltnet": dict(family="openai", preset="clip_vit_b32", tiny="tiny_clip", trainer="CoOp",
                      convert="python -m convert --src hf-hub:wisdomik/QuiltNet-B-32 "
                              "--out ckpt/quiltnet --preset clip_vit_b32"),
-    "medclip": dict(family="medclip", preset="medclip_vit", tiny="tiny_medclip",
-                    trainer="CoOp_MedCLIP", convert="the medclip family's converter"),
+    "medclip": dict(family="medclip", preset="medclip", tiny="tiny_medclip",
+                    trainer="CoOp_MedCLIP",
+                    convert="python -m convert --src <released MedCLIP-ViT folder> "
+                            "--out ckpt/medclip"),
 }
 
 # The study: each backbone's datasets (drivers' ``new_class_datasets``).
@@ -120,7 +122,7 @@ def model_for(backbone: str, runlocal: bool = False) -> dict:
   if b["family"] not in model_config.FAMILIES:
     raise ValueError(f"calibprompt config: backbone={backbone!r} needs the {b['family']!r} "
                      f"model family, which this build does not have (families: "
-                     f"{model_config.FAMILIES}); it comes with the medclip branch")
+                     f"{model_config.FAMILIES})")
   return dict(preset=b["tiny"] if runlocal else b["preset"])
 
 

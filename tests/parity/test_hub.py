@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import biomedjax
-from biomedjax import hub, provenance
+from biomedjax import hub
+from biomedjax.tools import provenance
 from biomedjax.models import biomedclip as bc
 from tests.parity import clip_fixture as cf
 
