@@ -62,9 +62,9 @@ def _merge_args(base: str, point: str) -> str:
   the command named (``datasets=a+b,shots=1+4``) is in the points already."""
   from configs import common
   base = common.sweep_grid(base)[0]
-  items = dict(i.partition("=")[::2] for i in base.split(",") if i)
-  items.update(i.partition("=")[::2] for i in point.split(",") if i)
-  return ",".join(f"{k}={v}" if v else k for k, v in items.items())
+  items = {i.partition("=")[0]: i for i in base.split(",") if i}  # "model=" keeps its "="
+  items.update((i.partition("=")[0], i) for i in point.split(",") if i)
+  return ",".join(items.values())
 
 
 def _config_overrides(args: list[str]) -> list[str]:
@@ -171,14 +171,14 @@ def run_sweep(mode: str, process_id: int) -> None:
     commands = run_packed_fits(commands)
     packed.run_sweep([packed.Point(_point_config(c), w) for c, w in commands], FLAGS.workdir)
     commands = []
-  for cmd, workdir in commands:
+  for i, (cmd, workdir) in enumerate(commands):
     if (workdir / "results.json").exists():
-      logging.info("done, skipping: %s", workdir)
+      logging.info("run %d of %d done, skipping: %s", i + 1, len(commands), workdir)
       continue
     if mode == "print":
       print(shlex.join(cmd))
     else:
-      logging.info("running %s", shlex.join(cmd))
+      logging.info("run %d of %d: %s", i + 1, len(commands), shlex.join(cmd))
       subprocess.run(cmd, check=True)
   if mode in ("run", "packed") and process_id == 0:
     print(report.make_report([FLAGS.workdir], pathlib.Path(FLAGS.workdir) / "report"))
@@ -265,8 +265,16 @@ def cli() -> None:
   if "--list" in sys.argv[1:]:
     print(cli_lib.list_configs(CONFIGS))
     return
+  if {"--help", "-h", "--helpshort"} & set(sys.argv[1:]):  # the console script's too
+    print(__doc__ + "\nflags:\n" + FLAGS.module_help(sys.modules[__name__]))
+    return
   sys.argv = cli_lib.resolve_config_arg(sys.argv, CONFIGS)
-  sys.exit(cli_lib.run_guarded(lambda: app.run(main)))
+
+  def checked_run():
+    from biomedjax import launch_checks  # config file, arguments, override types: one line
+    sys.argv = launch_checks.check_command(sys.argv)
+    return app.run(main)
+  sys.exit(cli_lib.run_guarded(checked_run))
 
 
 if __name__ == "__main__":

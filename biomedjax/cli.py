@@ -29,6 +29,7 @@ DEBUG_FLAG = "--debug"
 _HINTS = {
     "BadImageError": "fix or remove the image(s), or pass --config.data.skip_bad_images=True",
     "SplitError": "fix the split file at the line shown",
+    "ImageRootError": "",
     "CheckpointError": "",
     "ResultsError": "",
     "ConversionError": "",

@@ -18,15 +18,15 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from biomedjax import calibration, objectives, provenance, trained
+from biomedjax import calibration, objectives, provenance, run_facts, trained
 from biomedjax import report as report_lib
 from biomedjax.data import epoch_batches, views
 from biomedjax.data.pipeline import make_train_iterator, train_options
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
 from biomedjax.train import (calibrate, checkpoint, distributed, early_stopping, evaluate,
-                             lifecycle, setup, sharding, step as step_lib, test_selection,
-                             view_stream)
+                             lifecycle, phases, setup, sharding, step as step_lib,
+                             test_selection, view_stream)
 
 log = logging.getLogger("biomedjax")
 
@@ -98,19 +98,24 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
       selection.restore(start // per_epoch, trainable)
     log.info("resumed from step %d of %d", start, total)
   step_fn = step_lib.make_train_step(method, backbone, tx, mesh)
+  phases.phase("compiling the train step (the first step; it can take a minute) ...")
   log.info("training %d steps (%d epochs x %d) at global batch %d on %d device(s)", total,
            config.optim.epochs, per_epoch, batch, mesh.shape["data"])
   policy = lifecycle.CheckpointPolicy(per_epoch, total, config.train.ckpt_every_steps,
                                       config.train.ckpt_every_minutes,
                                       config.train.ckpt_min_seconds)
   bar = tqdm(range(start, total), initial=start, total=total, desc="train",
-             disable=not config.train.progress)
-  t0 = time.time()
+             disable=not config.train.progress, smoothing=0)
+  t0, first, rate_from = time.time(), start, start
   stopper = _early_stopping(method, backbone, frozen, data, config, mesh, batch)
   with lifecycle.StopRequest() as stop:
     for i in bar:
       trainable, opt_state, m = step_fn(trainable, opt_state, frozen, next(it), rng, jnp.int32(i))
       done = i + 1
+      if i == first:  # compilation: out of the bar's and the log's steps/s
+        jax.block_until_ready(m)
+        phases.restart_clock(bar, done, t0)
+        t0, rate_from = time.time(), done
       early = False
       if stopper is not None and done % per_epoch == 0:
         early = stopper.update(stopper.val_loss(trainable), trainable)
@@ -130,7 +135,7 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
         bar.set_postfix(loss=f"{m['loss']:.4f}")
         log.info("step %d/%d epoch %d: %s (%.1f steps/s)", done, total, i // per_epoch + 1,
                  ", ".join(f"{k}={v:.4g}" for k, v in m.items()),
-                 (done - start) / (time.time() - t0))
+                 (done - rate_from) / max(time.time() - t0, 1e-9))
       if early:
         break
       if policy.due(done, bool(stop)):
@@ -232,12 +237,17 @@ def train_and_evaluate(config, workdir) -> dict:
   from tensorboardX import SummaryWriter
   workdir = pathlib.Path(workdir)
   calibrate.check(config)  # before anything is written
+  setup.check_model(config.model)  # a preset typo or a missing model dir: nothing written yet
   if checkpoint.check_config(workdir, config):  # reads only; a different run is refused
     finished = lifecycle.finished_results(workdir)
     if finished is not None:
       return finished
   with distributed.process_zero_first("setup"):  # it writes into the shared workdir
+    phases.phase("reading the split file and checking every image ...")
     data = setup.build_data(config.data, config.seed, workdir)
+    phases.phase("data set %r; per-dataset settings: %s", config.data.dataset,
+                 config.get("dataset_settings", ""))
+    phases.phase("building the backbone ...")
     backbone, params = setup.build_backbone(config.model, workdir,
                                            setup.vocabulary_words(config, data))
   method = build_method(config, backbone, data.classnames, data.kind)
@@ -327,7 +337,8 @@ def finish_run(config, workdir, data, backbone, method, frozen, mesh, targets, t
              "provenance": provenance.collect(config, data.split_file),
              "trained_state": trained.summary(trainable),
              "trainable_parameters": method.parameter_counts(trainable)}
-  short = short_classes(data, config.data.shots)
+  results.update(run_facts.record(config, data))  # schedule, config, effective K, settings
+  short = {c: n for c, n in results.get("effective_shots", {}).items() if n < config.data.shots}
   if short:
     results["classes_below_shots"] = short
 
@@ -381,6 +392,7 @@ def finish_run(config, workdir, data, backbone, method, frozen, mesh, targets, t
                                        image_features, train_minutes)
   if jax.process_index() == 0:
     report_lib.write_run_results(workdir, results)
+    log.info("results: %s", report_lib.run_outputs_text(workdir))
   return results
 
 
