@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import pathlib
 
 import numpy as np
 
@@ -83,6 +84,9 @@ def record(config, data) -> dict:
          "dataset_settings": config.get("dataset_settings", "")}
   if config.data.split_file:
     out["split_file"] = str(config.data.split_file)
+  # Absolute, for tools run from another folder (predict --split).
+  out["data_paths"] = {k: str(pathlib.Path(config.data[k]).resolve())
+                       for k in ("split_file", "image_root") if config.data.get(k)}
   eff = effective_shots(data, config.data.shots)
   if eff:
     out["effective_shots"] = eff
