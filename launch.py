@@ -239,6 +239,8 @@ def main(argv):
   logging.getLogger("biomedjax").setLevel(logging.INFO)
   for noisy in ("orbax", "absl", "jax._src.xla_bridge", "grain"):  # keep the console readable
     logging.getLogger(noisy).setLevel(logging.WARNING)
+  from biomedjax import cli as cli_lib
+  cli_lib.quiet_library_noise()
   from biomedjax.train import distributed
   settings = distributed.resolve(*(FLAGS[n].value for n in DISTRIBUTED_FLAGS))
   mode = FLAGS.sweep or ("run" if FLAGS.config.run_sweep else "")

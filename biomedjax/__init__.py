@@ -32,6 +32,9 @@ def _fast_cpu_matmuls() -> None:
 
 
 _fast_cpu_matmuls()
+# transformers (used for its tokenizers only) announces "PyTorch was not found" on every import in
+# an installation without torch: not the user's concern. An explicit setting wins.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def load(path):

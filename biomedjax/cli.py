@@ -228,6 +228,22 @@ def show_config(config, defaults, meanings: dict[str, str]) -> str:
 # ---------------------------------------------------------------------------------------------
 # Logs and progress bars on one terminal.
 
+# Log lines of libraries that are not the user's concern (orbax warns whenever a save waits for
+# the previous one, which tiny epochs make routine).
+_NOISE = ("Waiting for previous save",)
+
+
+class _DropNoise(logging.Filter):
+  def filter(self, record):
+    return not str(record.msg).startswith(_NOISE)
+
+
+def quiet_library_noise() -> None:
+  """Drops the ``_NOISE`` lines from absl's logger (orbax logs through it)."""
+  logger = logging.getLogger("absl")
+  if not any(isinstance(f, _DropNoise) for f in logger.filters):
+    logger.addFilter(_DropNoise())
+
 
 class _ThroughTqdm:
   """A stream whose lines go through ``tqdm.write``: a bar on the same stream is cleared, the

@@ -259,6 +259,8 @@ def train_and_evaluate(config, workdir) -> dict:
   epoch_batches.check_devices(n_train, steps[0], last_batch, jax.device_count(),
                               jax.process_count())
   mesh = sharding.make_mesh(epoch_batches.mesh_batch(n_train, steps[0], last_batch))
+  phases.phase("preparing %s (its frozen inputs, e.g. class prompts, encoded once) ...",
+               config.method.name)
   frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
   targets = _eval_targets(config, data, backbone, params, method, frozen, mesh)
   if config.data.setting == "base2novel":  # refuse before training, not after
