@@ -787,9 +787,9 @@ def make_report(paths, out_dir, metric: str = "accuracy") -> str:
   for r in runs:
     by_backbone[provenance.backbone_label(r)].append(r)
   labels = sorted(by_backbone, key=lambda l: (l.startswith("RANDOM"), l))
-  text = f"# Results: {_count(len(runs), 'run')}, seeds {seeds}\n\n"
+  text = f"# Results: {_count(len(runs), 'run')}, seeds {seeds}\n"
   if len(seeds) > 1:
-    text += f"Cells marked (n=k) have fewer than {len(seeds)} seeds.\n"
+    text += f"\nCells marked (n=k) have fewer than {len(seeds)} seeds.\n"
   sections = []
   for label in labels:
     group_runs = by_backbone[label]
