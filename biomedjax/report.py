@@ -342,7 +342,12 @@ def plot_loss_curve(entries, path: pathlib.Path, title: str) -> pathlib.Path:
   plt = _pyplot()
   steps, values = zip(*entries)
   fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+  from matplotlib.ticker import MaxNLocator
   ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=4)
+  ax.set_xlim(0, max(steps) * 1.05)
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  if len(steps) == 1:  # a short run logs once (train.log_every_steps)
+    title += f"\n(one logged step: --config.train.log_every_steps below {steps[0]} logs more)"
   ax.set_xlabel("step")
   ax.set_ylabel("training loss (logged steps)")
   ax.set_title(title, fontsize=9)
@@ -563,7 +568,8 @@ def fewshot_tables(groups, n_seeds: int, metric: str, harness=(), short=frozense
     out.append(f"### {d}\n\n" + _md_table(header, rows))
   rows = [row(m, lambda k: _mean_over_datasets(groups, "few_shot", m, datasets, k, "test",
                                                n_seeds)[1]) for m in [*free, *methods]]
-  out.append(f"### Average over {len(datasets)} datasets\n\n" + _md_table(header, rows))
+  out.append(f"### Average over {_count(len(datasets), 'dataset')}\n\n"
+               + _md_table(header, rows))
   for k in shots:
     cols = [(m, ANY_K) for m in free] + [(m, k) for m in methods]
     names = [f"{m} (any K)" for m in free] + methods
@@ -596,7 +602,7 @@ def base2novel_tables(groups, n_seeds: int, metric: str) -> str:
           cells = [_cell(b, n_seeds), _cell(n, n_seeds)]
         hm = "-" if base is None or novel is None else f"{metrics.harmonic_mean(base, novel):.2f}"
         rows.append([m, *cells, hm])
-      title = f"Average over {len(datasets)} datasets" if d is None else d
+      title = f"Average over {_count(len(datasets), 'dataset')}" if d is None else d
       out.append(f"### {title}\n\n" + _md_table(["method", "base", "novel", "HM"], rows))
   return "\n".join(out)
 
@@ -738,7 +744,9 @@ def plot_calibration_vs_accuracy(cal_groups, path: pathlib.Path) -> bool:
     pts = [(np.mean(list(g["accuracy"].values())), np.mean(list(g["ece"].values())))
            for k, g in cal_groups.items() if k[1] == m]
     xs += [x for x, _ in pts]
-    ax.scatter(*zip(*pts), label=m, s=30, marker="osD^vP*X<>"[i % 10], clip_on=False)
+    # Open markers shrinking per method: points on top of each other (100 %) all stay visible.
+    ax.scatter(*zip(*pts), label=m, s=max(80 - 18 * i, 12), marker="osD^vP*X<>"[i % 10],
+               facecolors="none", edgecolors=f"C{i}", linewidths=1.5, clip_on=False)
   # An accuracy axis ends at 100 % (autoscale around points at 100 % ran 96-104 %).
   ax.set_xlim(max(0.0, min(xs) - 5), min(100.0, max(xs) + 5) if max(xs) < 99.5 else 100.5)
   ax.set_xlabel("accuracy (%)")
