@@ -55,6 +55,9 @@ flags.DEFINE_bool("debug", False, "full tracebacks instead of one-line errors")
 flags.mark_flags_as_required(["config"])
 DISTRIBUTED_FLAGS = ("coordinator_address", "num_processes", "process_id", "distributed_timeout")
 CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
+if not CONFIGS.is_dir():  # installed (setup.py): biomedjax.configs, which also answers `configs`
+  import biomedjax.configs
+  CONFIGS = pathlib.Path(biomedjax.configs.__file__).parent
 
 
 def _merge_args(base: str, point: str) -> str:
