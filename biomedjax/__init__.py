@@ -33,8 +33,9 @@ def _fast_cpu_matmuls() -> None:
 
 _fast_cpu_matmuls()
 # transformers (used for its tokenizers only) announces "PyTorch was not found" on every import in
-# an installation without torch: not the user's concern. An explicit setting wins.
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# an installation without torch, as an "advisory" warning (transformers/__init__.py): not the
+# user's concern. Only advisories are silenced; an explicit setting wins.
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
 def load(path=None, *, preset=None, words=(), seed=0):
