@@ -218,19 +218,9 @@ def fit_views(method, backbone, params, data, config) -> FeatureSet:
 
 
 def short_classes(data, shots: int) -> dict:
-  """Classes with fewer training images than K (used whole, as the reference does), by name."""
-  if shots <= 0 or data.kind != "multiclass":
-    return {}
-  source = data.splits["train"]
-  if hasattr(source, "examples"):  # image files: labels without reading the images
-    labels = np.asarray([ex.label for ex in source.examples])
-  else:
-    labels = np.asarray([source[i]["label"] for i in range(len(source))])
-  counts = np.bincount(labels, minlength=len(data.classnames))
-  short = {data.classnames[c]: int(n) for c, n in enumerate(counts) if n < shots}
-  if short:
-    log.warning("classes with fewer than K=%d training images, used whole: %s", shots, short)
-  return short
+  """Classes with fewer training images than K (used whole, as the reference does), by name
+  (``run_facts.warn_short_classes`` says so before training)."""
+  return {c: n for c, n in run_facts.effective_shots(data, shots).items() if n < shots}
 
 
 def train_and_evaluate(config, workdir) -> dict:
@@ -340,7 +330,7 @@ def finish_run(config, workdir, data, backbone, method, frozen, mesh, targets, t
              "trained_state": trained.summary(trainable),
              "trainable_parameters": method.parameter_counts(trainable)}
   results.update(run_facts.record(config, data))  # schedule, config, effective K, settings
-  short = {c: n for c, n in results.get("effective_shots", {}).items() if n < config.data.shots}
+  short = short_classes(data, config.data.shots)
   if short:
     results["classes_below_shots"] = short
 
