@@ -246,3 +246,20 @@ def test_missing_attribute_file_names_the_attributes_dataset_option(tmp_path):
     attributes.load(tmp_path, "knee", "des", ["a"])
   line = cli.one_line(e.value)
   assert "--config.method.attributes_dataset=<key>" in line and "(the folder has: btmri)" in line
+
+
+def test_missing_model_dir_is_refused_before_anything_is_written(tmp_path):
+  cfg = mlc.ConfigDict(dict(init=str(tmp_path / "ckpt"), preset="biomedclip"))
+  with pytest.raises(FileNotFoundError) as e:
+    setup.check_model(cfg)
+  line = cli.one_line(e.value)
+  assert line.startswith(f"error: --config.model.init={tmp_path / 'ckpt'}: not a converted model")
+  assert "--config.model.init= for random weights" in line
+
+
+def test_predict_errors_hint_only_at_predict_options():
+  bad = cli.one_line(transforms.BadImageError("a.png: cannot decode image"), hints=cli.PREDICT_HINTS)
+  missing = cli.one_line(FileNotFoundError(2, "No such file", "x.csv"), hints=cli.PREDICT_HINTS)
+  assert "--images" in bad
+  for line in (bad, missing):
+    assert "--config" not in line and "--show" not in line, line
