@@ -10,8 +10,9 @@ Own data: a split file (or prepared folder) on the command without a dataset in 
 would run under the config file's default name (``btmri``), and the per-dataset settings tables
 (BiomedCoOp's lambdas, KgCoOp's W, ...) follow that name. ``name_own_data`` puts the dataset
 into the config string instead: ``--config.data.dataset`` when given, else the split file's stem
-(the prepared folder's name), so the run is named for its data and takes the generic defaults
-unless the user names a catalog dataset on purpose.
+(the prepared folder's name), so the run is named for its data: the generic defaults for a name
+outside the catalog (``knee.json``), that data set's row for a catalog name (``busi.json``); the
+log and results.md say which.
 """
 
 from __future__ import annotations

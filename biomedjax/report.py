@@ -229,7 +229,11 @@ def facts_markdown(results: dict) -> str:
     lines.append(f"Per-dataset settings: {results['dataset_settings']}")
   s = results.get("schedule")
   if s:
-    lines.append(f"Schedule: {s['epochs']} epochs, batch {s['batch_size']}, {s['optimizer']} lr "
+    capped = s.get("config_batch_size", s["batch_size"]) != s["batch_size"]
+    batch = (f"batch {s['batch_size']}" + (f" (data.batch_size {s['config_batch_size']} capped at "
+                                           "the training set)" if capped else "")
+             + (f" x {s['steps_per_epoch']} steps" if "steps_per_epoch" in s else ""))
+    lines.append(f"Schedule: {s['epochs']} epochs, {batch}, {s['optimizer']} lr "
                  f"{s['lr']:g} ({s['lr_schedule']}, {s['warmup_epochs']} warmup epoch(s)), "
                  f"images {s['image_size']} px")
   eff = results.get("effective_shots")

@@ -70,9 +70,16 @@ def flat_config(config) -> dict:
   return out
 
 
-def schedule(config) -> dict:
-  """The training schedule in a few keys (results.md prints it; the report compares configs)."""
-  return {"epochs": config.optim.epochs, "batch_size": config.data.batch_size,
+def schedule(config, num_train: int) -> dict:
+  """The training schedule in a few keys (results.md prints it; the report compares configs).
+  ``batch_size`` is the global batch the run used: ``data.batch_size`` capped at the training
+  set's size, as the loop does (``loop._batch_and_steps``)."""
+  from biomedjax.data import epoch_batches
+  batch = min(config.data.batch_size, num_train)
+  per_epoch = epoch_batches.steps_per_epoch(num_train, batch,
+                                            config.data.get("last_batch", "drop"))
+  return {"epochs": config.optim.epochs, "batch_size": batch,
+          "config_batch_size": config.data.batch_size, "steps_per_epoch": per_epoch,
           "lr": config.optim.lr, "optimizer": config.optim.name,
           "lr_schedule": config.optim.schedule, "warmup_epochs": config.optim.warmup_epochs,
           "image_size": config.data.image_size}
@@ -80,7 +87,7 @@ def schedule(config) -> dict:
 
 def record(config, data) -> dict:
   """The keys this module adds to results.json."""
-  out = {"schedule": schedule(config), "config": flat_config(config),
+  out = {"schedule": schedule(config, len(data.splits["train"])), "config": flat_config(config),
          "dataset_settings": config.get("dataset_settings", "")}
   if config.data.split_file:
     out["split_file"] = str(config.data.split_file)

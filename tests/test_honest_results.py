@@ -72,7 +72,9 @@ def test_schedule_and_config_are_recorded(knee):
   _, results, _, md = knee
   assert results["schedule"]["epochs"] == 2 and results["schedule"]["optimizer"] == "sgd"
   assert results["config"]["optim.epochs"] == 2 and results["config"]["data.shots"] == 4
-  assert "Schedule: 2 epochs, batch 128, sgd lr 0.002" in md
+  assert results["schedule"]["batch_size"] == 11  # kgcoop's 128, capped at the 4+4+3 images
+  assert ("Schedule: 2 epochs, batch 11 (data.batch_size 128 capped at the training set) x 1 "
+          "steps, sgd lr 0.002") in md
 
 
 def test_phases_are_logged_and_the_end_says_where_the_results_are(knee):

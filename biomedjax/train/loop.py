@@ -133,7 +133,7 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
         _log_metrics(writer, done, m, "train")
         history.append(done, float(m["loss"]))
         bar.set_postfix(loss=f"{m['loss']:.4f}")
-        log.info("step %d/%d epoch %d: %s (%.1f steps/s)", done, total, i // per_epoch + 1,
+        log.info("step %d/%d epoch %d: %s (%.3g steps/s)", done, total, i // per_epoch + 1,
                  ", ".join(f"{k}={v:.4g}" for k, v in m.items()),
                  (done - rate_from) / max(time.time() - t0, 1e-9))
       if early:
