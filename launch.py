@@ -53,6 +53,9 @@ flags.DEFINE_bool("debug", False, "full tracebacks instead of one-line errors")
 flags.mark_flags_as_required(["config"])
 DISTRIBUTED_FLAGS = ("coordinator_address", "num_processes", "process_id", "distributed_timeout")
 CONFIGS = pathlib.Path(__file__).resolve().parent / "configs"
+if not CONFIGS.is_dir():  # installed (setup.py): biomedjax.configs, which also answers `configs`
+  import biomedjax.configs
+  CONFIGS = pathlib.Path(biomedjax.configs.__file__).parent
 
 
 def _sweep_command():
@@ -108,6 +111,8 @@ def main(argv):
   logging.getLogger("biomedjax").setLevel(logging.INFO)
   for noisy in ("orbax", "absl", "jax._src.xla_bridge", "grain"):  # keep the console readable
     logging.getLogger(noisy).setLevel(logging.WARNING)
+  from biomedjax.tools import cli as cli_lib
+  cli_lib.quiet_library_noise()
   from biomedjax.train import distributed
   settings = distributed.resolve(*(FLAGS[n].value for n in DISTRIBUTED_FLAGS))
   mode = FLAGS.sweep or ("run" if FLAGS.config.run_sweep else "")
@@ -134,8 +139,16 @@ def cli() -> None:
   if "--list" in sys.argv[1:]:
     print(cli_lib.list_configs(CONFIGS))
     return
+  if {"--help", "-h", "--helpshort"} & set(sys.argv[1:]):  # the console script's too
+    print(__doc__ + "\nflags:\n" + FLAGS.module_help(sys.modules[__name__]))
+    return
   sys.argv = cli_lib.resolve_config_arg(sys.argv, CONFIGS)
-  sys.exit(cli_lib.run_guarded(lambda: app.run(main)))
+
+  def checked_run():
+    from biomedjax.tools import launch_checks  # config file, arguments, override types: one line
+    sys.argv = launch_checks.check_command(sys.argv)
+    return app.run(main)
+  sys.exit(cli_lib.run_guarded(checked_run))
 
 
 if __name__ == "__main__":

@@ -32,9 +32,28 @@ def _fast_cpu_matmuls() -> None:
 
 
 _fast_cpu_matmuls()
+# transformers (used for its tokenizers only) announces "PyTorch was not found" on every import in
+# an installation without torch, as an "advisory" warning (transformers/__init__.py): not the
+# user's concern. Only advisories are silenced; an explicit setting wins.
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 
-def load(path):
-  """Loads a converted model directory; see ``biomedjax.models.biomedclip.load``."""
-  from biomedjax.models.biomedclip import load as _load  # keeps `import biomedjax` light
-  return _load(path)
+def load(path=None, *, preset=None, words=(), seed=0):
+  """A ``BiomedCLIP``: from a converted model directory (``biomedjax.models.biomedclip.load``),
+  or with ``preset=`` ("tiny", "biomedclip", "clip_vit_b16") RANDOM weights of that
+  architecture and a generated vocabulary in which ``words`` are whole tokens: the same object
+  and API without converting anything, for trying the API (every number it gives is
+  meaningless)."""
+  from biomedjax.models import biomedclip as bc  # keeps `import biomedjax` light
+  if (path is None) == (preset is None):
+    raise ValueError("biomedjax.load: pass a converted model directory or preset=, not both")
+  if path is not None:
+    return bc.load(path)
+  import tempfile
+  from biomedjax.models import config as model_config
+  from biomedjax.models import families
+  if preset not in model_config.PRESETS:
+    raise ValueError(f"biomedjax.load: preset={preset!r}; one of {sorted(model_config.PRESETS)}")
+  cfg = model_config.PRESETS[preset]()
+  tokenizer = families.random_tokenizer(cfg, tempfile.mkdtemp(prefix="biomedjax-vocab-"), words)
+  return bc.BiomedCLIP(cfg, bc.init_params(cfg, seed), tokenizer)

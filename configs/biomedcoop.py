@@ -65,7 +65,8 @@ def get_config(arg=None):
   if a.setting == "base2novel" and a.dataset in NO_BASE2NOVEL:
     raise ValueError(f"configs/biomedcoop.py: the reference has no base-to-novel config for "
                      f"{a.dataset!r} (3 classes); use setting=few_shot")
-  sccm, kdsp, tau = table.get(a.dataset, DEFAULT)
+  (sccm, kdsp, tau), c.dataset_settings = common.dataset_row(
+      table, a.dataset, DEFAULT, f"biomedcoop {a.setting} (lambda_sccm, lambda_kdsp, tau)")
   c.method = base.method_config(biomedcoop.Options, "biomedcoop", n_prompts=50,
                                 lambda_sccm=sccm, lambda_kdsp=kdsp, tau=tau)
   c.data.llm_prompts = a.prompts

@@ -143,6 +143,16 @@ def sweep_grid(arg: str | None) -> tuple[str, dict]:
   return ",".join(rest), grid
 
 
+def dataset_row(table: dict, dataset: str, default, what: str):
+  """(value, note) of a per-dataset settings table: ``table[dataset]``, else the generic
+  ``default``. The note (``config.dataset_settings``: logged, in results.md) says which applied
+  and why, so a run on own data never silently takes a benchmark dataset's settings."""
+  if dataset in table:
+    return table[dataset], f"{what}: the table's row for dataset {dataset!r}: {table[dataset]}"
+  return default, (f"{what}: generic defaults {default} (dataset {dataset!r} is not in the "
+                   f"table, which covers {', '.join(sorted(table))})")
+
+
 def fewshot_grid(add, datasets=DATASETS, shots=SHOTS, seeds=SEEDS, **fixed) -> None:
   """Adds the datasets x K x seeds grid of the few-shot benchmark (``fixed`` args appended)."""
   for dataset in datasets:

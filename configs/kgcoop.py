@@ -16,7 +16,7 @@ split files) use W 2.0 (the method's default) in few-shot.
 """
 
 from biomedjax.methods import kgcoop
-from configs import base
+from configs import base, common
 
 FEW_SHOT_W = {
     "btmri": 2.0, "busi": 10.0, "chmnist": 1.0, "covid_19": 1.0, "ctkidney": 8.0,
@@ -35,7 +35,8 @@ def get_config(arg=None):
     w = s["w"]
   elif a.setting == "few_shot":
     s = FEW_SHOT
-    w = FEW_SHOT_W.get(a.dataset, kgcoop.Options.w)
+    w, c.dataset_settings = common.dataset_row(FEW_SHOT_W, a.dataset, kgcoop.Options.w,
+                                               "kgcoop few-shot W")
   else:
     raise ValueError(f"configs/kgcoop.py: setting={a.setting!r}; few_shot or base2novel")
   c.method = base.method_config(kgcoop.Options, "kgcoop", w=w)

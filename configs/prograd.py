@@ -17,7 +17,7 @@ Datasets outside the table use T 2.0 (the method's default) in few-shot.
 """
 
 from biomedjax.methods import prograd
-from configs import base
+from configs import base, common
 
 FEW_SHOT_T = {
     "btmri": 2.0, "busi": 0.25, "chmnist": 1.0, "covid_19": 1.0, "ctkidney": 1.0,
@@ -36,7 +36,9 @@ def get_config(arg=None):
     t = s["temperature"]
   elif a.setting == "few_shot":
     s = FEW_SHOT
-    t = FEW_SHOT_T.get(a.dataset, prograd.Options.temperature)
+    t, c.dataset_settings = common.dataset_row(FEW_SHOT_T, a.dataset,
+                                               prograd.Options.temperature,
+                                               "prograd few-shot temperature")
   else:
     raise ValueError(f"configs/prograd.py: setting={a.setting!r}; few_shot or base2novel")
   c.method = base.method_config(prograd.Options, "prograd", temperature=t)

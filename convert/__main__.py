@@ -2,7 +2,7 @@
 
 import sys
 
-from convert.biomedclip import main
+from .biomedclip import main
 
 if __name__ == "__main__":
   sys.exit(main())

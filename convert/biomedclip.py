@@ -33,9 +33,9 @@ from biomedjax import pytree_paths
 from biomedjax.models import biomedclip as bc
 from biomedjax.models import config as model_config
 from biomedjax.models.config import CLIPConfig
-from convert import mapping, medclip_source, sources, tokenizer_files
-from convert.clip_config import from_hf_clip
-from convert.openclip_config import ConversionError, from_open_clip
+from . import mapping, medclip_source, sources, tokenizer_files
+from .clip_config import from_hf_clip
+from .openclip_config import ConversionError, from_open_clip
 
 
 def _flat(tree, prefix=""):

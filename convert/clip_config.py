@@ -12,7 +12,7 @@ import pathlib
 
 from biomedjax.models import preprocess
 from biomedjax.models.config import CLIPConfig, TextConfig, VisionConfig
-from convert.openclip_config import ConversionError
+from .openclip_config import ConversionError
 
 # open_clip CLIPVisionCfg / CLIPTextCfg keys -> the values this converter supports (None: any).
 _VISION_OK = {"layers": None, "width": None, "head_width": None, "mlp_ratio": None,

@@ -15,7 +15,7 @@ import dataclasses
 from typing import Callable
 
 from biomedjax.models.config import CLIPConfig
-from convert import hooks
+from . import hooks
 
 MAPPING_VERSION = 3  # 2: the OpenAI CLIP layouts; 3: MedCLIP
 

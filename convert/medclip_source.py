@@ -25,7 +25,7 @@ import re
 
 from biomedjax.models import config as model_config
 from biomedjax.models.config import CLIPConfig, SwinConfig
-from convert.openclip_config import ConversionError
+from .openclip_config import ConversionError
 
 SWIN = "vision_model.model"
 BERT = "text_model.model"

@@ -119,7 +119,7 @@ def from_open_clip(config_file: pathlib.Path) -> CLIPConfig:
       raise ConversionError(f"{config_file}: model_cfg.{key} missing")
   pre = raw.get("preprocess_cfg", {})
   if family_of(model_cfg, str(config_file)) == "openai":
-    from convert.clip_config import from_open_clip_native
+    from .clip_config import from_open_clip_native
     return from_open_clip_native(model_cfg, pre, str(config_file))
   base = CLIPConfig()
   return dataclasses.replace(

@@ -13,7 +13,7 @@ import pathlib
 
 import numpy as np
 
-from convert.openclip_config import ConversionError
+from .openclip_config import ConversionError
 
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin",  # open_clip
                 "model.safetensors", "pytorch_model.bin")  # HuggingFace CLIPModel

@@ -17,7 +17,7 @@ import shutil
 
 from biomedjax.models import bpe, families
 from biomedjax.models.config import CLIPConfig
-from convert.openclip_config import ConversionError
+from .openclip_config import ConversionError
 
 OPENCLIP_BPE = "bpe_simple_vocab_16e6.txt.gz"
 

@@ -139,3 +139,127 @@ def test_show_prints_value_default_and_meaning():
   assert "K per class" in lines["data.shots"]
   assert "(default 0.002)" in lines["optim.lr"] and "0.01" in lines["optim.lr"]
   assert "method.n_ctx" in lines
+
+
+# Issue 22: each mistake of a new user's session is ONE line naming the culprit and the fix.
+SUFFIX = "  [--debug shows the traceback]"
+
+
+def _checked(argv):
+  """The line launch.cli prints for argv's mistake (its check before absl, in this process)."""
+  from biomedjax.tools import launch_checks
+  with pytest.raises(launch_checks.CommandError) as e:
+    launch_checks.check_command(argv)
+  return cli.one_line(e.value, argv)
+
+
+def test_config_file_typo_names_the_closest_file_and_list(tmp_path):
+  run = _launch("--config=configs/copo.py", f"--workdir={tmp_path / 'w'}")
+  assert run.returncode == 2
+  assert run.stderr.strip().splitlines() == [
+      "error: --config=configs/copo.py: no such config file; did you mean configs/coop.py? "
+      "(python launch.py --list prints every method's config file)" + SUFFIX]
+  assert not (tmp_path / "w").exists()
+
+
+def test_preset_typo_is_one_line_and_writes_nothing(tmp_path):
+  root = tmp_path / "img"
+  items = [splits.Item(f"{c}/{i}.png", n, c) for n, c in enumerate(("a", "b")) for i in range(2)]
+  for it in items:
+    write_png(root / it.path)
+  splits.write_split_file(tmp_path / "mine.json", {"train": items, "test": items})
+  work = tmp_path / "w"
+  run = _launch("--config=configs/coop.py:shots=1", "--config.model.preset=tinyy",
+                f"--config.data.split_file={tmp_path / 'mine.json'}",
+                f"--config.data.image_root={root}", f"--workdir={work}")
+  assert run.returncode == 2
+  lines = run.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(
+      "error: --config.model.preset=tinyy: no such preset; did you mean tiny? (presets: "), lines
+  assert not work.exists() or not list(work.iterdir())  # no stray fewshot_selection.json
+
+
+def test_config_string_and_override_type_errors_are_one_line():
+  assert _checked(["launch.py", "--config=configs/coop.py:model"]) == (
+      "error: --config=configs/coop.py:model: config arg 'model' needs a value (model=...); "
+      "only bool keys may be given bare" + SUFFIX)
+  assert _checked(["launch.py", "--config=configs/coop.py", "--config.optim.epochs=ten"]) == (
+      "error: --config.optim.epochs=ten: optim.epochs takes an int (default 100 in "
+      "configs/coop.py)" + SUFFIX)
+
+
+def test_sweep_print_keeps_an_empty_model_value():
+  run = _launch("--config=configs/coop.py:model=,shots=4,seeds=1", "--sweep=print",
+                "--workdir=/tmp/never-written")
+  assert run.returncode == 0, run.stderr
+  lines = run.stdout.splitlines()
+  assert lines and all("configs/coop.py:model=,dataset=" in l for l in lines), lines
+
+
+def _tree(tmp_path, bad=()):
+  root = tmp_path / "img"
+  items = {"train": [], "val": [], "test": []}
+  for label, name in enumerate(("cat", "dog")):
+    for split, n in (("train", 3), ("val", 1), ("test", 2)):
+      for i in range(n):
+        rel = f"{name}/{split}{i}.png"
+        write_png(root / rel, seed=label * 7 + i)
+        items[split].append(splits.Item(rel, label, name))
+  items["val"].append(items["train"][0])  # the same image in two splits
+  for rel in bad:
+    (root / rel).write_bytes(b"broken")
+  splits.write_split_file(tmp_path / "split.json", items)
+  return root, tmp_path / "split.json"
+
+
+def _data_cfg(split_file, root, **kw):
+  return mlc.ConfigDict(dict(dataset="mine", root="", split_file=str(split_file),
+                             image_root=str(root), prepared="", shots=0, setting="few_shot",
+                             skip_bad_images=False, synthetic={}, **kw))
+
+
+def test_wrong_image_root_names_the_image_root(tmp_path):
+  root, split_file = _tree(tmp_path)
+  for wrong in (tmp_path / "nope", tmp_path):  # missing; a folder without the images
+    with pytest.raises(splits.SplitError) as e:
+      setup.build_data(_data_cfg(split_file, wrong), 1, tmp_path / "run")
+    line = cli.one_line(e.value)
+    assert line.startswith(f"error: image root {wrong} "), line
+    assert "--config.data.image_root=" in line and "fix the split file" not in line
+
+
+def test_corrupt_images_of_every_split_are_listed_once_in_one_line(tmp_path):
+  root, split_file = _tree(tmp_path, bad=("cat/train0.png", "dog/test1.png"))
+  with pytest.raises(transforms.BadImageError) as e:
+    setup.build_data(_data_cfg(split_file, root), 1, tmp_path / "run")
+  line = cli.one_line(e.value)
+  assert line.startswith("error: 2 unreadable image(s) of 12: "), line
+  assert line.count("cat/train0.png") == 1 and line.count("dog/test1.png") == 1  # train+val: once
+  assert f"{split_file}:3, {split_file}:" in line  # both lines that name cat/train0.png
+  assert line.count("skip_bad_images") == 1 and " at 0x" not in line
+
+
+def test_missing_attribute_file_names_the_attributes_dataset_option(tmp_path):
+  from biomedjax.methods import attributes
+  (tmp_path / "btmri_des.json").write_text("{}")
+  with pytest.raises(FileNotFoundError) as e:
+    attributes.load(tmp_path, "knee", "des", ["a"])
+  line = cli.one_line(e.value)
+  assert "--config.method.attributes_dataset=<key>" in line and "(the folder has: btmri)" in line
+
+
+def test_missing_model_dir_is_refused_before_anything_is_written(tmp_path):
+  cfg = mlc.ConfigDict(dict(init=str(tmp_path / "ckpt"), preset="biomedclip"))
+  with pytest.raises(FileNotFoundError) as e:
+    setup.check_model(cfg)
+  line = cli.one_line(e.value)
+  assert line.startswith(f"error: --config.model.init={tmp_path / 'ckpt'}: not a converted model")
+  assert "--config.model.init= for random weights" in line
+
+
+def test_predict_errors_hint_only_at_predict_options():
+  bad = cli.one_line(transforms.BadImageError("a.png: cannot decode image"), hints=cli.PREDICT_HINTS)
+  missing = cli.one_line(FileNotFoundError(2, "No such file", "x.csv"), hints=cli.PREDICT_HINTS)
+  assert "--images" in bad
+  for line in (bad, missing):
+    assert "--config" not in line and "--show" not in line, line

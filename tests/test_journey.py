@@ -63,6 +63,9 @@ def journey(shared_dir, tmp_path_factory):
     # The CLIs' own main() in this process (each subprocess would pay for importing JAX again).
     assert predict.main([f"--workdir={workdir}", f"--images={test_csv}", f"--out={preds}",
                          f"--labels={btmri / 'split_BTMRI.json'}"]) == 0
+    # The run checked in one command: its own test split, split file and image root.
+    split_preds = tmp / f"{name}_split_preds.csv"
+    assert predict.main([f"--workdir={workdir}", "--split=test", f"--out={split_preds}"]) == 0
     exported = tmp / f"{name}_export" / "method.safetensors"
     assert export.main([f"--workdir={workdir}", f"--out={exported}"]) == 0
     # The README code, run as written in a fresh process, in a folder holding the exported file
@@ -74,7 +77,7 @@ def journey(shared_dir, tmp_path_factory):
     fresh = _py("-c", code, cwd=exported.parent)
     probs = json.loads(fresh.stdout.split("PROBS", 1)[1])
     out[name] = dict(workdir=workdir, preds=preds, probs=np.array(probs), first=first,
-                     stdout=fresh.stdout)
+                     stdout=fresh.stdout, split_preds=split_preds)
   return out
 
 
@@ -96,6 +99,15 @@ def test_preds_csv_accuracy_equals_results_json(journey, name):
   probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
   np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
   assert [r["prediction"] for r in rows] == [classes[i] for i in probs.argmax(1)]
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_predict_split_test_reproduces_results_json(journey, name):
+  run = journey[name]
+  rows = _rows(run["split_preds"])
+  results = json.loads((run["workdir"] / "results.json").read_text())
+  assert len(rows) == results["test"]["num_examples"]
+  assert np.mean([int(r["correct"]) for r in rows]) == results["test"]["accuracy"]
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -82,7 +82,8 @@ def test_sweep_print_honours_dataset_and_shots_and_names_no_other_data():
   assert all("dataset=mine,shots=4" in l and "--config.data.split_file=/s.json" in l for l in own)
   own_default = _sweep("--config=configs/coop.py", "--config.data.split_file=/s.json",
                        "--config.data.image_root=/img")
-  assert {l.split("dataset=")[1].split(",")[0] for l in own_default} == {"btmri"}
+  # No dataset named: the run is named for its split file (never the default catalog name).
+  assert {l.split("dataset=")[1].split(",")[0] for l in own_default} == {"s"}
 
 
 def test_a_grid_without_sweep_is_refused_in_one_line(tmp_path):

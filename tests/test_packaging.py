@@ -43,10 +43,14 @@ def _run(cmd, cwd, env):
 
 def test_import_from_any_folder(installed):
   target, elsewhere, env = installed
-  run = _run([sys.executable, "-c", "import biomedjax, convert.biomedclip, configs.coop, launch; "
+  run = _run([sys.executable, "-c", "import biomedjax, biomedjax.convert.biomedclip, "
+              "biomedjax.configs.coop, biomedjax.launcher.launch; "
               "print(biomedjax.__file__, biomedjax.__version__)"], elsewhere, env)
   assert run.returncode == 0, run.stderr
   assert run.stdout.startswith(str(target)) and "0.1.0" in run.stdout
+  # Nothing top-level but biomedjax: no `configs`, `convert` or `launch` to collide with others.
+  assert sorted(p.name for p in target.iterdir() if not p.name.endswith(
+      (".dist-info", "bin"))) == ["biomedjax"]
 
 
 def test_console_scripts_exist_and_run(installed):
@@ -61,6 +65,8 @@ def test_console_scripts_exist_and_run(installed):
                 "--show"], elsewhere, env)
   assert shown.returncode == 0, shown.stderr
   assert "data.shots = 4" in shown.stdout
+  helped = _run([str(target / "bin" / "biomedjax-launch"), "--help"], elsewhere, env)
+  assert helped.returncode == 0 and "--workdir" in helped.stdout and "--sweep" in helped.stdout
   for name in ("biomedjax-report", "biomedjax-convert", "biomedjax-predict", "biomedjax-export"):
     run = _run([str(target / "bin" / name), "--help"], elsewhere, env)
     assert run.returncode == 0 and "usage" in run.stdout, (name, run.stderr)
@@ -78,3 +84,24 @@ def test_converted_folders_are_readable_by_others(tmp_path):
   for path in [root, *root.rglob("*")]:
     mode = stat.S_IMODE(path.stat().st_mode)
     assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+
+
+def test_readme_model_block_runs_with_random_weights(tmp_path, monkeypatch):
+  """"Using a converted model" as written, with the random-weight load its comment offers."""
+  import re
+  import numpy as np
+  from PIL import Image
+  text = (REPO / "README.md").read_text()
+  section = text[text.index("## Using a converted model"):]
+  code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+  assert 'biomedjax.load(preset="tiny")' in code
+  code = code.replace('biomedjax.load("ckpt/biomedclip")', 'biomedjax.load(preset="tiny")')
+  Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(tmp_path / "scan.png")
+  monkeypatch.chdir(tmp_path)
+  scope = {}
+  exec(compile(code, "README.md", "exec"), scope)
+  import biomedjax
+  from biomedjax.tools import trained
+  assert type(scope["m"]) is type(trained.load_backbone(
+      {"backbone": {"kind": "random", "preset": "tiny"}, "vocabulary_words": ["a"]}))
+  assert type(scope["m"]).__name__ == "BiomedCLIP" and biomedjax.load.__module__ == "biomedjax"

@@ -66,7 +66,7 @@ def test_fewshot_tables_csv_and_plot(tmp_path):
   assert float(row["mean"]) == pytest.approx(np.mean(partial) * 100, abs=1e-4)
   assert float(row["std"]) == pytest.approx(np.std(partial) * 100, abs=1e-4)
 
-  png = (tmp_path / "out" / "fewshot_curve.png").read_bytes()
+  png, = [p.read_bytes() for p in (tmp_path / "out").glob("fewshot_curve_*.png")]
   assert png.startswith(b"\x89PNG") and len(png) > 5000
 
 
@@ -91,7 +91,7 @@ def test_base2novel_table(tmp_path):
   b, n = np.mean([80, 76]), np.mean([60, 70])
   hm = 2 * b * n / (b + n)
   assert f"| biomedcoop | {_fmt([0.80, 0.76])} | {_fmt([0.60, 0.70])} | {hm:.2f} |" in text
-  assert not (tmp_path / "out" / "fewshot_curve.png").exists()
+  assert not list((tmp_path / "out").glob("fewshot_curve*.png"))
 
 
 def _good():
@@ -162,3 +162,40 @@ def test_harness_groups_show_the_reference_ci(tmp_path):
   with open(tmp_path / "out" / "summary.csv") as f:
     rows = {r["method"]: r for r in csv.DictReader(f)}
   assert float(rows["tip_adapter"]["ci95"]) == pytest.approx(5.0888, abs=1e-4)
+
+
+def _run(seed=1, epochs=100, batch=32, **extra):
+  return dict(method="coop", dataset="knee", shots=4, seed=seed, setting="few_shot",
+              test=dict(accuracy=0.5 + epochs / 1000), **extra,
+              config={"seed": seed, "method.attr_seed": seed, "optim.epochs": epochs,
+                      "data.batch_size": batch, "data.shots": 4, "train.progress": True})
+
+
+def test_runs_that_differ_in_config_are_variant_rows_not_duplicates(tmp_path):
+  """A smoke run and a full run of the same method/data/K/seed: two labelled rows; only the
+  same config and seed twice is an error."""
+  report.write_run_results(tmp_path / "smoke", _run(epochs=2), plots=False)
+  report.write_run_results(tmp_path / "full", _run(epochs=100), plots=False)
+  report.write_run_results(tmp_path / "full2", _run(seed=2, epochs=100), plots=False)
+  text = report.make_report([tmp_path], tmp_path / "out")
+  assert "| coop [epochs=2] | 50.20 ± 0.00 (n=1) |" in text
+  assert "| coop [epochs=100] | 60.00 ± 0.00 |" in text
+  report.write_run_results(tmp_path / "again", _run(epochs=2, **{"train_loss": []}),
+                           plots=False)
+  with pytest.raises(report.ResultsError, match="same config and seed"):
+    report.load_runs([tmp_path])
+
+
+def test_labels_and_counts_read_right(tmp_path):
+  """No doubled [best test epoch], no "fewer than 1 seeds", "(1 run)"; short-K cells marked."""
+  report.write_run_results(tmp_path / "vr", dict(
+      method="biomedvr", dataset="knee", shots=4, seed=1, setting="few_shot",
+      test=dict(accuracy=0.5), selection={"headline": "best_test", "best_epochs_considered": "1-1",
+                                              "best_epoch": 1, "best_test_accuracy": 0.5,
+                                              "last_epoch": 2},
+      effective_shots={"normal": 4, "severe": 3}), plots=False)
+  text = report.make_report([tmp_path], tmp_path / "out")
+  assert "| biomedvr [best test epoch] | 50.00 ± 0.00 (K short) |" in text
+  assert "[best test epoch] [best test epoch]" not in text
+  assert "fewer than 1 seeds" not in text and "(1 runs)" not in text
+  assert "# Results: 1 run, seeds [1]" in text and "(1 run)" in text

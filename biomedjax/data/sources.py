@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
+import re
 from typing import Sequence
 
 import numpy as np
@@ -51,34 +52,57 @@ class ImageFileSource:
 MAX_LISTED = 20  # bad images named in an error; the rest are counted
 
 
+def _decode_error(path: str) -> str | None:
+  """None for a readable image, else one line: the path, what failed (no object addresses)."""
+  try:
+    transforms.decode(pathlib.Path(path).read_bytes(), path)
+    return None
+  except (OSError, transforms.BadImageError) as e:
+    return re.sub(r" <[^>]* at 0x[0-9a-fA-F]+>", "", str(e).splitlines()[0])
+
+
+def validate_splits(splits: dict[str, Sequence[readers.Example]], skip_bad_images: bool = False,
+                    skipped: list | None = None) -> dict[str, list[readers.Example]]:
+  """Decodes every image of every split once and returns each split's readable ones.
+
+  All splits are checked in one pass, so one error lists every bad image (once, with each
+  split-file line that names it; the first ``MAX_LISTED``, then a count) instead of the test
+  split's bad image turning up on the next run. Without ``skip_bad_images`` that error is
+  raised; with it the bad ones are dropped, logged, and appended to ``skipped`` as
+  ``{"origin", "path", "error"}`` records, one per split entry (the run writes them to
+  results.json).
+  """
+  errors, origins = {}, {}
+  for examples in splits.values():
+    for ex in examples:
+      if ex.path not in errors:
+        errors[ex.path] = _decode_error(ex.path)
+      if errors[ex.path] is not None:
+        origins.setdefault(ex.path, []).append(ex.origin)
+  total = len({ex.path for examples in splits.values() for ex in examples})
+  if origins and not skip_bad_images:
+    listed = "; ".join(f"{', '.join(dict.fromkeys(o))}: {errors[p]}"
+                       for p, o in list(origins.items())[:MAX_LISTED])
+    more = f"; and {len(origins) - MAX_LISTED} more" if len(origins) > MAX_LISTED else ""
+    raise transforms.BadImageError(
+        f"{len(origins)} unreadable image(s) of {total}: {listed}{more} (fix or remove "
+        "them, or pass --config.data.skip_bad_images=True to train without them)")
+  if origins:
+    logging.warning("skipped %d unreadable image(s) of %d, first: %s", len(origins), total,
+                    next(iter(origins.values()))[0])
+  out = {}
+  for name, examples in splits.items():
+    out[name] = [ex for ex in examples if errors[ex.path] is None]
+    if skipped is not None:
+      skipped += [{"origin": ex.origin, "path": ex.path, "error": errors[ex.path]}
+                  for ex in examples if errors[ex.path] is not None]
+  return out
+
+
 def validate_images(examples: Sequence[readers.Example], skip_bad_images: bool = False,
                     skipped: list | None = None) -> list[readers.Example]:
-  """Decodes every image once and returns the readable ones.
-
-  Every image is tried, so one error lists all the bad ones (the first ``MAX_LISTED`` with their
-  split-file line, then a count) instead of one per run. Without ``skip_bad_images`` that error
-  is raised; with it the bad ones are dropped, logged, and appended to ``skipped`` as
-  ``{"origin", "path", "error"}`` records (the run writes them to results.json).
-  """
-  kept, bad = [], []
-  for ex in examples:
-    try:
-      transforms.decode(pathlib.Path(ex.path).read_bytes(), f"{ex.path} ({ex.origin})")
-      kept.append(ex)
-    except (OSError, transforms.BadImageError) as e:
-      bad.append((ex, str(e).splitlines()[0]))
-  if bad and not skip_bad_images:
-    listed = "; ".join(f"{ex.origin}: {err}" for ex, err in bad[:MAX_LISTED])
-    more = f"; and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
-    raise transforms.BadImageError(
-        f"{len(bad)} unreadable image(s) of {len(examples)}: {listed}{more} (fix or remove "
-        "them, or pass --config.data.skip_bad_images=True to train without them)")
-  if bad:
-    logging.warning("skipped %d unreadable image(s) of %d, first: %s", len(bad), len(examples),
-                    bad[0][0].origin)
-  if skipped is not None:
-    skipped += [{"origin": ex.origin, "path": ex.path, "error": err} for ex, err in bad]
-  return kept
+  """``validate_splits`` of one list of examples."""
+  return validate_splits({"": examples}, skip_bad_images, skipped)[""]
 
 
 class ArrayRecordSource:

@@ -98,6 +98,21 @@ def _parse_entry(entry, where: str) -> Item:
   return Item(path, label, classname)
 
 
+class ImageRootError(SplitError):
+  """A split file's image is not under the image root: the root is usually what is wrong."""
+
+
+def _missing_image(where: str, rel: str, image_root, first: bool) -> str:
+  """The one line for a missing image: a wrong image root when even the first image is absent
+  (the usual mistake), else the split file's line."""
+  root = pathlib.Path(image_root)
+  if first or not root.is_dir():
+    state = "is not a folder" if not root.is_dir() else f"does not hold {rel!r} ({where})"
+    return (f"image root {root} {state}: pass --config.data.image_root=<the folder the split "
+            f"file's paths are relative to>")
+  return f"{where}: image {rel!r} not found under {root} (fix the split file at this line)"
+
+
 def read_split_file(path, classnames: Sequence[str] | None = None, image_root=None
                     ) -> dict[str, list[Item]]:
   """Reads and validates a split file.
@@ -118,7 +133,7 @@ def read_split_file(path, classnames: Sequence[str] | None = None, image_root=No
     item = _parse_entry(entry, where)
     _check_label(item, names, classnames is not None, where)
     if image_root is not None and not (pathlib.Path(image_root) / item.path).is_file():
-      raise SplitError(f"{where}: image {item.path!r} not found under {image_root}")
+      raise ImageRootError(_missing_image(where, item.path, image_root, not out))
     out.setdefault(split, []).append(item)
   _check_no_empty_class(out, names, classnames, path)
   return out

@@ -59,7 +59,7 @@ def plot(conf, correct, path, title: str, n_bins: int = cal.N_BINS, gap: str = "
   n = len(conf)
   scores = (f"ECE {cal.ece(conf, correct, n_bins, ece_mode):.2f}%  "
             f"MCE {cal.mce(conf, correct, n_bins):.2f}%  ACE {cal.ace(conf, correct, n_bins):.2f}%"
-            if n else "no samples")
+            f"  ({n_bins} bins, calibration reference)" if n else "no samples")
   ones = int(np.sum(conf == 1.0)) if ece_mode == "reference" else 0
   note = f"\n{ones} at confidence 1.0: in bin weights, not in bars (reference)" if ones else ""
   ax.set_title(f"{title} (N={n})\n{scores}{note}", fontsize=9)

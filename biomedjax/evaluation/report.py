@@ -3,7 +3,7 @@
 Every run writes ``<workdir>/results.json`` (through ``write_run_results``) and a human-readable
 ``results.md``. ``python -m biomedjax.evaluation.report <workdirs...> [--out DIR]`` reads any number of them
 (a directory without ``results.json`` is searched recursively, so a sweep's parent directory works)
-and writes ``report.md``, ``summary.csv`` and ``fewshot_curve.png`` to ``--out``. Each run also
+and writes ``report.md``, ``summary.csv`` and ``fewshot_curve_<backbone>.png`` to ``--out``. Each run also
 gets ``confusion_matrix_<split>.png`` and ``per_class_f1_<split>.png`` beside its results.
 
 results.json schema (extra keys are kept and ignored)::
@@ -56,7 +56,7 @@ from biomedjax.evaluation import metrics
 SETTINGS = {"few_shot": ("test",), "base2novel": ("base", "novel")}
 _FIELDS = {"method": str, "dataset": str, "shots": int, "seed": int, "setting": str}
 _MD_METRICS = (("accuracy", "acc %", 100), ("balanced_accuracy", "bal. acc %", 100),
-               ("macro_f1", "macro-F1 %", 100), ("nll", "NLL", 1), ("ece", "ECE %", 100))
+               ("macro_f1", "macro-F1 %", 100), ("nll", "NLL", 1), ("ece", "ECE % (15 bins)", 100))
 # Multilabel runs (results["task_kind"] == "multilabel") report ranking metrics instead.
 _MD_MULTILABEL = (("macro_f1", "macro-F1 %", 100), ("exact_match", "exact match %", 100),
                   ("lrap", "LRAP", 1), ("coverage_error", "coverage", 1),
@@ -68,7 +68,9 @@ def method_label(results: dict) -> str:
   (``results["variant"]``, from ``config.variant``) ``biomedcoop [method.w=1.0]``; and with
   `` [best test epoch]`` when the run reported its best test epoch (eval.select="best_test",
   the VR references' test-set selection), so such numbers never share a cell with last-epoch
-  ones."""
+  ones. A run loaded by ``load_runs`` carries its label already (``_label``)."""
+  if "_label" in results:
+    return results["_label"]
   label = results["method"]
   if results.get("variant"):
     label += f" [{results['variant']}]"
@@ -192,8 +194,11 @@ def run_markdown(results: dict) -> str:
   """One run: metrics per split, per-class P/R/F1 and confusion matrices, calibration,
   provenance."""
   from biomedjax.tools import provenance
+  from biomedjax import run_facts
   title = (f"# {results['method']} on {results['dataset']}: "
-           f"{_shots_text(results)}, seed {results['seed']} ({results['setting']})\n\n")
+           f"{_shots_text(results)}{run_facts.short_k_text(results)}, seed {results['seed']} "
+           f"({results['setting']})\n\n")
+  title += facts_markdown(results)
   if provenance.is_random(results):
     title += (f"> **RANDOM weights ({provenance.backbone_label(results)})**: these numbers "
               "measure the machinery, not medical performance.\n\n")
@@ -218,6 +223,30 @@ def run_markdown(results: dict) -> str:
               "(listed in results.json under skipped_images).\n")
   prov = provenance.markdown(results.get("provenance"))
   return title + table + _calibration_markdown(results) + ("\n" + prov if prov else "")
+
+
+def facts_markdown(results: dict) -> str:
+  """Data, per-dataset settings, schedule and effective K: what produced the numbers."""
+  lines = []
+  if results.get("split_file"):
+    lines.append(f"Data: split file `{results['split_file']}` (named {results['dataset']!r})")
+  if results.get("dataset_settings"):
+    lines.append(f"Per-dataset settings: {results['dataset_settings']}")
+  s = results.get("schedule")
+  if s:
+    capped = s.get("config_batch_size", s["batch_size"]) != s["batch_size"]
+    batch = (f"batch {s['batch_size']}" + (f" (data.batch_size {s['config_batch_size']} capped at "
+                                           "the training set)" if capped else "")
+             + (f" x {s['steps_per_epoch']} steps" if "steps_per_epoch" in s else ""))
+    lines.append(f"Schedule: {s['epochs']} epochs, {batch}, {s['optimizer']} lr "
+                 f"{s['lr']:g} ({s['lr_schedule']}, {s['warmup_epochs']} warmup epoch(s)), "
+                 f"images {s['image_size']} px")
+  eff = results.get("effective_shots")
+  if eff:
+    lines.append("Effective K per class (training images used): "
+                 + ", ".join(f"{c} {n}" + (" (short)" if n < results["shots"] else "")
+                             for c, n in eff.items()))
+  return "".join(f"- {l}\n" for l in lines) + ("\n" if lines else "")
 
 
 _CAL_COLUMNS = (("ece", "ECE"), ("mce", "MCE"), ("ace", "ACE"), ("ece_kde", "ECE-KDE"))
@@ -299,10 +328,9 @@ def write_run_plots(workdir, results: dict) -> list[pathlib.Path]:
       ax.set_yticks(range(n), names, fontsize=8)
       ax.invert_yaxis()
       ax.set_xlim(0, 100)
-      ax.set_xlabel("F1 (%)")
-      ax.axvline(100 * block.get("macro_f1", np.mean(f1) / 100), color="k", ls="--", lw=1,
-                 label="macro-F1")
-      ax.legend(loc="lower right", fontsize=8)
+      macro = 100 * block.get("macro_f1", np.mean(f1) / 100)
+      ax.axvline(macro, color="k", ls="--", lw=1)  # named in the axis label, not a legend
+      ax.set_xlabel(f"F1 (%); dashed line: macro-F1 {macro:.1f}%")
       ax.set_title(f"{results['method']} on {results['dataset']} ({split}): per-class F1{warn}",
                    fontsize=9)
       fig.tight_layout()
@@ -310,7 +338,46 @@ def write_run_plots(workdir, results: dict) -> list[pathlib.Path]:
       fig.savefig(path)
       plt.close(fig)
       written.append(path)
+  loss = results.get("train_loss") or []
+  if loss:
+    written.append(plot_loss_curve(loss, pathlib.Path(workdir) / "loss_curve.png",
+                                   f"{results['method']} on {results['dataset']}: training loss"
+                                   f"{warn}"))
   return written
+
+
+def plot_loss_curve(entries, path: pathlib.Path, title: str) -> pathlib.Path:
+  """The logged training loss against the step (``train_loss``: [[step, loss], ...])."""
+  plt = _pyplot()
+  steps, values = zip(*entries)
+  fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+  from matplotlib.ticker import MaxNLocator
+  ax.plot(steps, values, marker="o" if len(steps) < 30 else None, ms=4)
+  ax.set_xlim(0, max(steps) * 1.05)
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+  if len(steps) == 1:  # a short run logs once (train.log_every_steps)
+    title += f"\n(one logged step: --config.train.log_every_steps below {steps[0]} logs more)"
+  ax.set_xlabel("step")
+  ax.set_ylabel("training loss (logged steps)")
+  ax.set_title(title, fontsize=9)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
+def run_outputs_text(workdir) -> str:
+  """Where a finished run's results and figures are: one line for the end of the run."""
+  workdir = pathlib.Path(workdir)
+  figures = sorted(p.name for p in workdir.glob("*.png"))
+  reliability = len(list((workdir / "reliability").glob("*.png")))
+  text = f"{workdir}/results.md and results.json"
+  if figures:
+    text += f"; figures: {', '.join(figures)}"
+  if reliability:
+    text += f"; {reliability} reliability diagram(s) in {workdir / 'reliability'}"
+  return text
 
 
 def _pyplot():
@@ -338,11 +405,15 @@ def find_results(paths) -> list[pathlib.Path]:
 def load_runs(paths, metric: str = "accuracy") -> list[dict]:
   """Loads and validates every results.json; duplicate runs are an error naming both files.
 
+  Runs of the same method, data set and K whose configs differ (a smoke run and a full run,
+  another batch size) are variants, not duplicates: each gets its own rows, labelled by the
+  config keys that differ (``coop [epochs=2, test_batch_size=16]``; ``run_facts.experiment_key``,
+  from the config each results.json records). Only the same config and seed twice is an error.
   A K-independent run (zero-shot) counts once per (backbone, dataset, seed) whatever its
   ``shots``: a second one with another K is the same experiment and is left out.
   """
   from biomedjax.tools import provenance
-  runs, seen = [], {}
+  loaded = []
   for path in find_results(paths):
     try:
       results = json.loads(path.read_text())
@@ -350,16 +421,56 @@ def load_runs(paths, metric: str = "accuracy") -> list[dict]:
       raise ResultsError(f"{path}: invalid JSON ({e})") from None
     validate_results(results, str(path), metric)
     shots = ANY_K if is_k_independent(results) else results["shots"]
-    method = method_label(results)
-    key = (provenance.backbone_label(results), results["setting"], method,
-           results["dataset"], shots, results["seed"])
-    if key in seen:
-      if shots == ANY_K:
+    key = (provenance.backbone_label(results), results["setting"], method_label(results),
+           results["dataset"], shots)
+    loaded.append((path, results, key))
+  labels = _variant_labels(loaded)
+  runs, seen = [], {}
+  for (path, results, key), label in zip(loaded, labels):
+    full = (*key[:2], label, *key[3:], results["seed"])
+    if full in seen:
+      if key[4] == ANY_K:
         continue
-      raise ResultsError(f"{path} and {seen[key]} are the same run {key}")
-    seen[key] = path
-    runs.append({**results, "method": method, "shots": shots, "_path": str(path)})
+      raise ResultsError(f"{path} and {seen[full]} are the same run {full} (same config and "
+                         "seed); remove one")
+    seen[full] = path
+    runs.append({**results, "_label": label, "method": results["method"], "shots": key[4],
+                 "_path": str(path)})
   return runs
+
+
+_VARIANT_KEYS_SHOWN = 3
+_GROUP_KEYS = ("data.shots", "data.dataset", "data.setting", "method.name")
+
+
+def _variant_labels(loaded) -> list[str]:
+  """Each run's row label: its method label, plus the config keys in which it differs from the
+  other runs of its (backbone, setting, method, dataset, K), if any."""
+  from biomedjax import run_facts
+  keys = [{k: v for k, v in run_facts.experiment_key(r).items() if k not in _GROUP_KEYS}
+          for _, r, _ in loaded]
+  members = collections.defaultdict(list)
+  for i, (_, _, key) in enumerate(loaded):
+    members[key].append(i)
+  labels = [key[2] for _, _, key in loaded]
+  for idx in members.values():
+    names = sorted({k for i in idx for k in keys[i]})
+    differ = [k for k in names if len({json.dumps(keys[i].get(k)) for i in idx}) > 1]
+    if not differ:
+      continue
+    for i in idx:
+      parts = [f"{k.rsplit('.', 1)[-1]}={keys[i].get(k)}" for k in differ]
+      if len(parts) > _VARIANT_KEYS_SHOWN:
+        parts = parts[:_VARIANT_KEYS_SHOWN] + [f"+{len(parts) - _VARIANT_KEYS_SHOWN} more"]
+      labels[i] += f" [{', '.join(parts)}]"
+  return labels
+
+
+def short_k_cells(runs) -> set[tuple]:
+  """(setting, label, dataset, shots) of the groups with a run whose classes had fewer than K
+  training images (``effective_shots``): their table cells are marked."""
+  return {(r["setting"], method_label(r), r["dataset"], r["shots"]) for r in runs
+          if any(n < r["shots"] for n in (r.get("effective_shots") or {}).values())}
 
 
 def selection_markdown(results: dict) -> str:
@@ -429,10 +540,15 @@ def _k_free(groups, setting):
   return sorted({k[1] for k in groups if k[0] == setting and k[3] == ANY_K})
 
 
-def fewshot_tables(groups, n_seeds: int, metric: str, harness=()) -> str:
+SHORT_MARK = " (K short)"
+
+
+def fewshot_tables(groups, n_seeds: int, metric: str, harness=(), short=frozenset()) -> str:
   """(a) methods x K per dataset and averaged; (b) datasets x methods per K. K-independent
   methods (zero-shot) fill one "any K" column instead of repeating under every K. Methods in
-  ``harness`` (adapter-harness runs) also show the reference's 1.96·std/√n beside the mean."""
+  ``harness`` (adapter-harness runs) also show the reference's 1.96·std/√n beside the mean.
+  ``short``: (setting, method, dataset, K) cells built from runs with classes below K
+  (``short_k_cells``), marked ``(K short)``."""
   methods, datasets, shots = _axes(groups, "few_shot")
   free = _k_free(groups, "few_shot")
   if not methods and not free:
@@ -445,23 +561,28 @@ def fewshot_tables(groups, n_seeds: int, metric: str, harness=()) -> str:
       return [m, cell(ANY_K), *[""] * len(shots)]
     return [m, *[""] * len(any_k), *[cell(k) for k in shots]]
 
+  def cell(m, d, k):
+    text = _cell(groups.get(("few_shot", m, d, k, "test")), n_seeds, m in harness)
+    return text + (SHORT_MARK if ("few_shot", m, d, k) in short else "")
+
   out = [f"## Few-shot {metric} (%), mean ± std over seeds\n"]
+  if short:
+    out.append(f"{SHORT_MARK.strip()}: some class had fewer than K training images (used "
+               "whole); each run's results.md lists its effective K per class.\n")
   if set(harness) & {*methods, *free}:
     out.append("(CI ±x): 1.96·std/√n (population std), the column the adapter harness "
                "(BiomedCoOp main.py) reports as \"std\" for its three runs.\n")
   for d in datasets:
-    rows = [row(m, lambda k: _cell(groups.get(("few_shot", m, d, k, "test")), n_seeds,
-                                   m in harness))
-            for m in [*free, *methods]]
+    rows = [row(m, lambda k: cell(m, d, k)) for m in [*free, *methods]]
     out.append(f"### {d}\n\n" + _md_table(header, rows))
   rows = [row(m, lambda k: _mean_over_datasets(groups, "few_shot", m, datasets, k, "test",
                                                n_seeds)[1]) for m in [*free, *methods]]
-  out.append(f"### Average over {len(datasets)} datasets\n\n" + _md_table(header, rows))
+  out.append(f"### Average over {_count(len(datasets), 'dataset')}\n\n"
+               + _md_table(header, rows))
   for k in shots:
     cols = [(m, ANY_K) for m in free] + [(m, k) for m in methods]
     names = [f"{m} (any K)" for m in free] + methods
-    rows = [[d, *[_cell(groups.get(("few_shot", m, d, kk, "test")), n_seeds, m in harness)
-                  for m, kk in cols]] for d in datasets]
+    rows = [[d, *[cell(m, d, kk) for m, kk in cols]] for d in datasets]
     rows.append(["**Average**", *[_mean_over_datasets(
         groups, "few_shot", m, datasets, kk, "test", n_seeds)[1] for m, kk in cols]])
     out.append(f"### K = {k}: datasets × methods\n\n" + _md_table(["dataset", *names], rows))
@@ -490,7 +611,7 @@ def base2novel_tables(groups, n_seeds: int, metric: str) -> str:
           cells = [_cell(b, n_seeds), _cell(n, n_seeds)]
         hm = "-" if base is None or novel is None else f"{metrics.harmonic_mean(base, novel):.2f}"
         rows.append([m, *cells, hm])
-      title = f"Average over {len(datasets)} datasets" if d is None else d
+      title = f"Average over {_count(len(datasets), 'dataset')}" if d is None else d
       out.append(f"### {title}\n\n" + _md_table(["method", "base", "novel", "HM"], rows))
   return "\n".join(out)
 
@@ -534,6 +655,9 @@ def plot_fewshot_curve(groups, path: pathlib.Path, metric: str, n_seeds: int,
   fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.6 * rows_n + 0.5), dpi=110,
                            squeeze=False)
   colors = {m: f"C{i}" for i, m in enumerate([*methods, *free])}
+  markers = {m: "osD^vP*X<>"[i % 10] for i, m in enumerate(methods)}
+  # Methods side by side around each K (log axis), so equal means (100 %) never hide a marker.
+  shift = {m: 2 ** (0.06 * (i - (len(methods) - 1) / 2)) for i, m in enumerate(methods)}
   xs = shots or [1]
   for ax, d in zip(axes.flat, datasets):
     for m in methods:
@@ -542,10 +666,13 @@ def plot_fewshot_curve(groups, path: pathlib.Path, metric: str, n_seeds: int,
         continue
       k_, mean, std = zip(*[(k, np.mean(list(g.values())), np.std(list(g.values())))
                             for k, g in pts])
-      ax.errorbar(k_, mean, yerr=std, marker="o", capsize=3, color=colors[m], label=m)
-      partial = [(k, v) for (k, g), v in zip(pts, mean) if len(g) < n_seeds]
+      kx = [k * shift[m] for k in k_]
+      ax.errorbar(kx, mean, yerr=std, marker=markers[m], capsize=3, color=colors[m], label=m,
+                  clip_on=False)
+      partial = [(k * shift[m], v) for (k, g), v in zip(pts, mean) if len(g) < n_seeds]
       if partial:
-        ax.plot(*zip(*partial), ls="none", marker="o", ms=8, mfc="white", mec=colors[m])
+        ax.plot(*zip(*partial), ls="none", marker=markers[m], ms=9, mfc="white", mec=colors[m],
+                clip_on=False, zorder=3)
     for m in free:
       g = groups.get(("few_shot", m, d, ANY_K, "test"))
       if g:
@@ -564,10 +691,13 @@ def plot_fewshot_curve(groups, path: pathlib.Path, metric: str, n_seeds: int,
     ax.legend(fontsize=7)
   for ax in list(axes.flat)[len(datasets):]:
     ax.axis("off")
-  fig.suptitle((title + "\n" if title else "") + f"few-shot {metric}, mean ± std over seeds "
-               "(open markers: fewer seeds)", fontsize=10)
+  import textwrap
+  width = int(4.6 * cols * 13)  # characters that fit the figure's width at this font size
+  lines = [*(textwrap.wrap(title, width) if title else []), *textwrap.wrap(
+      f"few-shot {metric}, mean ± std over seeds (open markers: fewer seeds)", width)]
+  fig.suptitle("\n".join(lines), fontsize=10)
   fig.tight_layout()
-  fig.savefig(path)
+  fig.savefig(path, bbox_inches="tight")  # the title is never clipped
   plt.close(fig)
   return True
 
@@ -618,10 +748,16 @@ def plot_calibration_vs_accuracy(cal_groups, path: pathlib.Path) -> bool:
   from matplotlib import pyplot as plt
   fig, ax = plt.subplots(figsize=(6, 4.5), dpi=120)
   methods = sorted({k[1] for k in cal_groups})
-  for m in methods:
+  xs = []
+  for i, m in enumerate(methods):
     pts = [(np.mean(list(g["accuracy"].values())), np.mean(list(g["ece"].values())))
            for k, g in cal_groups.items() if k[1] == m]
-    ax.scatter(*zip(*pts), label=m, s=30)
+    xs += [x for x, _ in pts]
+    # Open markers shrinking per method: points on top of each other (100 %) all stay visible.
+    ax.scatter(*zip(*pts), label=m, s=max(80 - 18 * i, 12), marker="osD^vP*X<>"[i % 10],
+               facecolors="none", edgecolors=f"C{i}", linewidths=1.5, clip_on=False)
+  # An accuracy axis ends at 100 % (autoscale around points at 100 % ran 96-104 %).
+  ax.set_xlim(max(0.0, min(xs) - 5), min(100.0, max(xs) + 5) if max(xs) < 99.5 else 100.5)
   ax.set_xlabel("accuracy (%)")
   ax.set_ylabel("ECE (%), 10 bins (lower is better)")
   ax.set_title("Calibration vs accuracy (one point per dataset, K, split; mean over seeds)",
@@ -643,6 +779,10 @@ def _num_classes(run: dict) -> int | None:
   return None
 
 
+def _count(n: int, noun: str) -> str:
+  return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _slug(text: str) -> str:
   return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
 
@@ -652,7 +792,8 @@ def make_report(paths, out_dir, metric: str = "accuracy") -> str:
 
   Runs are grouped by backbone first (converted directory + manifest hash, or RANDOM preset):
   numbers from different weights never share a table, and random-weight sections say so.
-  One backbone: ``fewshot_curve.png``; several: ``fewshot_curve_<backbone>.png`` each.
+  Each backbone's curves: ``fewshot_curve_<backbone>.png`` (a name that does not change when
+  runs of another backbone join the report).
   """
   from biomedjax.tools import provenance
   runs = load_runs(paths, metric)
@@ -663,22 +804,24 @@ def make_report(paths, out_dir, metric: str = "accuracy") -> str:
   for r in runs:
     by_backbone[provenance.backbone_label(r)].append(r)
   labels = sorted(by_backbone, key=lambda l: (l.startswith("RANDOM"), l))
-  text = (f"# Results: {len(runs)} runs, seeds {seeds}\n\n"
-          f"Cells marked (n=k) have fewer than {len(seeds)} seeds.\n")
+  text = f"# Results: {_count(len(runs), 'run')}, seeds {seeds}\n"
+  if len(seeds) > 1:
+    text += f"\nCells marked (n=k) have fewer than {len(seeds)} seeds.\n"
   sections = []
   for label in labels:
     group_runs = by_backbone[label]
     groups = group(group_runs, metric)
     sections.append((label, groups))
-    text += f"\n# Backbone: {label} ({len(group_runs)} runs)\n\n"
+    text += f"\n# Backbone: {label} ({_count(len(group_runs), 'run')})\n\n"
     if any(provenance.is_random(r) for r in group_runs):
       text += ("> **WARNING: RANDOM weights.** These numbers measure the machinery only; they "
                "say nothing about medical performance.\n\n")
-    harness = {r["method"] for r in group_runs if is_harness(r)}
-    text += "\n".join(t for t in (fewshot_tables(groups, len(seeds), metric, harness),
+    harness = {method_label(r) for r in group_runs if is_harness(r)}
+    short = short_k_cells(group_runs)
+    text += "\n".join(t for t in (fewshot_tables(groups, len(seeds), metric, harness, short),
                                    base2novel_tables(groups, len(seeds), metric)) if t)
     chance = {r["dataset"]: _num_classes(r) for r in group_runs}
-    name = "fewshot_curve.png" if len(labels) == 1 else f"fewshot_curve_{_slug(label)}.png"
+    name = f"fewshot_curve_{_slug(label)}.png"  # the same name however many backbones
     title = (f"{label} WEIGHTS (machinery only, not medical performance)"
              if any(provenance.is_random(r) for r in group_runs) else label)
     plot_fewshot_curve(groups, out_dir / name, metric, len(seeds), chance, title)

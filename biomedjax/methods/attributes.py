@@ -61,8 +61,12 @@ def load(directory, key: str, head: str, classnames) -> list[list[str]]:
   """The kept (>= 20 characters) sentences of every class, in label order."""
   file = path(directory, key, head)
   if not file.is_file():
-    raise FileNotFoundError(f"attribute file {file} not found: config.method.attributes_dir="
-                            f"{str(directory)!r} must hold {key}_{head}.json")
+    held = sorted({p.name.rsplit("_", 1)[0] for p in pathlib.Path(directory).glob(
+        f"*_{head}.json")}) if pathlib.Path(directory).is_dir() else []
+    raise FileNotFoundError(
+        f"attribute file {file} not found: --config.method.attributes_dir={str(directory)!r} "
+        f"must hold {key}_{head}.json, or pass --config.method.attributes_dataset=<key> for "
+        f"the files of another key" + (f" (the folder has: {', '.join(held)})" if held else ""))
   try:
     raw = json.loads(file.read_text(encoding="utf-8"))
   except json.JSONDecodeError as e:

@@ -52,11 +52,11 @@ def run_sweep(mode: str, points, root, process_id: int) -> None:
     from biomedjax.train import packed
     packed.run_sweep([packed.Point(p.config, p.workdir) for p in run_fit_packs(todo)], root)
   else:
-    for p in todo:
+    for i, p in enumerate(todo):
       if mode == "print":
         print(shlex.join(p.command))
       else:
-        log.info("running %s", shlex.join(p.command))
+        log.info("run %d of %d: %s", i + 1, len(todo), shlex.join(p.command))
         subprocess.run(p.command, check=True)
   if mode in ("run", "packed") and process_id == 0:
     from biomedjax.evaluation import report

@@ -62,9 +62,9 @@ def merge_args(base: str, point: str) -> str:
   the command named (``datasets=a+b,shots=1+4``) is in the points already."""
   from configs import common
   base = common.sweep_grid(base)[0]
-  items = dict(i.partition("=")[::2] for i in base.split(",") if i)
-  items.update(i.partition("=")[::2] for i in point.split(",") if i)
-  return ",".join(f"{k}={v}" if v else k for k, v in items.items())
+  items = {i.partition("=")[0]: i for i in base.split(",") if i}  # "model=" keeps its "="
+  items.update((i.partition("=")[0], i) for i in point.split(",") if i)
+  return ",".join(items.values())
 
 
 def own_data_arg(base_arg: str, overrides, dataset: str) -> str:

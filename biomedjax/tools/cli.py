@@ -29,6 +29,16 @@ DEBUG_FLAG = "--debug"
 _HINTS = {
     "BadImageError": "fix or remove the image(s), or pass --config.data.skip_bad_images=True",
     "SplitError": "fix the split file at the line shown",
+    "ImageRootError": "",
+    "CheckpointError": "",
+    "ResultsError": "",
+    "ConversionError": "",
+}
+# predict/export have none of the launcher's options (--show, --config.data.*): their own hints.
+PREDICT_HINTS = {
+    "BadImageError": "fix or remove the image, or leave it out of --images",
+    "SplitError": "fix the split file at the line shown",
+    "ImageRootError": "",
     "CheckpointError": "",
     "ResultsError": "",
     "ConversionError": "",
@@ -57,8 +67,11 @@ def _config_key_flag(message: str, argv) -> str | None:
   return None
 
 
-def one_line(e: BaseException, argv=()) -> str:
-  """``error: <culprit and fix>`` on one line (newlines in the message become '; ')."""
+def one_line(e: BaseException, argv=(), hints=None) -> str:
+  """``error: <culprit and fix>`` on one line (newlines in the message become '; ').
+  ``hints``: the tool's hints per exception type (default: the launcher's)."""
+  launcher = hints is None
+  hints = _HINTS if hints is None else hints
   name = type(e).__name__
   message = _root_message(e)
   flag = _config_key_flag(message, argv) if isinstance(e, (AttributeError, KeyError)) else None
@@ -68,20 +81,20 @@ def one_line(e: BaseException, argv=()) -> str:
     message = (f"{flag}: the config has no key {key!r}" + (f"; {rest}" if rest else "")
                + " (python launch.py --config FILE --show lists every key)")
   elif isinstance(e, FileNotFoundError) and e.filename:
-    message = (f"{e.filename}: no such file or directory (check the path in the config; "
-               "--show prints every path option)")
-  elif name not in _HINTS and not isinstance(e, (ValueError, KeyError, FileNotFoundError)):
+    message = f"{e.filename}: no such file or directory" + (
+        " (check the path in the config; --show prints every path option)" if launcher else "")
+  elif name not in hints and not isinstance(e, (ValueError, KeyError, FileNotFoundError)):
     message = f"{name}: {message}"
   text = "; ".join(line.strip() for line in message.strip().splitlines() if line.strip())
-  hint = _HINTS.get(name)
-  if hint and hint not in text:
+  hint = hints.get(name)
+  if hint and hint not in text and not (launcher and "skip_bad_images" in text):
     text += f" ({hint})"
   return f"error: {text}  [{DEBUG_FLAG} shows the traceback]"
 
 
-def run_guarded(fn, argv=None) -> int:
+def run_guarded(fn, argv=None, hints=None) -> int:
   """Calls ``fn()``; an exception becomes one line on stderr and exit status 2, unless
-  ``--debug`` is in argv (then it propagates with its traceback)."""
+  ``--debug`` is in argv (then it propagates with its traceback). ``hints``: see ``one_line``."""
   argv = sys.argv if argv is None else argv
   try:
     result = fn()
@@ -97,7 +110,7 @@ def run_guarded(fn, argv=None) -> int:
     if DEBUG_FLAG in argv:
       raise
     logging.shutdown()
-    print(one_line(e, argv), file=sys.stderr)
+    print(one_line(e, argv, hints), file=sys.stderr)
     return 2
   return result if isinstance(result, int) else 0
 
@@ -214,6 +227,22 @@ def show_config(config, defaults, meanings: dict[str, str]) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Logs and progress bars on one terminal.
+
+# Log lines of libraries that are not the user's concern (orbax warns whenever a save waits for
+# the previous one, which tiny epochs make routine).
+_NOISE = ("Waiting for previous save",)
+
+
+class _DropNoise(logging.Filter):
+  def filter(self, record):
+    return not str(record.msg).startswith(_NOISE)
+
+
+def quiet_library_noise() -> None:
+  """Drops the ``_NOISE`` lines from absl's logger (orbax logs through it)."""
+  logger = logging.getLogger("absl")
+  if not any(isinstance(f, _DropNoise) for f in logger.filters):
+    logger.addFilter(_DropNoise())
 
 
 class _ThroughTqdm:

@@ -45,7 +45,8 @@ def main(argv=None) -> int:
           f"{meta['backbone']['label']}")
     return 0
 
-  return cli_lib.run_guarded(run, sys.argv if argv is None else ["", *argv])
+  return cli_lib.run_guarded(run, sys.argv if argv is None else ["", *argv],
+                             hints=cli_lib.PREDICT_HINTS)
 
 
 def cli() -> None:

@@ -1,10 +1,15 @@
 """Classify image files with a trained run: one CSV row per image.
 
+  python -m biomedjax.tools.predict --workdir RUN --split test --out preds.csv   # check a run
   python -m biomedjax.tools.predict --workdir RUN --images DIR_OR_CSV --out preds.csv [--labels SPLIT]
   python -m biomedjax.tools.predict --state method.safetensors --images scans/ --out preds.csv
 
+``--split test`` (or ``val``): the run's own split of its own split file and image root (from
+the workdir's config.json; ``--labels``/``--image-root`` override them), without the images
+the run skipped: its accuracy is the run's results.json accuracy for that split, in one command.
 ``--images``: a folder (every image file below it, sorted, paths relative to it) or a CSV with a
-``path`` column (relative to the CSV's folder, or absolute). The CSV written has ``path``,
+``path`` column; a relative path in the CSV is relative to the CSV's own folder (not to the
+current one), an absolute path is used as is. The CSV written has ``path``,
 ``prediction`` (a class name), then ``p_<class>`` per class in the run's class order (softmax
 probabilities). ``--labels`` (a split file, paths relative to the same folder) adds ``label``
 and ``correct`` columns and prints the accuracy over the labelled images.
@@ -64,13 +69,61 @@ def label_of(path: str, truth: dict[str, str]) -> str:
   return ""
 
 
+def run_split(workdir, split: str, split_file=None, image_root=None
+              ) -> tuple[pathlib.Path, list[str], dict[str, str]]:
+  """(image root, relative paths, {path: class}) of a finished run's ``split``: the split file
+  and image root of its config.json (a catalog data set's layout under ``data.root``), less the
+  images the run skipped (results.json ``skipped_images``)."""
+  import json
+  from biomedjax.data import catalog
+  workdir = pathlib.Path(workdir)
+  config_file = workdir / "config.json"
+  if not config_file.is_file():
+    raise FileNotFoundError(f"{config_file}: missing; --workdir must be a run's folder")
+  data = json.loads(config_file.read_text())["data"]
+  if data.get("setting", "few_shot") != "few_shot" or data.get("prepared") or data.get("layout"):
+    raise ValueError(f"{workdir}: --split reads few-shot runs on split files; for this run pass "
+                     "--images and --labels")
+  results_file = workdir / "results.json"
+  results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+  recorded = results.get("data_paths", {})  # absolute: the run's folder may not be this one
+  info = catalog.DATASETS.get(str(data["dataset"]).lower())
+
+  def path(key, default):
+    given = data.get(key)
+    if given and not pathlib.Path(given).exists() and recorded.get(key):
+      return recorded[key]
+    return given or default
+  split_file = split_file or path("split_file", info and info.split_file(data["root"]))
+  image_root = image_root or path("image_root", info and info.image_root(data["root"]))
+  if not split_file or not image_root:
+    raise ValueError(f"{config_file}: no split file and image root recorded; pass --labels "
+                     "SPLIT_FILE and --image-root DIR")
+  if not pathlib.Path(split_file).is_file():
+    raise FileNotFoundError(f"{split_file}: the run's split file is not there from this folder; "
+                            "run predict from the folder the run was launched in, or pass "
+                            "--labels SPLIT_FILE --image-root DIR")
+  items = splits_lib.read_split_file(split_file).get(split, [])
+  if not items:
+    raise ValueError(f"{split_file}: no {split!r} split")
+  skipped = {str(pathlib.Path(r["path"]).resolve()) for r in results.get("skipped_images", [])}
+  root = pathlib.Path(image_root)
+  kept = [it for it in items if str((root / it.path).resolve()) not in skipped]
+  return root, [it.path for it in kept], {it.path: it.classname for it in kept}
+
+
 def predict(state_path, images, out, labels=None, batch_size: int = 32, backbone_dir=None,
             progress: bool = True) -> dict:
-  """Writes the CSV; returns ``{"n": images, "accuracy": float | None}``."""
+  """Writes the CSV; returns ``{"n": images, "accuracy": float | None}``. ``images``: a folder
+  or CSV (``list_images``), or ``(root, relative paths, {path: class})`` (``run_split``)."""
   clf = trained.TrainedClassifier.load(state_path, backbone_dir)
-  root, rel = list_images(images)
+  if isinstance(images, tuple):
+    root, rel, truth = images
+    labels = labels or "the run's split"
+  else:
+    root, rel = list_images(images)
+    truth = read_labels(labels) if labels else {}
   probs = clf.predict_files([root / p for p in rel], batch_size, progress)
-  truth = read_labels(labels) if labels else {}
   names = clf.classnames
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
@@ -99,23 +152,39 @@ def main(argv=None) -> int:
   src = ap.add_mutually_exclusive_group(required=True)
   src.add_argument("--workdir", help="a finished run's workdir")
   src.add_argument("--state", help="an exported .safetensors file (python -m biomedjax.tools.export)")
-  ap.add_argument("--images", required=True, help="folder of images, or CSV with a path column")
+  what = ap.add_mutually_exclusive_group(required=True)
+  what.add_argument("--split", choices=("test", "val"),
+                    help="the run's own split (its split file and image root; needs --workdir): "
+                    "reproduces its results.json accuracy")
+  what.add_argument("--images", help="folder of images, or CSV with a path column (relative "
+                    "paths in the CSV are relative to the CSV's folder)")
   ap.add_argument("--out", required=True, help="CSV to write")
-  ap.add_argument("--labels", help="split file with the true classes (adds accuracy)")
+  ap.add_argument("--labels", help="split file with the true classes (adds accuracy); with "
+                  "--split: instead of the run's")
+  ap.add_argument("--image-root", help="with --split: the folder the split file's paths are "
+                  "relative to, instead of the run's")
   ap.add_argument("--backbone", help="converted backbone dir, if it moved since training")
   ap.add_argument("--batch-size", type=int, default=32)
   ap.add_argument("--debug", action="store_true", help="full tracebacks")
   args = ap.parse_args(argv)
   state = args.state or pathlib.Path(args.workdir) / trained.STATE_FILE
 
+  if args.split and not args.workdir:
+    ap.error("--split needs --workdir (the run whose split it is)")
+
   def run():
-    r = predict(state, args.images, args.out, args.labels, args.batch_size, args.backbone)
+    images = args.images
+    if args.split:
+      images = run_split(args.workdir, args.split, args.labels, args.image_root)
+    r = predict(state, images, args.out, None if args.split else args.labels, args.batch_size,
+                args.backbone)
     acc = "" if r["accuracy"] is None else (f"; accuracy {100 * r['accuracy']:.2f}% on "
                                             f"{r['labelled']} labelled")
     print(f"wrote {args.out}: {r['n']} images{acc}")
     return 0
 
-  return cli_lib.run_guarded(run, sys.argv if argv is None else ["", *argv])
+  return cli_lib.run_guarded(run, sys.argv if argv is None else ["", *argv],
+                             hints=cli_lib.PREDICT_HINTS)
 
 
 def cli() -> None:

@@ -112,9 +112,10 @@ def run_meta(config, task, words) -> dict:
 
 
 def load_backbone(meta: dict, backbone_dir=None):
-  """(Backbone, params) as the run had them; a converted dir is checked against its hash."""
+  """The backbone as the run had it, as the same ``BiomedCLIP`` object ``biomedjax.load``
+  returns (``.module``, ``.params``, ``.tokenizer``, ``encode_image``, ...); a converted dir is
+  checked against its hash."""
   from biomedjax.tools import provenance
-  from biomedjax.methods.base import Backbone
   from biomedjax.models import biomedclip as bc
   b = meta["backbone"]
   if b["kind"] == "random":
@@ -126,7 +127,7 @@ def load_backbone(meta: dict, backbone_dir=None):
     vocab = write_vocab(pathlib.Path(tempfile.mkdtemp(prefix="biomedjax-vocab-")),
                         meta["vocabulary_words"], size=cfg.text.vocab_size,
                         context_length=cfg.text.context_length)
-    return Backbone(CLIP(cfg), Tokenizer(vocab, cfg.text.context_length)), bc.init_params(cfg)
+    return bc.BiomedCLIP(cfg, bc.init_params(cfg), Tokenizer(vocab, cfg.text.context_length))
   directory = pathlib.Path(backbone_dir or b["dir"])
   manifest = directory / provenance.MANIFEST_FILE
   if not manifest.is_file():
@@ -136,8 +137,7 @@ def load_backbone(meta: dict, backbone_dir=None):
   if b.get("manifest_sha256") and digest != b["manifest_sha256"]:
     raise TrainedStateError(f"backbone {directory}: manifest sha256 {digest[:12]} differs from "
                             f"the one the method was trained with ({b['manifest_sha256'][:12]})")
-  m = bc.load(directory)
-  return Backbone(m.module, m.tokenizer), m.params
+  return bc.load(directory)
 
 
 def task_of(meta: dict):
@@ -188,8 +188,10 @@ class TrainedClassifier:
     """From a state file (a run's ``trained_state.safetensors`` or an exported copy).
     ``backbone_dir``: where the converted backbone is now, if it moved since training."""
     from biomedjax.methods import METHODS
+    from biomedjax.methods.base import Backbone
     trainable, meta = load(path)
-    backbone, params = load_backbone(meta, backbone_dir)
+    model = load_backbone(meta, backbone_dir)
+    backbone, params = Backbone(model.module, model.tokenizer), model.params
     task = task_of(meta)
     method = METHODS[meta["method"]["name"]].build(backbone, task, method_config(meta),
                                              objective_of(meta, task))

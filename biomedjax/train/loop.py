@@ -25,8 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 from biomedjax.data.pipeline import make_train_iterator, train_options
-from biomedjax.train import (checkpoint, control, hooks as hooks_lib, lifecycle, sharding,
-                             step as step_lib, view_stream)
+from biomedjax.train import (checkpoint, control, hooks as hooks_lib, lifecycle, phases,
+                             sharding, step as step_lib, view_stream)
 from biomedjax.train.run import (NoWriter, Run, batch_and_steps, build_method,  # noqa: F401
                                  feature_cache, finished, log_metrics, prepare, short_classes,
                                  split_frozen, unfinished)
@@ -107,27 +107,32 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=()):
       hook.restore(start // per_epoch, trainable)
     log.info("resumed from step %d of %d in %s", start, total, ckpt.directory)
   step_fn = stepper.make_step(mesh)
+  phases.phase("compiling the train step (the first step; it can take a minute) ...")
   log.info("training %d lane(s): %d steps (%d epochs x %d) at global batch %d on %d device(s)",
            stepper.size, total, config.optim.epochs, per_epoch, batch, mesh.shape["data"])
   policy = lifecycle.CheckpointPolicy(per_epoch, total, config.train.ckpt_every_steps,
                                       config.train.ckpt_every_minutes,
                                       config.train.ckpt_min_seconds)
   bar = tqdm(range(start, total), initial=start, total=total, desc=f"train x{stepper.size}",
-             disable=not config.train.progress)
+             disable=not config.train.progress, smoothing=0)
   diverged: dict[int, int] = {}
-  t0 = time.time()
+  t0, first, rate_from = time.time(), start, start
   with lifecycle.StopRequest() as stop:
     for i in bar:
       batch_i = next(it)
       trainable, opt_state, m = stepper.traced(lambda: step_fn(trainable, opt_state, frozen,
                                                                batch_i, rng, jnp.int32(i)))
       done = i + 1
+      if i == first:  # compilation: out of the bar's and the log's steps/s
+        jax.block_until_ready(m)
+        phases.restart_clock(bar, done, t0)
+        t0, rate_from = time.time(), done
       epoch_end = done % per_epoch == 0
       early = control.decide(epoch_end and any([h.epoch_end(done, done // per_epoch, trainable)
                                                 for h in hooks]))
       if done % config.train.log_every_steps == 0 or done == total or early:
         _log_step(stepper, lanes, histories, diverged, jax.device_get(m), i, done, run, bar, t0,
-                  start, ckpt)
+                  rate_from, ckpt)
       if early:
         break
       if control.decide(policy.due(done, bool(stop))):
@@ -149,7 +154,7 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=()):
   return trainable, [h.entries for h in histories], diverged
 
 
-def _log_step(stepper, lanes, histories, diverged, m, i, done, run, bar, t0, start, ckpt):
+def _log_step(stepper, lanes, histories, diverged, m, i, done, run, bar, t0, rate_from, ckpt):
   """Every lane's metrics at a logged step: TensorBoard, history, the non-finite check."""
   total, per_epoch = run.steps[2], run.steps[1]
   for p, mp in enumerate(stepper.lane_metrics(m)):
@@ -166,8 +171,9 @@ def _log_step(stepper, lanes, histories, diverged, m, i, done, run, bar, t0, sta
                            f"{ckpt.directory} is intact")
   loss = np.atleast_1d(m["loss"])
   bar.set_postfix(loss=" ".join(f"{v:.4f}" for v in loss))
-  log.info("step %d/%d epoch %d: loss per lane %s (%.2f steps/s)", done, total,
-           i // per_epoch + 1, np.round(loss, 5).tolist(), (done - start) / (time.time() - t0))
+  log.info("step %d/%d epoch %d: loss per lane %s (%.3g steps/s)", done, total,
+           i // per_epoch + 1, np.round(loss, 5).tolist(),
+           (done - rate_from) / max(time.time() - t0, 1e-9))
 
 
 def train_and_evaluate(config, workdir) -> dict:

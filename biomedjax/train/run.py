@@ -22,15 +22,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from biomedjax import objectives
+from biomedjax import objectives, run_facts
 from biomedjax.evaluation import calibration
 from biomedjax.tools import provenance, trained
 from biomedjax.evaluation import report as report_lib
 from biomedjax.data import epoch_batches, views
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet, Method
-from biomedjax.train import (calibrate, checkpoint, distributed, evaluate, lifecycle, setup,
-                             sharding, step as step_lib, test_selection, view_stream)
+from biomedjax.train import (calibrate, checkpoint, distributed, evaluate, lifecycle, phases,
+                             setup, sharding, step as step_lib, test_selection, view_stream)
 
 log = logging.getLogger("biomedjax")
 
@@ -64,6 +64,7 @@ def finished(config, workdir) -> dict | None:
   results.json), or None. Reads only; a workdir holding a run of another config is refused
   (``CheckpointError``), and so is a bad calibration setting, before anything is written."""
   calibrate.check(config)
+  setup.check_model(config.model)  # a preset typo or a missing model dir: nothing written yet
   checkpoint.check_config(pathlib.Path(workdir), config)
   return lifecycle.finished_results(pathlib.Path(workdir))
 
@@ -233,6 +234,7 @@ class Run:
       multilabel_study.write_run_setting(self, trainable, train_minutes)
     if jax.process_index() == 0:
       report_lib.write_run_results(self.workdir, results)
+      log.info("results: %s", report_lib.run_outputs_text(self.workdir))
     return results
 
   def _header(self, trainable, history) -> dict:
@@ -246,6 +248,7 @@ class Run:
                "provenance": provenance.collect(config, data.split_file),
                "trained_state": trained.summary(trainable),
                "trainable_parameters": self.method.parameter_counts(trainable)}
+    results.update(run_facts.record(config, data))  # schedule, config, effective K, settings
     short = short_classes(data, config.data.shots)
     if short:
       results["classes_below_shots"] = short
@@ -282,19 +285,9 @@ class Run:
 
 
 def short_classes(data, shots: int) -> dict:
-  """Classes with fewer training images than K (used whole, as the reference does), by name."""
-  if shots <= 0 or data.kind != "multiclass":
-    return {}
-  source = data.splits["train"]
-  if hasattr(source, "examples"):  # image files: labels without reading the images
-    labels = np.asarray([ex.label for ex in source.examples])
-  else:
-    labels = np.asarray([source[i]["label"] for i in range(len(source))])
-  counts = np.bincount(labels, minlength=len(data.classnames))
-  short = {data.classnames[c]: int(n) for c, n in enumerate(counts) if n < shots}
-  if short:
-    log.warning("classes with fewer than K=%d training images, used whole: %s", shots, short)
-  return short
+  """Classes with fewer training images than K (used whole, as the reference does), by name
+  (``run_facts.warn_short_classes`` says so before training)."""
+  return {c: n for c, n in run_facts.effective_shots(data, shots).items() if n < shots}
 
 
 def feature_cache(backbone, params, mesh, config):
@@ -335,8 +328,12 @@ def prepare(config, workdir, like: Run | None = None) -> Run:
   first point) whose backbone, mesh, frozen pytree and feature cache this one shares."""
   workdir = pathlib.Path(workdir)
   with distributed.process_zero_first("setup"):  # it writes into the shared workdir
+    phases.phase("reading the split file and checking every image ...")
     data = setup.build_data(config.data, config.seed, workdir)
+    phases.phase("data set %r; per-dataset settings: %s", config.data.dataset,
+                 config.get("dataset_settings", ""))
     if like is None:
+      phases.phase("building the backbone ...")
       backbone, params = setup.build_backbone(config.model, workdir,
                                              setup.vocabulary_words(config, data))
     else:
@@ -352,6 +349,8 @@ def prepare(config, workdir, like: Run | None = None) -> Run:
   test_selection.check(config, data.kind, method.trains)
   if like is None:
     mesh = sharding.make_mesh(epoch_batches.mesh_batch(n_train, steps[0], last_batch))
+    phases.phase("preparing %s (its frozen inputs, e.g. class prompts, encoded once) ...",
+                 config.method.name)
     frozen = sharding.replicate({"backbone": params, **method.prepare(params)}, mesh)
     image_features = feature_cache(backbone, frozen["backbone"], mesh, config)
   else:

@@ -12,10 +12,11 @@ import pathlib
 
 import jax
 
+from biomedjax import run_facts
 from biomedjax.data import calibprompt_layout, catalog, fewshot, readers, synthetic
 from biomedjax.data import splits as splits_lib
 from biomedjax.data.sources import (PREPARED_SPLIT_FILE, ArrayRecordSource, ImageFileSource,
-                                    validate_images)
+                                    validate_images, validate_splits)
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import Backbone, Task
 from biomedjax.models import biomedclip as bc
@@ -24,6 +25,24 @@ from biomedjax.models import families
 from biomedjax.models.clip import CLIP
 
 log = logging.getLogger("biomedjax")
+
+
+def check_model(model_cfg) -> None:
+  """``model.preset`` / ``model.init`` refused in one line before anything is written (a typo'd
+  preset used to surface as a bare KeyError after the few-shot selection was on disk)."""
+  if model_cfg.init:
+    if not (pathlib.Path(model_cfg.init) / bc.CONFIG_FILE).is_file():
+      raise FileNotFoundError(
+          f"--config.model.init={model_cfg.init}: not a converted model folder (no "
+          f"{bc.CONFIG_FILE}); write one with `python -m convert.biomedclip --out DIR`, or pass "
+          "--config.model.init= for random weights")
+    return
+  if model_cfg.preset not in model_config.PRESETS:
+    import difflib
+    close = difflib.get_close_matches(model_cfg.preset, list(model_config.PRESETS), n=1)
+    raise ValueError(f"--config.model.preset={model_cfg.preset}: no such preset"
+                     + (f"; did you mean {close[0]}?" if close else "")
+                     + f" (presets: {', '.join(model_config.PRESETS)})")
 
 
 def build_backbone(model_cfg, workdir: pathlib.Path, words=()) -> tuple[Backbone, dict]:
@@ -155,16 +174,24 @@ def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
   elif data_cfg.setting != "few_shot":
     raise ValueError(f"config.data.setting={data_cfg.setting!r}: 'few_shot' or 'base2novel'")
   skipped = []
+  examples = {}
 
   def source(split, its):
     if prepared:  # records written (and validated) by biomedjax.data.prepare
-      return ArrayRecordSource(prepared, split).select(its)
-    ex = readers.from_items(its, image_root, [origin.get((split, it.path), it.path) for it in its])
-    return ImageFileSource(validate_images(ex, data_cfg.skip_bad_images, skipped))
+      return ArrayRecordSource(prepared, split.replace("novel_", "")).select(its)
+    return ImageFileSource(examples[split])
 
+  if not prepared:  # every split checked in one pass: one error lists every bad image once
+    wanted = {k: v for k, v in items.items() if v}
+    if novel:
+      wanted["novel_test"] = novel["test"]
+    examples = validate_splits(
+        {k: readers.from_items(v, image_root, [origin.get(("test" if k == "novel_test" else k,
+                                                            it.path), it.path) for it in v])
+         for k, v in wanted.items()}, data_cfg.skip_bad_images, skipped)
   classnames = tuple(fewshot.classnames_of(items["train"]))
   split_sources = {k: source(k, v) for k, v in items.items() if v}
-  novel_test = source("test", novel["test"]) if novel else None
+  novel_test = source("novel_test", novel["test"]) if novel else None
   bad = {r["path"] for r in skipped}
   if bad:  # the selection file lists what the run trains on: the skipped images are not in it
     root = pathlib.Path(image_root)
@@ -173,10 +200,12 @@ def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
     fewshot.write_selection(workdir / "fewshot_selection.json", items, shots=data_cfg.shots,
                             seed=split_seed, split_file=str(split_file),
                             skipped_images=[r["origin"] for r in skipped])
-  return RunData(
+  data = RunData(
       classnames=classnames, splits=split_sources,
       novel_classnames=tuple(fewshot.classnames_of(novel["test"])) if novel else (),
       novel_test=novel_test, skipped_images=skipped, split_file=str(split_file))
+  run_facts.warn_short_classes(data, data_cfg.shots)  # before training, not after
+  return data
 
 
 def vocabulary_words(config, data: RunData) -> list[str]:
