@@ -35,11 +35,17 @@ import biomedjax  # noqa: F401  (sets its XLA CPU flag before JAX starts)
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "configs/<method>.py[:args]", lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory (created; resumed if it exists)")
-flags.DEFINE_enum("sweep", "", ["", "print", "run", "packed"],
+flags.DEFINE_enum("sweep", "", ["", "print", "run", "packed", "plan", "count", "array"],
                   "print: one command per point of the config file's sweep; run: run them; "
                   "packed: run them, points sharing a data stream as one vmapped program "
                   "(train-stage methods: biomedjax/train/packed.py) and the seeds of a "
-                  "fit-stage setting as one computation (biomedjax/train/fit_pack.py)")
+                  "fit-stage setting as one computation (biomedjax/train/fit_pack.py); "
+                  "plan: what would run, what is missing (exit 1), what packs "
+                  "(biomedjax/sweep/plan.py); count: the number of points; array: run point "
+                  "--index only (biomedjax/sweep/array.py)")
+flags.DEFINE_integer("index", None, "--sweep=array: the point to run (else $<--index_var>)")
+flags.DEFINE_string("index_var", "SLURM_ARRAY_TASK_ID",
+                    "--sweep=array: environment variable holding the index when --index is unset")
 flags.DEFINE_multi_string("grid", [], "KEY=V1+V2+...: also sweep config key KEY (e.g. "
                           "method.lambda_sccm=0.25+0.5) over the values, one run per combination")
 flags.DEFINE_string("coordinator_address", None,
@@ -184,6 +190,31 @@ def run_sweep(mode: str, process_id: int) -> None:
     print(report.make_report([FLAGS.workdir], pathlib.Path(FLAGS.workdir) / "report"))
 
 
+def run_sweep_tool(mode: str) -> int:
+  """--sweep=plan|count|array (biomedjax/sweep/): returns the exit status."""
+  from biomedjax.sweep import array, plan
+  points = array._points(_sweep_commands(), _point_config)
+  if mode == "count":
+    print(len(points))
+    return 0
+  if mode == "array":
+    array.run_index(points, array.index_from(FLAGS.index, FLAGS.index_var))
+    return 0
+  file, _, arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")
+  unrunnable = _config_module(file).__dict__.get("unrunnable", lambda _: [])(arg or None)
+  text, ok = plan.plan(points, unrunnable, file)
+  print(text)
+  return 0 if ok else 1
+
+
+def _config_module(file: str):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("sweep_config", file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def run_packed_fits(commands):
   """--sweep=packed for fit-stage methods: the unfinished points that differ only in their seed
   and are ``fit_pack.packable`` run here, in this process, as one computation each
@@ -245,6 +276,8 @@ def main(argv):
   if mode == "run" and FLAGS.config.get("pack", False):
     mode = "packed"
   _check_single_run(mode)
+  if mode in ("plan", "count", "array"):
+    return run_sweep_tool(mode)
   if mode == "packed":  # the packs run in this process
     from biomedjax import cli as cli_lib
     distributed.initialize(settings)

@@ -1,0 +1,34 @@
+"""The IU-Xray study's Tables 1-3 (Sadman et al., BIOKDD'25): zero-shot, fine-tuning and linear
+probing of BiomedCLIP on IU-Xray's frontal images, 14 labels; one run each (the three tables
+are read from the same three runs).
+
+  python launch.py --config configs/paper/iuxray.py:model=ckpt/biomedclip,root=/data/iuxray \
+      --workdir runs/paper/iuxray --sweep=plan
+  python -m biomedjax.multilabel_study runs/paper/iuxray/* --out runs/paper/iuxray/tables
+
+Each run is ``configs/iuxray.py`` with its ``mode``. The study's Table 1 F1 and exact match use a
+decision rule of their own (``rowminmax@0.5``), so the tables come from
+``biomedjax.multilabel_study``.
+"""
+
+from biomedjax.sweep import recipes
+
+TABLE = "iuxray_table1"
+MODES = {"zs": "zeroshot", "ft": "finetune", "lp": "linear_probe"}
+
+
+def runs() -> list[recipes.Run]:
+  return [recipes.run((setting,), method="iuxray", mode=mode, seed=1)
+          for setting, mode in MODES.items()]
+
+
+def get_config(arg=None):
+  return recipes.method_config(arg, runs())[0]
+
+
+def sweep(add, arg=None):
+  recipes.sweep(runs(), add, arg)
+
+
+def unrunnable(arg=None):
+  return recipes.unrunnable(runs(), arg)
