@@ -34,7 +34,12 @@ class Cell:
   ours: list            # one value per seed (already aggregated over the cell's datasets)
   published: float | None
   runs: list            # the runs behind it
-  note: str = ""
+  note: str = ""        # set when an average lacks datasets: then it is shown, not compared
+  tolerance: float = 1e-9  # half a unit of the published value's last printed digit
+
+  @property
+  def compared(self) -> bool:
+    return bool(self.ours) and self.published is not None and not self.note
 
   @property
   def mean(self) -> float | None:
@@ -46,11 +51,23 @@ class Cell:
 
   @property
   def delta(self) -> float | None:
-    return None if self.mean is None or self.published is None else self.mean - self.published
+    return self.mean - self.published if self.compared else None
 
   @property
   def within(self) -> bool:
-    return self.delta is not None and abs(self.delta) <= self.std
+    """|Δ| <= std, the published value being known to half its last printed digit."""
+    return self.delta is not None and abs(self.delta) <= self.std + self.tolerance
+
+
+def half_unit(text: str) -> float:
+  """Half a unit of the last printed digit of ``text`` ("82.6" -> 0.05, "61.00" -> 0.005)."""
+  decimals = len(text.partition(".")[2])
+  return 0.5 * 10.0 ** -decimals
+
+
+def _published(row: dict, column: str) -> dict:
+  """Cell keywords for a published value: the value and its rounding tolerance."""
+  return {"published": published.value(row, column), "tolerance": half_unit(row[column])}
 
 
 def _raw_method(run: dict) -> str:
@@ -99,8 +116,9 @@ def fewshot_cells(runs) -> list[Cell]:
     method, k = published.METHOD_KEYS[row["method"]], int(row["shots"])
     rs = [r for r in runs if _raw_method(r) == method and r["shots"] == k
           and r["setting"] == "few_shot"]
-    cells.append(Cell(f"{row['method']} K={k}", per_seed(rs), published.value(row, "accuracy"),
-                      rs, _coverage(rs, len(published.BIOMEDCOOP_DATASETS))))
+    cells.append(Cell(f"{row['method']} K={k}", per_seed(rs), runs=rs,
+                      note=_coverage(rs, len(published.BIOMEDCOOP_DATASETS)),
+                      **_published(row, "accuracy")))
   return cells
 
 
@@ -112,16 +130,17 @@ def base2novel_cells(runs) -> list[Cell]:
     rs = [r for r in runs if _raw_method(r) == method and r["setting"] == "base2novel"]
     cov = _coverage(rs, n_datasets)
     for split in ("base", "novel"):
-      cells.append(Cell(f"{row['method']} {split}", per_seed(rs, split),
-                        published.value(row, split), rs, cov))
+      cells.append(Cell(f"{row['method']} {split}", per_seed(rs, split), runs=rs, note=cov,
+                        **_published(row, split)))
     printed = published.BASE2NOVEL_HM.get(row["method"], published.BASE2NOVEL_HM_DEFAULT)
     for definition, fn in (("mean_of_hms", _mean_of_hms), ("hm_of_means", _hm_of_means)):
       is_printed = definition == printed
       cells.append(Cell(
           f"{row['method']} HM ({definition.replace('_', ' ')}"
           + (", the published definition)" if is_printed else ", other definition)"),
-          per_seed(rs, fn=fn), published.value(row, "hm") if is_printed else None, rs,
-          cov if is_printed else "not compared: the source's HM is the other definition"))
+          per_seed(rs, fn=fn), runs=rs,
+          note=cov if is_printed else "not compared: the source's HM is the other definition",
+          **_published(row, "hm")))
   return cells
 
 
@@ -137,17 +156,17 @@ def biomedvr_cells(runs) -> list[Cell]:
     datasets = [k for k in entries if k != "average"]
     for key in datasets:
       rs = [r for r in mine if r["dataset"] == key]
-      cells.append(Cell(f"{name} {entries[key]['dataset']}", per_seed(rs),
-                        published.value(entries[key], "accuracy"), rs))
+      cells.append(Cell(f"{name} {entries[key]['dataset']}", per_seed(rs), runs=rs,
+                        **_published(entries[key], "accuracy")))
     rs = [r for r in mine if r["dataset"] in datasets]
     ours = per_seed(rs)
     cov = _coverage(rs, len(datasets))
-    cells.append(Cell(f"{name} Avg. (printed)", ours, published.value(entries["average"],
-                                                                      "accuracy"), rs, cov))
+    cells.append(Cell(f"{name} Avg. (printed)", ours, runs=rs, note=cov,
+                      **_published(entries["average"], "accuracy")))
     if name in published.PRINTED_AVERAGE_DIFFERS["biomedvr_16shot"]:
       mean_rows = float(np.mean([published.value(entries[k], "accuracy") for k in datasets]))
       cells.append(Cell(f"{name} Avg. (mean of the published rows; the printed Avg. differs)",
-                        ours, round(mean_rows, 3), rs, cov))
+                        ours, mean_rows, rs, cov))
   return cells
 
 
@@ -161,7 +180,7 @@ def calibprompt_cells(runs) -> list[Cell]:
     rs = [r for r in runs if _raw_method(r) == "calibprompt" and r.get("variant") == variant
           and r["dataset"] == dataset]
     cells.append(Cell(f"{row['backbone']} {row['dataset']} {row['objective']} ECE",
-                      per_seed(rs, metric="ece"), published.value(row, "ece_percent"), rs))
+                      per_seed(rs, metric="ece"), runs=rs, **_published(row, "ece_percent")))
   return cells
 
 
@@ -198,15 +217,15 @@ def _fmt(x, digits=2) -> str:
 def row_of(cell: Cell) -> list[str]:
   random = "RANDOM" if any(provenance.is_random(r) for r in cell.runs) else ""
   ours = "-" if not cell.ours else f"{cell.mean:.2f} ± {cell.std:.2f} ({len(cell.ours)})"
-  if cell.note:
+  if cell.note and cell.ours:
     ours += f" [{cell.note}]"
-  delta = "-" if cell.delta is None else f"{cell.delta:+.2f}"
-  pub = "-" if cell.published is None else f"{cell.published:g}"
+  delta = "-" if cell.delta is None else f"{round(cell.delta, 6) + 0.0:+.2f}"  # no "-0.00"
+  pub = "-" if cell.published is None else f"{cell.published:.6g}"
   return [random, cell.label, ours, pub, delta, provenance_text(cell.runs)]
 
 
 def summary(cells: list[Cell]) -> str:
-  compared = [c for c in cells if c.delta is not None]
+  compared = [c for c in cells if c.compared]
   if not compared:
     return "0 cells with both our runs and a published value"
   within = sum(c.within for c in compared)
@@ -216,14 +235,19 @@ def summary(cells: list[Cell]) -> str:
 
 
 def plot(cells: list[Cell], path: pathlib.Path, title: str, random: bool) -> bool:
-  compared = [c for c in cells if c.delta is not None]
+  compared = [c for c in cells if c.compared]
   if not compared:
     return False
   plt = report._pyplot()
   fig, ax = plt.subplots(figsize=(5.5, 5.5))
   x = [c.published for c in compared]
   y = [c.mean for c in compared]
-  ax.errorbar(x, y, yerr=[c.std for c in compared], fmt="o", ms=4, capsize=2)
+  is_random = [any(provenance.is_random(r) for r in c.runs) for c in compared]
+  for flag, fmt, name in ((False, "o", "converted weights"), (True, "x", "RANDOM weights")):
+    sel = [i for i, f in enumerate(is_random) if f == flag]
+    if sel:
+      ax.errorbar([x[i] for i in sel], [y[i] for i in sel], fmt=fmt, ms=5, capsize=2,
+                  yerr=[compared[i].std for i in sel], label=name)
   lo, hi = min(x + y), max(x + y)
   pad = 0.05 * (hi - lo or 1.0)
   ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=1, label="y = x")
