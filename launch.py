@@ -299,6 +299,8 @@ def cli() -> None:
     print(cli_lib.list_configs(CONFIGS))
     return
   sys.argv = cli_lib.resolve_config_arg(sys.argv, CONFIGS)
+  from biomedjax import compile_cache
+  compile_cache.configure()  # on by default; BIOMEDJAX_COMPILATION_CACHE=off|<folder>
   sys.exit(cli_lib.run_guarded(lambda: app.run(main)))
 
 

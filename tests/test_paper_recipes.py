@@ -211,3 +211,16 @@ def test_array_and_count_from_the_launcher(tmp_path):
   assert r.returncode == 0, r.stderr[-2000:]
   assert "is finished, nothing to do" in r.stderr
   assert json.loads((done / "results.json").read_text()) == {"finished": True}
+
+
+def test_compilation_cache_is_on_by_default_configurable_and_can_be_switched_off(tmp_path):
+  from biomedjax import compile_cache
+  env = {"XDG_CACHE_HOME": str(tmp_path)}
+  assert compile_cache.configure(env) == str(tmp_path / "biomedjax" / "jax")
+  assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "biomedjax" / "jax")
+  env = {compile_cache.ENV: str(tmp_path / "mine")}
+  assert compile_cache.configure(env) == str(tmp_path / "mine")
+  env = {compile_cache.ENV: "off"}
+  assert compile_cache.configure(env) is None and "JAX_COMPILATION_CACHE_DIR" not in env
+  env = {"JAX_COMPILATION_CACHE_DIR": "/x", compile_cache.ENV: "off"}  # the user's own wins
+  assert compile_cache.configure(env) == "/x"
