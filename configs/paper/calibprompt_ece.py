@@ -26,15 +26,16 @@ OBJECTIVES = {"CE": "ce", "CalibPrompt": "calibprompt"}
 
 
 def blocked(backbone: str, dataset: str) -> str:
-  """Why configs/calibprompt.py cannot run the pair yet ("" when it can)."""
+  """Why configs/calibprompt.py cannot run the pair yet ("" when it can): every reason."""
+  reasons = []
   try:
     calibprompt.get_config(f"backbone={backbone},dataset={dataset}")
   except (ValueError, KeyError) as e:
-    return str(e)
+    reasons.append(str(e))
   if dataset not in calibprompt.DATASETS and dataset not in catalog.DATASETS:
-    return (f"dataset {dataset!r} has no reader yet (configs/calibprompt.py reads "
-            f"{', '.join(calibprompt.DATASETS)} in CalibPrompt's layout)")
-  return ""
+    reasons.append(f"dataset {dataset!r} has no reader yet (configs/calibprompt.py reads "
+                   f"{', '.join(calibprompt.DATASETS)} in CalibPrompt's layout)")
+  return "; ".join(reasons)
 
 
 def runs() -> list[recipes.Run]:
