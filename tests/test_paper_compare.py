@@ -132,3 +132,18 @@ def test_fewshot_average_and_base2novel_hm_definitions(tmp_path):
 def test_unknown_table_is_one_line(tmp_path):
   _write(tmp_path, "coop", "btmri", 1, 0.5)
   assert report.main([str(tmp_path), "--out", str(tmp_path / "o"), "--published", "nope"]) == 1
+
+
+def test_runs_of_a_recipe_are_compared_without_being_told(tmp_path):
+  from configs.paper import biomedcoop_fewshot
+  config = biomedcoop_fewshot.get_config("method=coop,dataset=btmri,shots=16,seed=1")
+  assert config.paper_table == "biomedcoop_fewshot"
+  for seed, acc in ((1, 0.5), (2, 0.6)):
+    _write(tmp_path / "runs", "coop", "btmri", seed, acc)
+  for d in (tmp_path / "runs").iterdir():
+    (d / "config.json").write_text(config.to_json())
+  assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "o")]) == 0
+  assert (tmp_path / "o" / "paper_biomedcoop_fewshot.md").is_file()
+  assert compare.detect([tmp_path / "runs"]) == "biomedcoop_fewshot"
+  (next((tmp_path / "runs").iterdir()) / "config.json").write_text("{}")  # one run of no recipe
+  assert compare.detect([tmp_path / "runs"]) is None

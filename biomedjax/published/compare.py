@@ -261,6 +261,21 @@ def plot(cells: list[Cell], path: pathlib.Path, title: str, random: bool) -> boo
   return True
 
 
+def detect(paths) -> str | None:
+  """The published table the runs were made for, when every run's config.json names the same
+  one (``config.paper_table``, set by the recipes in configs/paper/) and it can be compared."""
+  import json
+  tables = set()
+  for path in report.find_results(paths):
+    config = path.parent / "config.json"
+    try:
+      tables.add(json.loads(config.read_text()).get("paper_table", ""))
+    except (OSError, ValueError):
+      return None
+  table = tables.pop() if len(tables) == 1 else None
+  return table if table in CELLS else None
+
+
 def compare(paths, table: str, out_dir) -> str:
   """Writes ``paper_<table>.md``, ``.csv`` and ``_scatter.png`` to ``out_dir``; returns the
   Markdown."""

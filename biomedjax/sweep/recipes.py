@@ -72,10 +72,12 @@ def unrunnable(runs: list[Run], arg=None) -> list[tuple[str, str]]:
   return [(r.point, r.blocked) for r in narrowed(runs, arg) if r.blocked]
 
 
-def method_config(arg: str | None, runs: list[Run]):
+def method_config(arg: str | None, runs: list[Run], table: str = ""):
   """The point's config: ``configs/<method>.py`` built from the point's run arguments, and the
   parsed recipe arguments (for the recipe's own settings).
 
+  ``config.paper_table`` names the published table (config.json keeps it: the report compares
+  the runs with that table without being told, ``biomedjax/published/compare.py: detect``).
   Without ``method=`` (the command's own config, before it is split into points) it is the
   config of the first runnable point the command names, marked ``run_sweep``: the recipe is a
   sweep, run without ``--sweep`` it runs all its points (``--sweep=run``).
@@ -88,12 +90,13 @@ def method_config(arg: str | None, runs: list[Run]):
     rest = dict(common.parse_arg(common.sweep_grid(arg)[0], **base.RUN_ARGS, **RECIPE_ARGS))
     given = {k for k, _ in common._split_items(common.sweep_grid(arg)[0])}
     point = {**{k: rest[k] for k in given}, **first.values}
-    c, a = method_config(common.format_arg(**point), runs)
+    c, a = method_config(common.format_arg(**point), runs, table)
     c.run_sweep = True
     return c, a
   extra = EXTRA_ARGS.get(a.method, ())
   keys = (*base.RUN_ARGS, *extra)
   module = importlib.import_module(f"configs.{a.method}")
   c = module.get_config(common.format_arg(**{k: a[k] for k in keys if k in a}))
+  c.paper_table = table
   return c, a
 

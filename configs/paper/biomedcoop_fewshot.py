@@ -31,7 +31,7 @@ def runs() -> list[recipes.Run]:
 
 
 def get_config(arg=None):
-  return recipes.method_config(arg, runs())[0]
+  return recipes.method_config(arg, runs(), TABLE)[0]
 
 
 def sweep(add, arg=None):

@@ -31,7 +31,7 @@ def runs() -> list[recipes.Run]:
 
 
 def get_config(arg=None):
-  c, a = recipes.method_config(arg, runs())
+  c, a = recipes.method_config(arg, runs(), TABLE)
   c.model.preset = "clip_vit_b16"  # the table's backbone when no converted model is given
   if a.method in ATTRIBUTE_METHODS:
     c.method.attributes_dir = a.attributes

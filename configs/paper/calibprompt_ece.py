@@ -50,7 +50,7 @@ def runs() -> list[recipes.Run]:
 
 
 def get_config(arg=None):
-  c, a = recipes.method_config(arg, runs())
+  c, a = recipes.method_config(arg, runs(), TABLE)
   if a.objective not in OBJECTIVES.values():
     raise ValueError(f"configs/paper/calibprompt_ece.py: objective={a.objective!r}; use one of "
                      f"{sorted(OBJECTIVES.values())}")
