@@ -100,3 +100,21 @@ def method_config(arg: str | None, runs: list[Run], table: str = ""):
   c.paper_table = table
   return c, a
 
+
+def entry_points(table: str, runs, adjust=None):
+  """``get_config``, ``sweep`` and ``unrunnable`` of a recipe config file whose runs are
+  ``runs()``; ``adjust(config, parsed_args)`` applies the table's own settings to each point."""
+
+  def get_config(arg=None):
+    c, a = method_config(arg, runs(), table)
+    if adjust is not None:
+      adjust(c, a)
+    return c
+
+  def sweep_fn(add, arg=None):
+    sweep(runs(), add, arg)
+
+  def unrunnable_fn(arg=None):
+    return unrunnable(runs(), arg)
+
+  return get_config, sweep_fn, unrunnable_fn

@@ -30,17 +30,10 @@ def runs() -> list[recipes.Run]:
           for name, method in METHODS.items() for d in DATASETS for s in SEEDS]
 
 
-def get_config(arg=None):
-  c, a = recipes.method_config(arg, runs(), TABLE)
+def _adjust(c, a) -> None:
   c.model.preset = "clip_vit_b16"  # the table's backbone when no converted model is given
   if a.method in ATTRIBUTE_METHODS:
     c.method.attributes_dir = a.attributes
-  return c
 
 
-def sweep(add, arg=None):
-  recipes.sweep(runs(), add, arg)
-
-
-def unrunnable(arg=None):
-  return recipes.unrunnable(runs(), arg)
+get_config, sweep, unrunnable = recipes.entry_points(TABLE, runs, _adjust)

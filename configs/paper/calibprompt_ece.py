@@ -49,20 +49,13 @@ def runs() -> list[recipes.Run]:
   return out
 
 
-def get_config(arg=None):
-  c, a = recipes.method_config(arg, runs(), TABLE)
+def _adjust(c, a) -> None:
   if a.objective not in OBJECTIVES.values():
     raise ValueError(f"configs/paper/calibprompt_ece.py: objective={a.objective!r}; use one of "
                      f"{sorted(OBJECTIVES.values())}")
   if a.objective == "ce":
     c.loss.update(dict(label_smoothing=0.0, terms=""))
   c.variant = f"backbone={a.backbone},objective={a.objective}"
-  return c
 
 
-def sweep(add, arg=None):
-  recipes.sweep(runs(), add, arg)
-
-
-def unrunnable(arg=None):
-  return recipes.unrunnable(runs(), arg)
+get_config, sweep, unrunnable = recipes.entry_points(TABLE, runs, _adjust)

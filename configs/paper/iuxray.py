@@ -22,13 +22,4 @@ def runs() -> list[recipes.Run]:
           for setting, mode in MODES.items()]
 
 
-def get_config(arg=None):
-  return recipes.method_config(arg, runs(), TABLE)[0]
-
-
-def sweep(add, arg=None):
-  recipes.sweep(runs(), add, arg)
-
-
-def unrunnable(arg=None):
-  return recipes.unrunnable(runs(), arg)
+get_config, sweep, unrunnable = recipes.entry_points(TABLE, runs)
