@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Wall time of one paper recipe, end to end (benchmarks/README.md, "Paper recipes"):
-# configs/paper/biomedcoop_fewshot.py restricted to CoOp + Tip-Adapter-F on the real BTMRI and
+# configs/paper/biomedcoop_fewshot.py restricted to CoOp + Tip-Adapter on the real BTMRI and
 # BUSI samples of ../shared/data/images (laid out under a temporary root by symlinks), K = 1,
 # seeds 1 and 2, runlocal (2 epochs), the tiny random-weight preset: 8 runs. Each sweep runs in
 # a fresh workdir; --sweep=run (one process per run) vs --sweep=packed, each with the
@@ -17,7 +17,7 @@ for n in BTMRI BUSI; do
   ln -s "$(realpath $SHARED/$n/images)" "$TMP/root/$n/$n"
   ln -s "$(realpath $SHARED/$n/split_$n.json)" "$TMP/root/$n/split_$n.json"
 done
-ARG="methods=coop+tip_adapter_f,datasets=btmri+busi,shots=1,seeds=1+2,runlocal=True,root=$TMP/root"
+ARG="methods=coop+tip_adapter,datasets=btmri+busi,shots=1,seeds=1+2,runlocal=True,root=$TMP/root"
 unset JAX_COMPILATION_CACHE_DIR
 echo "| sweep | compilation cache | runs | wall s |"
 echo "|---|---|--:|--:|"

@@ -1,6 +1,7 @@
 """The report against a published table, from results.json files with known accuracies: the
 expected numbers below are hand computations from those accuracies and the published CSVs."""
 
+import collections
 import json
 
 import pytest
@@ -147,3 +148,25 @@ def test_runs_of_a_recipe_are_compared_without_being_told(tmp_path):
   assert compare.detect([tmp_path / "runs"]) == "biomedcoop_fewshot"
   (next((tmp_path / "runs").iterdir()) / "config.json").write_text("{}")  # one run of no recipe
   assert compare.detect([tmp_path / "runs"]) is None
+
+
+def test_carried_facts_agree_with_the_published_data(shared_dir):
+  """The package's copies and the facts it states about them, checked against the sources."""
+  import hashlib
+  for name, table in published.TABLES.items():
+    assert (published.HERE / table.file).read_bytes() == (
+        shared_dir / "data" / "published" / table.file).read_bytes(), name
+  for name, digest in published.SPLIT_SHA256.items():
+    path = shared_dir / "data" / "biomedcoop" / "splits" / name
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, name
+  rows = collections.defaultdict(dict)
+  for r in published.load("biomedvr_16shot"):
+    rows[r["method"]][r["key"]] = float(r["accuracy"])
+  differs = {m for m, v in rows.items()
+             if abs(round(sum(x for k, x in v.items() if k != "average") / 11, 1) - v["average"])
+             > 0.05 + 1e-9}
+  assert differs == set(published.PRINTED_AVERAGE_DIFFERS["biomedvr_16shot"])
+  for r in published.load("biomedcoop_base2novel"):
+    b, n, hm = float(r["base"]), float(r["novel"]), float(r["hm"])
+    equal = abs(round(2 * b * n / (b + n), 2) - hm) < 0.005 + 1e-9
+    assert equal == (published.BASE2NOVEL_HM.get(r["method"]) == "hm_of_means"), r["method"]
