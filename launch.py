@@ -6,6 +6,9 @@
   python launch.py --config configs/biomedcoop.py:dataset=btmri,shots=16,seed=1 \
       --grid=method.lambda_sccm=0.25+0.5+1+2 --grid=method.lambda_kdsp=0.25+0.5+1+2 \
       --workdir runs/grid --sweep=packed   # 16 runs trained as one program (train/packed.py)
+  python launch.py --config configs/paper/biomedcoop_fewshot.py:model=ckpt/biomedclip,root=/data,\
+prompts=p.json --workdir runs/paper --sweep=plan   # a published table's runs (README, "Reproducing
+      # the papers"); --sweep=count, --sweep=array --index=I (default $SLURM_ARRAY_TASK_ID)
   python launch.py --list                                    # every method and its config file
   python launch.py --config configs/coop.py:shots=4 --show   # every option: value, default, meaning
 

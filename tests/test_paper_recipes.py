@@ -161,8 +161,12 @@ def test_plan_lists_the_real_samples_as_present(shared_dir, tmp_path):
   biomedcoop_fewshot.sweep(lambda **kw: names.append(kw["arg"]), arg)
   points = array._points([([f"{n},root={root}"], tmp_path / "w" / n) for n in names],
                          lambda cmd: biomedcoop_fewshot.get_config(cmd[0]))
-  (points[0].workdir).mkdir(parents=True)
-  (points[0].workdir / "results.json").write_text("{}")
+  done = next(p for p in points if "method=coop,dataset=btmri" in p.command[0])
+  done.workdir.mkdir(parents=True)
+  (done.workdir / "config.json").write_text("{}")
+  (done.workdir / "results.json").write_text("{}")
+  os.utime(done.workdir / "config.json", (1000.0, 1000.0))
+  os.utime(done.workdir / "results.json", (1050.0, 1050.0))  # 50 s for its 100 steps
   text, ok = plan.plan(points, biomedcoop_fewshot.unrunnable(arg), "t")
   assert ok, text
   for d, name in (("btmri", "BTMRI"), ("busi", "BUSI")):
@@ -171,6 +175,9 @@ def test_plan_lists_the_real_samples_as_present(shared_dir, tmp_path):
   # the samples' split files are not the published ones: said beside them
   assert text.count("is not the published split's") == 2
   assert "runs: 12 runnable, 1 finished, 11 to run" in text
+  # CoOp at K = 1: one step per epoch (4 or 3 images, batch 32 -> the whole set), 100 epochs;
+  # 5 runs to do x 100 steps at the finished run's 50 s / 100 steps
+  assert "coop: 500 steps, ~0.07 h at 0.500 s/step" in text
   assert "1 fit pack(s)" in text or "2 fit pack(s)" in text
 
 
