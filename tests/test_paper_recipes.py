@@ -120,7 +120,8 @@ def test_recipe_points_build_each_methods_reference_config():
   assert ce.variant != cp.variant
   # the command's own config (no method=): the first point it names, a sweep to run
   c = biomedvr_16shot.get_config("methods=vp,datasets=busi,root=/d")
-  assert (c.method.name, c.data.dataset, c.data.root, c.run_sweep) == ("vp", "busi", "/d", True)
+  assert (c.method.name, c.data.dataset, c.data.root, c.run_sweep, c.pack) == (
+      "vp", "busi", "/d", True, True)
 
 
 def _launch(*args, env=None):

@@ -79,8 +79,8 @@ def method_config(arg: str | None, runs: list[Run], table: str = ""):
   ``config.paper_table`` names the published table (config.json keeps it: the report compares
   the runs with that table without being told, ``biomedjax/published/compare.py: detect``).
   Without ``method=`` (the command's own config, before it is split into points) it is the
-  config of the first runnable point the command names, marked ``run_sweep``: the recipe is a
-  sweep, run without ``--sweep`` it runs all its points (``--sweep=run``).
+  config of the first runnable point the command names, marked ``run_sweep`` and ``pack``: the
+  recipe is a sweep, and run without ``--sweep`` it runs all its points as ``--sweep=packed``.
   """
   a = base.parse(arg, **RECIPE_ARGS)
   if not a.method:
@@ -92,6 +92,7 @@ def method_config(arg: str | None, runs: list[Run], table: str = ""):
     point = {**{k: rest[k] for k in given}, **first.values}
     c, a = method_config(common.format_arg(**point), runs, table)
     c.run_sweep = True
+    c.pack = True  # run without --sweep: --sweep=packed (what packs, packs; the rest one by one)
     return c, a
   extra = EXTRA_ARGS.get(a.method, ())
   keys = (*base.RUN_ARGS, *extra)
