@@ -7,6 +7,7 @@
 # compilation cache off, on and empty (cold), and on and filled by the cold sweep (warm).
 #
 #   bash benchmarks/recipe_wall.sh [python]
+#   COMBOS="packed:off run:cold" bash benchmarks/recipe_wall.sh   # some of the six sweeps
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python}
@@ -21,18 +22,17 @@ ARG="methods=coop+tip_adapter,datasets=btmri+busi,shots=1,seeds=1+2,runlocal=Tru
 unset JAX_COMPILATION_CACHE_DIR
 echo "| sweep | compilation cache | runs | wall s |"
 echo "|---|---|--:|--:|"
-for mode in run packed; do
-  cache="$TMP/cache_$mode"
-  for state in off cold warm; do
-    if [[ $state == off ]]; then export BIOMEDJAX_COMPILATION_CACHE=off
-    else export BIOMEDJAX_COMPILATION_CACHE=$cache; fi
-    work="$TMP/work_${mode}_$state"
-    start=$(date +%s.%N)
-    "$PY" launch.py --config "configs/paper/biomedcoop_fewshot.py:$ARG" \
-      --config.model.preset=tiny --workdir "$work" --sweep=$mode > "$TMP/log_${mode}_$state" 2>&1
-    end=$(date +%s.%N)
-    runs=$(find "$work" -name results.json | wc -l)
-    printf "| %s | %s | %d | %.1f |\n" "$mode" "$state" "$runs" "$(echo "$end - $start" | bc)"
-  done
+# mode:state pairs, in order; a warm state reuses the cache its mode's cold sweep filled
+for combo in ${COMBOS:-run:off run:cold run:warm packed:off packed:cold packed:warm}; do
+  mode=${combo%%:*}; state=${combo##*:}
+  if [[ $state == off ]]; then export BIOMEDJAX_COMPILATION_CACHE=off
+  else export BIOMEDJAX_COMPILATION_CACHE="$TMP/cache_$mode"; fi
+  work="$TMP/work_${mode}_$state"
+  start=$(date +%s.%N)
+  "$PY" launch.py --config "configs/paper/biomedcoop_fewshot.py:$ARG" \
+    --config.model.preset=tiny --workdir "$work" --sweep=$mode > "$TMP/log_${mode}_$state" 2>&1
+  end=$(date +%s.%N)
+  runs=$(find "$work" -name results.json | wc -l)
+  printf "| %s | %s | %d | %.1f |\n" "$mode" "$state" "$runs" "$(echo "$end - $start" | bc)"
 done
 echo "logs: $TMP"
