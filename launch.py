@@ -6,6 +6,9 @@
   python launch.py --config configs/biomedcoop.py:dataset=btmri,shots=16,seed=1 \
       --grid=method.lambda_sccm=0.25+0.5+1+2 --grid=method.lambda_kdsp=0.25+0.5+1+2 \
       --workdir runs/grid --sweep=packed   # 16 runs trained as one program (train/packed.py)
+  python launch.py --config configs/paper/biomedcoop_fewshot.py:model=ckpt/biomedclip,root=/data,\
+prompts=p.json --workdir runs/paper --sweep=plan   # a published table's runs (README, "Reproducing
+      # the papers"); --sweep=count, --sweep=array --index=I (default $SLURM_ARRAY_TASK_ID)
   python launch.py --list                                    # every method and its config file
   python launch.py --config configs/coop.py:shots=4 --show   # every option: value, default, meaning
 
@@ -33,11 +36,17 @@ import biomedjax  # noqa: F401  (sets its XLA CPU flag before JAX starts)
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "configs/<method>.py[:args]", lock_config=True)
 flags.DEFINE_string("workdir", None, "run directory (created; resumed if it exists)")
-flags.DEFINE_enum("sweep", "", ["", "print", "run", "packed"],
+flags.DEFINE_enum("sweep", "", ["", "print", "run", "packed", "plan", "count", "array"],
                   "print: one command per point of the config file's sweep; run: run them; "
                   "packed: run them, points sharing a data stream as one vmapped program "
                   "(train-stage methods: biomedjax/train/packed.py) and the seeds of a "
-                  "fit-stage setting as one computation (biomedjax/train/fit_pack.py)")
+                  "fit-stage setting as one computation (biomedjax/train/fit_pack.py); "
+                  "plan: what would run, what is missing (exit 1), what packs "
+                  "(biomedjax/sweep/plan.py); count: the number of points; array: run point "
+                  "--index only (biomedjax/sweep/array.py)")
+flags.DEFINE_integer("index", None, "--sweep=array: the point to run (else $<--index_var>)")
+flags.DEFINE_string("index_var", "SLURM_ARRAY_TASK_ID",
+                    "--sweep=array: environment variable holding the index when --index is unset")
 flags.DEFINE_multi_string("grid", [], "KEY=V1+V2+...: also sweep config key KEY (e.g. "
                           "method.lambda_sccm=0.25+0.5) over the values, one run per combination")
 flags.DEFINE_string("coordinator_address", None,
@@ -81,6 +90,23 @@ def run_sweep(mode: str, process_id: int) -> None:
   execute.run_sweep(mode, points.enumerate_points(_sweep_command()), FLAGS.workdir, process_id)
 
 
+def run_sweep_tool(mode: str) -> int:
+  """--sweep=plan|count|array (biomedjax/sweep/): returns the exit status."""
+  from biomedjax.sweep import array, plan, points
+  sweep = array.from_sweep(points.enumerate_points(_sweep_command()))
+  if mode == "count":
+    print(len(sweep))
+    return 0
+  if mode == "array":
+    array.run_index(sweep, array.index_from(FLAGS.index, FLAGS.index_var))
+    return 0
+  file, _, arg = config_flags.get_config_filename(FLAGS["config"]).partition(":")
+  unrunnable = getattr(points.load_module(file), "unrunnable", lambda _: [])(arg or None)
+  text, ok = plan.plan(sweep, unrunnable, file)
+  print(text)
+  return 0 if ok else 1
+
+
 def jax_process_index() -> int:
   import jax
   return jax.process_index()
@@ -119,6 +145,8 @@ def main(argv):
   if mode == "run" and FLAGS.config.get("pack", False):
     mode = "packed"
   _check_single_run(mode)
+  if mode in ("plan", "count", "array"):
+    return run_sweep_tool(mode)
   if mode == "packed":  # the packs run in this process
     from biomedjax.tools import cli as cli_lib
     distributed.initialize(settings)
@@ -143,6 +171,8 @@ def cli() -> None:
     print(__doc__ + "\nflags:\n" + FLAGS.module_help(sys.modules[__name__]))
     return
   sys.argv = cli_lib.resolve_config_arg(sys.argv, CONFIGS)
+  from biomedjax import compile_cache
+  compile_cache.configure()  # on by default; BIOMEDJAX_COMPILATION_CACHE=off|<folder>
 
   def checked_run():
     from biomedjax.tools import launch_checks  # config file, arguments, override types: one line

@@ -843,10 +843,17 @@ def main(argv=None) -> int:
   parser.add_argument("workdirs", nargs="+", help="run workdirs or directories above them")
   parser.add_argument("--out", default="report", help="output directory (default: ./report)")
   parser.add_argument("--metric", default="accuracy", help="key of the split metrics to tabulate")
+  parser.add_argument("--published", default="", help="also compare with a published table "
+                      "(biomedjax/published/compare.py), e.g. biomedcoop_fewshot; runs of a "
+                      "configs/paper/ recipe are compared with theirs without it")
   args = parser.parse_args(argv)
   try:
     print(make_report(args.workdirs, args.out, args.metric))
-  except (ResultsError, FileNotFoundError) as e:
+    from biomedjax.published import compare  # runs of a paper recipe: beside the paper
+    table = args.published or compare.detect(args.workdirs)
+    if table:
+      print(compare.compare(args.workdirs, table, args.out))
+  except (ResultsError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   return 0

@@ -8,4 +8,7 @@
   points in the mode asked (``print``, ``run``: each point in its own process, ``packed``:
   points sharing a stream as one program and fitted seeds as one computation), finished points
   skipped by the one rule (``biomedjax.train.run.finished``), then the sweep's report.
+* Beyond one config file's grid: paper recipes (``recipes``, one config per published table
+  under ``configs/paper/``), the plan before a sweep runs (``plan``) and job-array execution
+  (``array``: ``--sweep=count`` / ``--sweep=array --index=I``).
 """
