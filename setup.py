@@ -11,6 +11,7 @@ from setuptools import find_packages, setup
 
 setup(
     packages=[*find_packages(include=["biomedjax", "biomedjax.*"]), "biomedjax.configs",
+              "biomedjax.configs.paper",
               "biomedjax.convert", "biomedjax.launcher"],
     # biomedjax.launcher is the repository root: its only module is launch.py (setuptools
     # leaves the setup script itself out).
