@@ -12,7 +12,7 @@ import pathlib
 
 import jax
 
-from biomedjax.data import calibprompt_layout, catalog, fewshot, readers, synthetic
+from biomedjax.data import calibprompt_layout, catalog, fewshot, natural, readers, synthetic
 from biomedjax.data import splits as splits_lib
 from biomedjax.data.sources import (PREPARED_SPLIT_FILE, ArrayRecordSource, ImageFileSource,
                                     validate_images)
@@ -97,7 +97,7 @@ def _split_file_and_root(data_cfg, workdir: pathlib.Path):
   if data_cfg.get("layout", ""):
     raise ValueError(f"config.data.layout={data_cfg.layout!r}: use '' (split files) or "
                      "'calibprompt'")
-  info = catalog.DATASETS.get(data_cfg.dataset.lower())
+  info = catalog.lookup(data_cfg.dataset)
   if data_cfg.split_file:
     image_root = data_cfg.image_root or (info.image_root(data_cfg.root) if info else "")
     if not image_root and not data_cfg.prepared:
@@ -110,7 +110,8 @@ def _split_file_and_root(data_cfg, workdir: pathlib.Path):
       return carried, None, None
   if info:
     return (info.split_file(data_cfg.root),
-            pathlib.Path(data_cfg.image_root or info.image_root(data_cfg.root)), info.classnames)
+            pathlib.Path(data_cfg.image_root or info.image_root(data_cfg.root)),
+            info.classnames or None)  # natural-image datasets: the split file's names
   raise ValueError(f"config.data.dataset={data_cfg.dataset!r} is not one of "
                    f"{sorted(catalog.DATASETS)} or 'synthetic': for your own data set "
                    "config.data.split_file and config.data.image_root (or config.data.prepared)")
@@ -142,6 +143,7 @@ def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
   split_file, image_root, classnames = _split_file_and_root(data_cfg, workdir)
   prepared = pathlib.Path(data_cfg.prepared) if data_cfg.prepared else None
   items = splits_lib.read_split_file(split_file, classnames, None if prepared else image_root)
+  natural.check_split(data_cfg.dataset, items, split_file)
   lines = splits_lib.entry_lines(split_file)
   origin = {(k, it.path): f"{split_file}:{n}" for k in items for it, n in zip(items[k], lines[k])}
   # The adapter harness draws every run's images with split_seed (1); 0 = the run seed.
