@@ -24,6 +24,7 @@ from biomedjax.data import epoch_batches, views
 from biomedjax.data.pipeline import make_train_iterator, train_options
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
+from biomedjax.train import cost as cost_lib
 from biomedjax.train import (calibrate, checkpoint, distributed, early_stopping, evaluate,
                              lifecycle, setup, sharding, step as step_lib, test_selection,
                              view_stream)
@@ -67,7 +68,7 @@ def split_frozen(method, frozen: dict) -> dict:
 
 
 def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, initial=None,
-          selection=None):
+          selection=None, cost=None):
   """Gradient training with periodic checkpoints; resumes from the workdir's latest one.
 
   ``steps``: (global batch, steps per epoch, total steps) from ``_batch_and_steps``.
@@ -111,6 +112,8 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
     for i in bar:
       trainable, opt_state, m = step_fn(trainable, opt_state, frozen, next(it), rng, jnp.int32(i))
       done = i + 1
+      if cost is not None:  # training cost (train/cost.py): times each epoch's steps
+        cost.after_step(done, m)
       early = False
       if stopper is not None and done % per_epoch == 0:
         early = stopper.update(stopper.val_loss(trainable), trainable)
@@ -138,6 +141,8 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
         history.save()
         if selection is not None:
           selection.save()
+      if cost is not None:
+        cost.after_epoch_work(done)
       if stop and done < total:
         bar.close()
         ckpt.close()
@@ -280,14 +285,16 @@ def train_and_evaluate(config, workdir) -> dict:
         workdir, test_selection.accuracy_fn(method, backbone, split_frozen(method, frozen),
                                             data.splits["test"], mesh, config.data),
         config.optim.epochs, config.eval.get("best_over", "logged"))
+  tracker = cost_lib.CostTracker(steps[1], min(n_train, steps[0] * steps[1]))
   if method.trains:
     trainable, history = train(method, backbone, frozen, data, config, workdir, mesh, writer,
-                               steps, initial=trainable, selection=selection)
+                               steps, initial=trainable, selection=selection, cost=tracker)
   train_minutes = (time.time() - t_train) / 60
   trainable = sharding.replicate(trainable, mesh)
   frozen = split_frozen(method, frozen)
   return finish_run(config, workdir, data, backbone, method, frozen, mesh, targets, trainable,
-                    history, train_minutes, image_features, writer, selection=selection)
+                    history, train_minutes, image_features, writer, selection=selection,
+                    extra_results={"cost": tracker.summary(method.parameter_counts(trainable))})
 
 
 def feature_cache(backbone, params, mesh, config):
