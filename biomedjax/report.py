@@ -52,6 +52,7 @@ import sys
 import numpy as np
 
 from biomedjax import metrics, report_cost
+from biomedjax.data import tfds_source
 
 SETTINGS = {"few_shot": ("test",), "base2novel": ("base", "novel")}
 _FIELDS = {"method": str, "dataset": str, "shots": int, "seed": int, "setting": str}
@@ -673,6 +674,7 @@ def make_report(paths, out_dir, metric: str = "accuracy") -> str:
     text += "\n".join(t for t in (fewshot_tables(groups, len(seeds), metric, harness),
                                    base2novel_tables(groups, len(seeds), metric)) if t)
     text += report_cost.cost_table(group_runs)  # beside the accuracy tables (Table 2 shape)
+    text += tfds_source.report_note(group_runs)  # runs on tfds's split, not the paper's
     chance = {r["dataset"]: _num_classes(r) for r in group_runs}
     name = "fewshot_curve.png" if len(labels) == 1 else f"fewshot_curve_{_slug(label)}.png"
     title = (f"{label} WEIGHTS (machinery only, not medical performance)"

@@ -47,11 +47,14 @@ class CostTracker:
     self.eval_seconds = 0.0
     self._start = self._mark = self._end = None
 
+  def begin(self) -> None:
+    """Call before the first step (its compilation then counts in the first epoch)."""
+    self._start = self._mark = time.perf_counter()
+
   def after_step(self, done: int, state) -> None:
     """Call after step ``done`` (1-based) was dispatched, with something it computed."""
-    now = time.perf_counter()
     if self._start is None:
-      self._start = self._mark = now
+      self.begin()
     if done % self.per_epoch == 0:
       jax.block_until_ready(state)
       now = time.perf_counter()

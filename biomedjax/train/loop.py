@@ -108,6 +108,8 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
              disable=not config.train.progress)
   t0 = time.time()
   stopper = _early_stopping(method, backbone, frozen, data, config, mesh, batch)
+  if cost is not None:
+    cost.begin()  # the first epoch's time then includes compiling the step
   with lifecycle.StopRequest() as stop:
     for i in bar:
       trainable, opt_state, m = step_fn(trainable, opt_state, frozen, next(it), rng, jnp.int32(i))
@@ -294,7 +296,8 @@ def train_and_evaluate(config, workdir) -> dict:
   frozen = split_frozen(method, frozen)
   return finish_run(config, workdir, data, backbone, method, frozen, mesh, targets, trainable,
                     history, train_minutes, image_features, writer, selection=selection,
-                    extra_results={"cost": tracker.summary(method.parameter_counts(trainable))})
+                    extra_results={"cost": tracker.summary(method.parameter_counts(trainable)),
+                                   **({"data_source": data.source} if data.source else {})})
 
 
 def feature_cache(backbone, params, mesh, config):

@@ -12,7 +12,8 @@ import pathlib
 
 import jax
 
-from biomedjax.data import calibprompt_layout, catalog, fewshot, natural, readers, synthetic
+from biomedjax.data import (calibprompt_layout, catalog, fewshot, natural, readers, synthetic,
+                            tfds_source)
 from biomedjax.data import splits as splits_lib
 from biomedjax.data.sources import (PREPARED_SPLIT_FILE, ArrayRecordSource, ImageFileSource,
                                     validate_images)
@@ -40,7 +41,10 @@ def build_backbone(model_cfg, workdir: pathlib.Path, words=()) -> tuple[Backbone
   cfg = model_config.PRESETS[model_cfg.preset]()
   log.warning("model.init is empty: using RANDOM weights of preset %r (no pretrained knowledge; "
               "for real runs pass --config.model.init=<converted BiomedCLIP dir>)", model_cfg.preset)
-  tokenizer = families.random_tokenizer(cfg, workdir / "random_tokenizer", words)
+  if model_cfg.get("tokenizer", ""):  # a real vocabulary (e.g. bpe.write_openclip_vocab's)
+    tokenizer = families.load_tokenizer(model_cfg.tokenizer, cfg)
+  else:
+    tokenizer = families.random_tokenizer(cfg, workdir / "random_tokenizer", words)
   return Backbone(CLIP(cfg, remat=remat), tokenizer, dtype), bc.init_params(cfg)
 
 
@@ -54,6 +58,7 @@ class RunData:
   kind: str = "multiclass"             # "multilabel" when targets are multi-hot vectors
   skipped_images: list = dataclasses.field(default_factory=list)  # {"origin", "path", "error"}
   split_file: str = ""
+  source: dict = dataclasses.field(default_factory=dict)  # results.json's data_source (tfds)
 
 
 def build_multilabel_data(data_cfg, workdir: pathlib.Path) -> RunData:
@@ -140,6 +145,8 @@ def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
     return build_multilabel_data(data_cfg, workdir)
   if data_cfg.dataset == "iuxray":
     return build_iuxray_data(data_cfg)
+  if data_cfg.get("source", "files") != "files":  # tensorflow-datasets (data/tfds_source.py)
+    return tfds_source.build_data(data_cfg, seed, workdir)
   split_file, image_root, classnames = _split_file_and_root(data_cfg, workdir)
   prepared = pathlib.Path(data_cfg.prepared) if data_cfg.prepared else None
   items = splits_lib.read_split_file(split_file, classnames, None if prepared else image_root)
