@@ -40,7 +40,8 @@ def peak_memory() -> tuple[int | None, str]:
 class CostTracker:
   """Per-epoch timing of a training loop (see the module doc)."""
 
-  def __init__(self, steps_per_epoch: int, images_per_epoch: int):
+  def __init__(self, steps_per_epoch: int, images_per_epoch: int, clock=time.perf_counter):
+    self.clock = clock
     self.per_epoch = steps_per_epoch
     self.images_per_epoch = images_per_epoch
     self.epoch_seconds: list[float] = []
@@ -49,7 +50,7 @@ class CostTracker:
 
   def begin(self) -> None:
     """Call before the first step (its compilation then counts in the first epoch)."""
-    self._start = self._mark = time.perf_counter()
+    self._start = self._mark = self.clock()
 
   def after_step(self, done: int, state) -> None:
     """Call after step ``done`` (1-based) was dispatched, with something it computed."""
@@ -57,14 +58,14 @@ class CostTracker:
       self.begin()
     if done % self.per_epoch == 0:
       jax.block_until_ready(state)
-      now = time.perf_counter()
+      now = self.clock()
       self.epoch_seconds.append(now - self._mark)
       self._mark = self._end = now
 
   def after_epoch_work(self, done: int) -> None:
     """Call at the end of each loop iteration: time since the epoch's end counts as evaluation."""
     if done % self.per_epoch == 0 and self._mark is not None:
-      now = time.perf_counter()
+      now = self.clock()
       self.eval_seconds += now - self._mark
       self._mark = self._end = now
 
@@ -74,7 +75,7 @@ class CostTracker:
            "epochs_timed": len(self.epoch_seconds),
            "epoch_seconds": [round(s, 4) for s in self.epoch_seconds],
            "train_seconds": round(train, 4), "eval_seconds": round(self.eval_seconds, 4),
-           "wall_seconds": round((self._end - self._start) if self._start else 0.0, 4),
+           "wall_seconds": round(self._end - self._start if self._end is not None else 0.0, 4),
            "images_per_epoch": self.images_per_epoch,
            "images_per_second": (round(self.images_per_epoch * len(self.epoch_seconds) / train, 3)
                                  if train > 0 else None)}
