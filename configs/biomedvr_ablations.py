@@ -68,7 +68,7 @@ def get_config(arg=None):
   if name not in ABLATIONS:
     raise ValueError(f"ablation={name!r}: use one of {sorted(ABLATIONS)}")
   overrides = ABLATIONS[name]
-  needs_dir = any("{dir}" in str(v) for v in overrides.values())
+  needs_dir = _needs_files(name)
   if needs_dir and not extra["ablations_dir"]:
     raise ValueError(f"ablation={name} reads the released ablation files: add "
                      "ablations_dir=<folder with attributes_corrupted/ and "
@@ -81,9 +81,18 @@ def get_config(arg=None):
   return c
 
 
+def _needs_files(name: str) -> bool:
+  return any("{dir}" in str(v) for v in ABLATIONS[name].values())
+
+
 def sweep(add, arg=None):
+  """btmri and busi x every ablation; without ``ablations_dir`` only the switches that read no
+  ablation file (a sweep argument ``ablations_dir=...`` adds the others)."""
   rest, extra = _split(arg)
+  d = extra["ablations_dir"]
   for dataset in SWEEP_DATASETS:
     for name in ABLATIONS:
+      if _needs_files(name) and not d:
+        continue
       add(**common.arg(dataset=dataset, shots=16, seed=1, ablation=name,
-                       ablations_dir=extra["ablations_dir"]))
+                       **({"ablations_dir": d} if d else {})))

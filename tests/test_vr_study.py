@@ -144,6 +144,9 @@ def test_ablation_recipe_names_and_errors():
   pts = []
   biomedvr_ablations.sweep(lambda **k: pts.append(k["arg"]), "ablations_dir=/abl")
   assert len(pts) == 2 * len(biomedvr_ablations.ABLATIONS)
+  without_files = []
+  biomedvr_ablations.sweep(lambda **k: without_files.append(k["arg"]), None)
+  assert len(without_files) == 2 * 6 and not any("pos_corrupt" in p for p in without_files)
   c = biomedvr_ablations.get_config("dataset=busi,ablation=neg_shuffled,ablations_dir=/abl")
   assert (c.method.negative, c.method.neg_attributes_dir, c.variant) == (
       "shuffled", "/abl/attributes_neg_variants/neg_shuffled", "ablation=neg_shuffled")
@@ -158,9 +161,9 @@ def test_released_ablation_files_have_the_layout_the_switches_read(shared_dir):
   abl = shared_dir / "data" / "biomedvr" / "ablations"
   if not abl.is_dir():
     pytest.skip(f"no released ablation files under {abl}")
-  names = {"btmri": ("glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain"),
-           "busi": ("benign tumor", "malignant tumor", "normal scan")}
-  for key, classes in names.items():
+  from biomedjax.data import catalog
+  for key in biomedvr_ablations.SWEEP_DATASETS:
+    classes = catalog.DATASETS[key].classnames
     for r in ("0.25", "0.50", "0.75"):
       for head in ("des", "dist"):
         assert len(attributes.load(abl / f"attributes_corrupted/poscorrupt_r{r}_full", key,
