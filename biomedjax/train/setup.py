@@ -118,7 +118,8 @@ def _split_file_and_root(data_cfg, workdir: pathlib.Path):
             pathlib.Path(data_cfg.image_root or info.image_root(data_cfg.root)),
             info.classnames or None)  # natural-image datasets: the split file's names
   raise ValueError(f"config.data.dataset={data_cfg.dataset!r} is not one of "
-                   f"{sorted(catalog.DATASETS)} or 'synthetic': for your own data set "
+                   f"{sorted(catalog.DATASETS)}, {sorted(natural.DATASETS)} or 'synthetic': "
+                   "for your own data set "
                    "config.data.split_file and config.data.image_root (or config.data.prepared)")
 
 
