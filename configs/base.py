@@ -31,6 +31,9 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
   c.model = mlc.ConfigDict(dict(
       init=a.model,          # converted BiomedCLIP dir (python -m convert.biomedclip); "" = random
       preset="biomedclip",   # architecture used when init is "" (random weights)
+      # init "": a tokenizer folder for the random weights ("" = a vocabulary generated from the
+      # run's words; thousands of words, e.g. natural-image attribute files, need a real one)
+      tokenizer="",
       compute_dtype="float32",  # dtype the towers compute in: "float32" or "bfloat16"
       remat=False,           # jax.checkpoint the image tower's blocks (memory for recompute)
   ))
@@ -41,6 +44,8 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       split_file="",         # overrides the catalog's split file
       image_root="",         # overrides the catalog's image folder
       prepared="",           # dir written by `python -m biomedjax.data.prepare` (ArrayRecord)
+      source="files",        # "files" (split files) | "tfds": tensorflow-datasets' own split
+      tfds_data_dir="",      # source="tfds": the prepared tfds data ("" = tfds's default)
       layout="",             # "calibprompt": <root>/<dataset>/images/{train,test}/<folder>/
       sort_paths=True,       # calibprompt layout: sort files before few-shot sampling
       epoch_drop_last=False,  # True: drop each epoch's partial batch (Dassl's train loader)

@@ -158,8 +158,8 @@ def test_sentences_the_methods_use(tiny, attr_dir):
   assert unique == {h: [files[h][c.replace(" ", "_")] for c in CLASSES] for h in files}
   drawn = _method("biomedvr", backbone, attr_dir, attr_seed=5).sentences
   assert list(drawn) == ["des", "dist", "confuse"]
-  rng = np.random.default_rng(5)  # heads in order, classes in label order, 20 of 5 each
-  for head in ("des", "dist"):
+  for i, head in enumerate(("des", "dist")):  # a stream per head, classes in label order
+    rng = np.random.default_rng([5, i])       # 20 of 5 each
     for c, got in zip(CLASSES, drawn[head]):
       kept = files[head][c.replace(" ", "_")]
       assert got == [kept[i] for i in rng.choice(5, 20, replace=True)]

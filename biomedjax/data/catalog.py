@@ -72,3 +72,9 @@ def get(name: str) -> DatasetInfo:
     return DATASETS[name.lower()]
   except KeyError:
     raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+
+
+def lookup(name: str) -> DatasetInfo | None:
+  """A medical entry of ``DATASETS`` or a natural-image one (``natural.py``), else None."""
+  from biomedjax.data import natural  # it extends DatasetInfo
+  return DATASETS.get(name.lower()) or natural.DATASETS.get(name.lower())

@@ -51,7 +51,8 @@ import sys
 
 import numpy as np
 
-from biomedjax.evaluation import metrics
+from biomedjax.data import tfds_source
+from biomedjax.evaluation import metrics, report_cost
 
 SETTINGS = {"few_shot": ("test",), "base2novel": ("base", "novel")}
 _FIELDS = {"method": str, "dataset": str, "shots": int, "seed": int, "setting": str}
@@ -820,6 +821,8 @@ def make_report(paths, out_dir, metric: str = "accuracy") -> str:
     short = short_k_cells(group_runs)
     text += "\n".join(t for t in (fewshot_tables(groups, len(seeds), metric, harness, short),
                                    base2novel_tables(groups, len(seeds), metric)) if t)
+    text += report_cost.cost_table(group_runs)  # beside the accuracy tables (Table 2 shape)
+    text += tfds_source.report_note(group_runs)  # runs on tfds's split, not the paper's
     chance = {r["dataset"]: _num_classes(r) for r in group_runs}
     name = f"fewshot_curve_{_slug(label)}.png"  # the same name however many backbones
     title = (f"{label} WEIGHTS (machinery only, not medical performance)"

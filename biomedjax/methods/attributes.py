@@ -16,8 +16,8 @@ class in label order and head after head (des, dist, confuse):
 
 The released medical files hold 5 sentences per class, so m = 20 draws 20 times with replacement
 from 5 (a quirk, reproduced by default: ``attr_sampling="reference"``). The draws use numpy seeded
-by the run seed: Python's ``random`` stream of the reference cannot be matched draw for draw, so
-only the distribution is the reference's. ``attr_sampling="unique"``: every distinct kept
+by the run seed, one stream per head: Python's ``random`` stream of the reference cannot be
+matched draw for draw, so only the distribution is the reference's. ``attr_sampling="unique"``: every distinct kept
 sentence once (and the head then averages min(k, n) of them).
 
 Every problem is one error naming the file, the class and, where there is one, the sentence: a
@@ -41,6 +41,7 @@ HEADS = ("des", "dist", "confuse")
 MIN_CHARS = 20  # the reference keeps sentences of at least this many characters
 SAMPLINGS = ("reference", "unique")
 # Catalog dataset names whose attribute-file key differs (the reference's spelling).
+# Natural-image keys (data/natural.py) are the reference's already.
 ATTRIBUTE_KEYS = {"kneexray": "knee_xray", "lungcolon": "lung_colon"}
 
 
@@ -137,20 +138,27 @@ def check_lengths(tokenizer, file, classnames, sentences: list[list[str]]) -> No
 
 
 def read_heads(directory, key: str, heads, classnames, tokenizer, m: int, seed: int,
-               mode: str = "reference") -> dict[str, list[list[str]]]:
-  """Load, check and sample every head's file: {head: per class, the sentences used}."""
+               mode: str = "reference", sources=None) -> dict[str, list[list[str]]]:
+  """Load, check and sample every head's file: {head: per class, the sentences used}.
+
+  ``sources``: ``{head: (directory, file suffix)}`` for heads read from other files (the
+  ablations' corrupted or replaced attributes: ``<directory>/<key>_<suffix>.json``). Each head
+  draws from its own stream, seeded by (seed, head), so replacing one head's file leaves the
+  other heads' sentences as they were (one shared stream, as the reference's Python ``random``,
+  would shift them whenever the replacement keeps another number of sentences).
+  """
   if not directory:
     raise ValueError("this method reads attribute sentences: set --config.method.attributes_dir "
                      "to a folder with <key>_{" + ",".join(heads) + "}.json (key: "
                      "--config.method.attributes_dataset)")
   if m < 1:
     raise ValueError(f"config.method.m={m}: draw at least one sentence per class")
-  rng = np.random.default_rng(seed)
   out = {}
   for head in heads:
-    kept = load(directory, key, head, classnames)
-    check_lengths(tokenizer, path(directory, key, head), classnames, kept)
-    out[head] = sample(kept, m, rng, mode)
+    where, suffix = (sources or {}).get(head, (directory, head))
+    kept = load(where, key, suffix, classnames)
+    check_lengths(tokenizer, path(where, key, suffix), classnames, kept)
+    out[head] = sample(kept, m, np.random.default_rng([seed, HEADS.index(head)]), mode)
   return out
 
 

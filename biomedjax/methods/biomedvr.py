@@ -19,9 +19,20 @@ programs, heads and loop).
   margin)`` clamped at 1e3 (never binds), β = 0.3, margin 0.5 (logit units). The max runs over
   ALL classes, y included (the reference's code); ``cs_exclude_true=True`` takes it over c ≠ y.
 
+* Negative expert (``negative``): "confuse" reads ``<key>_confuse.json`` (reference);
+  "random" / "shuffled" read the negative-attribute ablation files ``<key>_{random,shuffled}.json``
+  from ``neg_attributes_dir`` (``attributes_neg_variants/neg_{random,shuffled}/``); "zeros" sets
+  neg = 0, what the reference does when no confuse file exists (``experiments/biomedvr.py:146-151,
+  190-196``: ``neg_logits = torch.zeros_like(pos_logits)``, the CS hinge still applied to it),
+  so for the natural-image datasets and for the "without the negative expert" ablation. δ− is
+  still stored and encoded (as the reference) but gets no gradient: it is not counted effective.
+* Ablations, each one option: ``pos_attributes_dir`` (corrupted des/dist), ``negative``,
+  ``beta=0`` (no confusion-suppression loss), ``gating`` ("per_class", "per_sample", or "fixed":
+  w = (½, ½), no trainable gate). ``configs/biomedvr_ablations.py`` names them.
+
 Trainable: ``{"program_pos": (3, 224, 224), "program_neg": (3, 224, 224), "gate": (2,)}`` (gate
-(C, 2) for per_class; a dict {w1 (D, 128), b1, w2 (128, 2), b2} for per_sample). Stored
-parameters 2 * 150,528 + 2 = 301,058, effective 2 * 39,936 + 2 = 79,874.
+(C, 2) for per_class; a dict {w1 (D, 128), b1, w2 (128, 2), b2} for per_sample; none for fixed).
+Stored parameters 2 * 150,528 + 2 = 301,058, effective 2 * 39,936 + 2 = 79,874.
 """
 
 from __future__ import annotations
@@ -32,10 +43,11 @@ import math
 import jax
 import jax.numpy as jnp
 
-from biomedjax.methods import options, reprogram, vr_heads
+from biomedjax.methods import options, programs, reprogram, vr_heads
 from biomedjax.models.clip import l2_normalize
 
-GATINGS = ("shared", "per_class", "per_sample")
+GATINGS = ("shared", "per_class", "per_sample", "fixed")
+NEGATIVES = ("confuse", "random", "shuffled", "zeros")
 GATE_HIDDEN = 128
 CS_CLAMP = 1e3
 
@@ -45,11 +57,15 @@ class Options(reprogram.AttributeOptions):
   beta: float = 0.3               # weight of the confusion-suppression hinge
   margin: float = 0.5             # hinge margin in logit units
   cs_exclude_true: bool = False   # False: max over all classes (reference); True: over c != y
-  gating: str = "shared"          # "shared" (reference) | "per_class" | "per_sample"
+  gating: str = "shared"          # "shared" (reference) | "per_class" | "per_sample" | "fixed"
+  negative: str = "confuse"       # "confuse" (reference) | "random" | "shuffled" | "zeros"
+  neg_attributes_dir: str = ""    # folder of <key>_{random,shuffled}.json; "" = attributes_dir
 
 
 def gate_weights(gate, gating: str, pos_feats=None):
   """Softmax expert weights: (2,) shared, (C, 2) per class or (B, 2) per sample."""
+  if gating == "fixed":
+    return jnp.full((2,), 0.5, jnp.float32)
   if gating == "per_sample":
     h = jax.nn.relu(l2_normalize(pos_feats) @ gate["w1"] + gate["b1"])
     return jax.nn.softmax(h @ gate["w2"] + gate["b2"], axis=-1)
@@ -58,7 +74,7 @@ def gate_weights(gate, gating: str, pos_feats=None):
 
 def fuse(pos, neg, w, gating: str):
   """``w+ pos + w− neg`` for each gating's weight shape; (B, C) each."""
-  if gating == "shared":
+  if gating in ("shared", "fixed"):
     return w[0] * pos + w[1] * neg
   if gating == "per_class":
     return w[None, :, 0] * pos + w[None, :, 1] * neg
@@ -94,8 +110,14 @@ class BioMedVR(reprogram.ProgramMethod):
     if opts.program != "padding":
       raise ValueError(f"config.method.program={opts.program!r}: BioMedVR's experts are padding "
                        "programs")
+    if opts.negative not in NEGATIVES:
+      raise ValueError(f"config.method.negative={opts.negative!r}: use one of {NEGATIVES}")
     super().__init__(backbone, task, opts, objective)
-    self.sentences = self.read_attributes(("des", "dist", "confuse"))
+    if opts.negative == "zeros":
+      self.sentences = self.read_attributes(("des", "dist"))
+    else:
+      where = (opts.neg_attributes_dir or opts.attributes_dir, opts.negative)
+      self.sentences = self.read_attributes(("des", "dist", "confuse"), {"confuse": where})
 
   def prepare(self, backbone_params):
     return vr_heads.encode_heads(self.backbone, backbone_params, self.sentences)
@@ -105,6 +127,8 @@ class BioMedVR(reprogram.ProgramMethod):
     out = self.init_programs(k_prog)
     if self.opts.gating == "shared":
       out["gate"] = jnp.ones((2,), jnp.float32)
+    elif self.opts.gating == "fixed":
+      pass
     elif self.opts.gating == "per_class":
       out["gate"] = jnp.ones((self.task.num_classes, 2), jnp.float32)
     else:
@@ -123,8 +147,15 @@ class BioMedVR(reprogram.ProgramMethod):
     f_pos, f_neg = self.image_features(trainable, frozen, images01)
     lam = self.opts.attr_lambda
     pos = lam * self._head(frozen, "des", f_pos) + (1 - lam) * self._head(frozen, "dist", f_pos)
-    neg = self._head(frozen, "confuse", f_neg)
-    return pos, neg, gate_weights(trainable["gate"], self.opts.gating, f_pos)
+    neg = (jnp.zeros_like(pos) if self.opts.negative == "zeros" else
+           self._head(frozen, "confuse", f_neg))
+    return pos, neg, gate_weights(trainable.get("gate"), self.opts.gating, f_pos)
+
+  def parameter_counts(self, trainable) -> dict:
+    counts = super().parameter_counts(trainable)
+    if self.opts.negative == "zeros":  # δ− gets no gradient
+      counts["effective"] -= programs.effective_size(self.mask)
+    return counts
 
   def train_logits(self, trainable, frozen, batch, rng):
     pos, neg, w = self.experts(trainable, frozen, batch["image"])

@@ -46,6 +46,9 @@ class AttributeOptions(ProgramOptions):
                                     # | "unique" (each sentence once, k = min(k, n))
   attr_lambda: float = 0.5        # logits = lambda * des + (1 - lambda) * dist
   attr_seed: int = 1              # seeds the sentence draws; the config files set the run seed
+  # Ablation: des/dist read from this folder instead (the corrupted positive attributes,
+  # ablations/attributes_corrupted/poscorrupt_r<r>_*/); "" = attributes_dir
+  pos_attributes_dir: str = ""
 
 
 class ProgramMethod(base.Method):
@@ -103,15 +106,20 @@ class ProgramMethod(base.Method):
   def transfer(self, trainable, novel):
     return trainable  # programs act on images only; the novel method encodes its own text
 
-  def read_attributes(self, heads) -> dict[str, list[list[str]]]:
-    """The sampled sentences of ``heads`` from the configured files (see attributes.py)."""
+  def read_attributes(self, heads, sources=None) -> dict[str, list[list[str]]]:
+    """The sampled sentences of ``heads`` from the configured files (see attributes.py);
+    ``sources``: {head: (folder, file suffix)} read elsewhere (ablations)."""
     o = self.opts
     key = o.attributes_dataset
     if not key:
       raise ValueError(f"method {self.name!r}: set --config.method.attributes_dataset (the "
                        f"attribute files' dataset key, e.g. 'btmri')")
+    sources = dict(sources or {})
+    if o.pos_attributes_dir:
+      sources.update({h: (o.pos_attributes_dir, h) for h in ("des", "dist")})
     return attributes.read_heads(o.attributes_dir, key, heads, self.task.classnames,
-                                 self.backbone.tokenizer, o.m, o.attr_seed, o.attr_sampling)
+                                 self.backbone.tokenizer, o.m, o.attr_seed, o.attr_sampling,
+                                 sources)
 
 
 def check_attribute_options(opts) -> None:

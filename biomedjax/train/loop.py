@@ -25,8 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 from biomedjax.data.pipeline import make_train_iterator, train_options
-from biomedjax.train import (checkpoint, control, hooks as hooks_lib, lifecycle, phases,
-                             sharding, step as step_lib, view_stream)
+from biomedjax.train import (checkpoint, control, cost as cost_lib, hooks as hooks_lib,
+                             lifecycle, phases, sharding, step as step_lib, view_stream)
 from biomedjax.train.run import (NoWriter, Run, batch_and_steps, build_method,  # noqa: F401
                                  feature_cache, finished, log_metrics, prepare, short_classes,
                                  split_frozen, unfinished)
@@ -72,13 +72,14 @@ class Lane:
   writer: object
 
 
-def train(run: Run, stepper=None, lanes=None, directory=None, hooks=()):
+def train(run: Run, stepper=None, lanes=None, directory=None, hooks=(), cost=None):
   """Gradient training with periodic checkpoints in ``directory`` (default the run's workdir);
   resumes from its latest one. -> (trainable, per-lane loss histories, diverged).
 
   ``stepper``: ``SingleStepper(run)`` by default, a pack's program for P lanes; ``lanes``: one
   ``Lane`` per lane; ``hooks``: epoch hooks (``biomedjax.train.hooks``), each picking the state
-  returned. ``diverged``: lane -> the step its metrics became non-finite; the lane keeps running
+  returned; ``cost``: a ``cost.CostTracker`` timing each epoch (results.json's "cost").
+  ``diverged``: lane -> the step its metrics became non-finite; the lane keeps running
   (lanes are independent) until every lane has diverged, which raises ``TrainingDiverged``.
   """
   config, mesh = run.config, run.mesh
@@ -117,6 +118,8 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=()):
              disable=not config.train.progress, smoothing=0)
   diverged: dict[int, int] = {}
   t0, first, rate_from = time.time(), start, start
+  if cost is not None:
+    cost.begin()  # the first epoch's time then includes compiling the step
   with lifecycle.StopRequest() as stop:
     for i in bar:
       batch_i = next(it)
@@ -127,6 +130,8 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=()):
         jax.block_until_ready(m)
         phases.restart_clock(bar, done, t0)
         t0, rate_from = time.time(), done
+      if cost is not None:  # training cost (train/cost.py): times each epoch's steps
+        cost.after_step(done, m)
       epoch_end = done % per_epoch == 0
       early = control.decide(epoch_end and any([h.epoch_end(done, done // per_epoch, trainable)
                                                 for h in hooks]))
@@ -141,6 +146,8 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=()):
           h.save()
         for hook in hooks:
           hook.save()
+      if cost is not None:
+        cost.after_epoch_work(done)
       if control.decide(stop and done < total):
         bar.close()
         ckpt.close()
@@ -187,7 +194,11 @@ def train_and_evaluate(config, workdir) -> dict:
   t0 = time.time()
   trainable = run.fit() if run.method.fits else None
   history = []
+  batch, per_epoch, _ = run.steps
+  tracker = cost_lib.CostTracker(per_epoch, min(len(run.data.splits["train"]), batch * per_epoch))
   if run.method.trains:
-    trainable, (history,), _ = train(run, SingleStepper(run, trainable), hooks=hooks)
+    trainable, (history,), _ = train(run, SingleStepper(run, trainable), hooks=hooks,
+                                     cost=tracker)
   selection = next((h.selection for h in hooks if isinstance(h, hooks_lib.BestTest)), None)
-  return run.finish(trainable, history, (time.time() - t0) / 60, selection=selection)
+  return run.finish(trainable, history, (time.time() - t0) / 60, selection=selection,
+                    extra_results={"cost": tracker.summary(run.method.parameter_counts(trainable))})

@@ -230,7 +230,7 @@ class Run:
                                                           config.optim.epochs))
     self.writer.close()
     if data.kind == "multilabel" and config.data.setting == "few_shot":
-      from biomedjax.studies import multilabel_study  # the study tables' inputs (scores, embeddings)
+      from biomedjax.studies import multilabel_study  # the study tables' inputs
       multilabel_study.write_run_setting(self, trainable, train_minutes)
     if jax.process_index() == 0:
       report_lib.write_run_results(self.workdir, results)
@@ -254,6 +254,8 @@ class Run:
       results["classes_below_shots"] = short
     if config.get("variant", ""):  # a grid point: its row in the sweep's report
       results["variant"] = config.variant
+    if data.source:  # not the paper's split (e.g. tensorflow-datasets'): said in the results
+      results["data_source"] = data.source
     return results
 
   def _evaluate(self, trainable, results: dict) -> None:

@@ -13,7 +13,8 @@ import pathlib
 import jax
 
 from biomedjax import run_facts
-from biomedjax.data import calibprompt_layout, catalog, fewshot, readers, synthetic
+from biomedjax.data import (calibprompt_layout, catalog, fewshot, natural, readers, synthetic,
+                            tfds_source)
 from biomedjax.data import splits as splits_lib
 from biomedjax.data.sources import (PREPARED_SPLIT_FILE, ArrayRecordSource, ImageFileSource,
                                     validate_images, validate_splits)
@@ -59,7 +60,10 @@ def build_backbone(model_cfg, workdir: pathlib.Path, words=()) -> tuple[Backbone
   cfg = model_config.PRESETS[model_cfg.preset]()
   log.warning("model.init is empty: using RANDOM weights of preset %r (no pretrained knowledge; "
               "for real runs pass --config.model.init=<converted BiomedCLIP dir>)", model_cfg.preset)
-  tokenizer = families.random_tokenizer(cfg, workdir / "random_tokenizer", words)
+  if model_cfg.get("tokenizer", ""):  # a real vocabulary (e.g. bpe.write_openclip_vocab's)
+    tokenizer = families.load_tokenizer(model_cfg.tokenizer, cfg)
+  else:
+    tokenizer = families.random_tokenizer(cfg, workdir / "random_tokenizer", words)
   return Backbone(CLIP(cfg, remat=remat), tokenizer, dtype), bc.init_params(cfg)
 
 
@@ -73,6 +77,7 @@ class RunData:
   kind: str = "multiclass"             # "multilabel" when targets are multi-hot vectors
   skipped_images: list = dataclasses.field(default_factory=list)  # {"origin", "path", "error"}
   split_file: str = ""
+  source: dict = dataclasses.field(default_factory=dict)  # results.json's data_source (tfds)
 
 
 def build_multilabel_data(data_cfg, workdir: pathlib.Path) -> RunData:
@@ -116,7 +121,7 @@ def _split_file_and_root(data_cfg, workdir: pathlib.Path):
   if data_cfg.get("layout", ""):
     raise ValueError(f"config.data.layout={data_cfg.layout!r}: use '' (split files) or "
                      "'calibprompt'")
-  info = catalog.DATASETS.get(data_cfg.dataset.lower())
+  info = catalog.lookup(data_cfg.dataset)
   if data_cfg.split_file:
     image_root = data_cfg.image_root or (info.image_root(data_cfg.root) if info else "")
     if not image_root and not data_cfg.prepared:
@@ -129,9 +134,11 @@ def _split_file_and_root(data_cfg, workdir: pathlib.Path):
       return carried, None, None
   if info:
     return (info.split_file(data_cfg.root),
-            pathlib.Path(data_cfg.image_root or info.image_root(data_cfg.root)), info.classnames)
+            pathlib.Path(data_cfg.image_root or info.image_root(data_cfg.root)),
+            info.classnames or None)  # natural-image datasets: the split file's names
   raise ValueError(f"config.data.dataset={data_cfg.dataset!r} is not one of "
-                   f"{sorted(catalog.DATASETS)} or 'synthetic': for your own data set "
+                   f"{sorted(catalog.DATASETS)}, {sorted(natural.DATASETS)} or 'synthetic': "
+                   "for your own data set "
                    "config.data.split_file and config.data.image_root (or config.data.prepared)")
 
 
@@ -158,9 +165,12 @@ def build_data(data_cfg, seed: int, workdir: pathlib.Path) -> RunData:
     return build_multilabel_data(data_cfg, workdir)
   if data_cfg.dataset == "iuxray":
     return build_iuxray_data(data_cfg)
+  if data_cfg.get("source", "files") != "files":  # tensorflow-datasets (data/tfds_source.py)
+    return tfds_source.build_data(data_cfg, seed, workdir)
   split_file, image_root, classnames = _split_file_and_root(data_cfg, workdir)
   prepared = pathlib.Path(data_cfg.prepared) if data_cfg.prepared else None
   items = splits_lib.read_split_file(split_file, classnames, None if prepared else image_root)
+  natural.check_split(data_cfg.dataset, items, split_file)
   lines = splits_lib.entry_lines(split_file)
   origin = {(k, it.path): f"{split_file}:{n}" for k in items for it, n in zip(items[k], lines[k])}
   # The adapter harness draws every run's images with split_seed (1); 0 = the run seed.
