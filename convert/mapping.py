@@ -99,6 +99,61 @@ IGNORED = {
 }
 
 
+# -- ResNet towers (biomedjax/models/resnet.py) -------------------------------------------------
+
+STATS = "batch_stats"  # the backbone pytree's key for BatchNorm running statistics
+
+
+def _batchnorm(flax: str, torch: str, stats_root: str) -> dict[str, Rule]:
+  """torch BatchNorm2d: affine -> params; running_mean / running_var -> ``batch_stats``."""
+  return {**_norm(flax, torch),
+          f"{STATS}/{stats_root}/mean": Rule((f"{torch}.running_mean",)),
+          f"{STATS}/{stats_root}/var": Rule((f"{torch}.running_var",))}
+
+
+def resnet_rules(layers, flax: str = "visual", torch: str = "visual.",
+                 variant: str = "clip") -> dict[str, Rule]:
+  """``ResNet`` under Flax ``flax`` <- a torch ResNet state dict with keys ``{torch}conv1.weight``
+  (open_clip ``ModifiedResNet``: ``visual.``; PMC-CLIP's ``image_encoder(resnet50).pth``: no
+  prefix; torchvision ``resnet50``: ``fc``). The running statistics go to ``batch_stats/{flax}``;
+  ``num_batches_tracked`` is ignored (``IGNORED_BN``): with momentum 0.1 torch never reads it."""
+  def conv(f, t):
+    return {f"{flax}/{f}/kernel": Rule((f"{torch}{t}.weight",), hooks.conv_oihw_to_hwio)}
+
+  def bn(f, t):
+    return _batchnorm(f"{flax}/{f}", f"{torch}{t}", f"{flax}/{f}")
+
+  rules = {}
+  stem = (1, 2, 3) if variant == "clip" else (1,)
+  for i in stem:
+    rules.update(conv(f"conv{i}", f"conv{i}"))
+    rules.update(bn(f"bn{i}", f"bn{i}"))
+  for li, n in enumerate(layers, start=1):
+    for bi in range(n):
+      f, t = f"layer{li}_{bi}", f"layer{li}.{bi}"
+      for j in (1, 2, 3):
+        rules.update(conv(f"{f}/conv{j}", f"{t}.conv{j}"))
+        rules.update(bn(f"{f}/bn{j}", f"{t}.bn{j}"))
+      if bi == 0:  # the first block of every stage changes width (and stride): downsample
+        rules.update(conv(f"{f}/downsample_0", f"{t}.downsample.0"))
+        rules.update(bn(f"{f}/downsample_1", f"{t}.downsample.1"))
+  if variant == "clip":
+    rules[f"{flax}/attnpool/positional_embedding"] = Rule(
+        (f"{torch}attnpool.positional_embedding",))
+    for n in ("q_proj", "k_proj", "v_proj", "c_proj"):
+      rules.update(_linear(f"{flax}/attnpool/{n}", f"{torch}attnpool.{n}"))
+  else:
+    rules.update(_linear(f"{flax}/fc", f"{torch}fc"))
+  return rules
+
+
+def bn_counters(rules: dict[str, Rule]) -> dict[str, str]:
+  """The ``num_batches_tracked`` key of every BatchNorm in ``rules``, with why it is dropped."""
+  return {r.keys[0][:-len("running_mean")] + "num_batches_tracked":
+          "BatchNorm step counter; torch reads it only when momentum is None (it is 0.1)"
+          for r in rules.values() if r.keys[0].endswith(".running_mean")}
+
+
 # -- OpenAI CLIP ---------------------------------------------------------------------------------
 
 def _openai_block(f: str, b: str) -> dict[str, Rule]:

@@ -9,6 +9,7 @@ which. The conversion rules per family live in ``convert/mapping.py``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 from typing import Callable, Iterable
 
@@ -18,6 +19,7 @@ from biomedjax.models import bpe
 from biomedjax.models.bert import TextTransformer
 from biomedjax.models.config import CLIPConfig
 from biomedjax.models.openai_clip import CausalTextTransformer, OpenAIVisionTransformer
+from biomedjax.models.resnet import modified_resnet
 from biomedjax.models.tokenizer import Tokenizer
 from biomedjax.models.vit import VisionTransformer
 from biomedjax.models.vocab import write_vocab
@@ -25,7 +27,7 @@ from biomedjax.models.vocab import write_vocab
 
 @dataclasses.dataclass(frozen=True)
 class Family:
-  vision: type[nn.Module]       # (VisionConfig, embed_dim) -> pixels -> features
+  vision: Callable[..., nn.Module]  # (VisionConfig, embed_dim, remat=) -> pixels -> features
   text: type[nn.Module]         # (TextConfig, embed_dim) with embed_tokens / encode_embeds
   tokenizer: Callable           # (directory, context_length) -> callable tokenizer
   tokenizer_files: tuple[str, ...]
@@ -33,15 +35,30 @@ class Family:
   random_vocab: Callable[[pathlib.Path, Iterable[str], CLIPConfig], pathlib.Path]
 
 
+def openai_vision(cfg, embed_dim: int, remat: bool = False) -> nn.Module:
+  """OpenAI CLIP's image tower: the ViT, or the ModifiedResNet (RN50) by ``cfg.tower``."""
+  if cfg.tower == "modified_resnet":
+    return modified_resnet(cfg, embed_dim, remat=remat)
+  return OpenAIVisionTransformer(cfg, embed_dim, remat=remat)
+
+
+def _bert_vocab(out, words, cfg):
+  return write_vocab(out, words, size=cfg.text.vocab_size, context_length=cfg.text.context_length)
+
+
 FAMILIES = {
     "biomedclip": Family(
         VisionTransformer, TextTransformer, Tokenizer,
         ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"),
-        lambda out, words, cfg: write_vocab(out, words, size=cfg.text.vocab_size,
-                                            context_length=cfg.text.context_length)),
+        _bert_vocab),
     "openai": Family(
-        OpenAIVisionTransformer, CausalTextTransformer, bpe.BPETokenizer, bpe.TOKENIZER_FILES,
+        openai_vision, CausalTextTransformer, bpe.BPETokenizer, bpe.TOKENIZER_FILES,
         lambda out, words, cfg: bpe.write_random_vocab(out, words, size=cfg.text.vocab_size)),
+    # PMC-CLIP: the reference calls the HF tokenizer on the raw text, no open_clip clean
+    "pmcclip": Family(
+        modified_resnet, TextTransformer, functools.partial(Tokenizer, clean_text=False),
+        ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"),
+        _bert_vocab),
 }
 
 
