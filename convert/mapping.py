@@ -59,9 +59,10 @@ def vision_rules(cfg: CLIPConfig) -> dict[str, Rule]:
   return rules
 
 
-def text_rules(cfg: CLIPConfig) -> dict[str, Rule]:
-  """HuggingFace BertModel under ``text.transformer`` plus open_clip's ``text.proj``."""
-  e, tx = "text.transformer.embeddings", cfg.text
+def text_rules(cfg: CLIPConfig, bert: str = "text.transformer") -> dict[str, Rule]:
+  """HuggingFace BertModel under ``bert`` plus the text head of ``cfg.text.proj``: open_clip's
+  ``text.proj`` ("mlp" / "linear"), or BERT's pooler + ``text_projection`` ("pooler")."""
+  e, tx = f"{bert}.embeddings", cfg.text
   rules = {
       "text/word_embeddings/embedding": Rule((f"{e}.word_embeddings.weight",)),
       "text/position_embeddings/embedding": Rule((f"{e}.position_embeddings.weight",)),
@@ -69,7 +70,7 @@ def text_rules(cfg: CLIPConfig) -> dict[str, Rule]:
       **_norm("text/embed_norm", f"{e}.LayerNorm"),
   }
   for i in range(tx.depth):
-    f, b = f"text/layer_{i}", f"text.transformer.encoder.layer.{i}"
+    f, b = f"text/layer_{i}", f"{bert}.encoder.layer.{i}"
     qkv = [f"{b}.attention.self.{n}" for n in ("query", "key", "value")]
     rules[f"{f}/attn/qkv/kernel"] = Rule(tuple(k + ".weight" for k in qkv), hooks.concat_linear_t)
     rules[f"{f}/attn/qkv/bias"] = Rule(tuple(k + ".bias" for k in qkv), hooks.concat)
@@ -78,7 +79,10 @@ def text_rules(cfg: CLIPConfig) -> dict[str, Rule]:
     rules.update(_linear(f"{f}/mlp/fc1", f"{b}.intermediate.dense"))
     rules.update(_linear(f"{f}/mlp/fc2", f"{b}.output.dense"))
     rules.update(_norm(f"{f}/mlp_norm", f"{b}.output.LayerNorm"))
-  if tx.proj == "mlp":
+  if tx.proj == "pooler":  # pooler_output @ text_projection (a bare (width, embed) tensor)
+    rules.update(_linear("text/pooler", f"{bert}.pooler.dense"))
+    rules["text/proj_0/kernel"] = Rule(("text_projection",))
+  elif tx.proj == "mlp":
     rules.update(_linear("text/proj_0", "text.proj.0", tx.proj_bias))
     rules.update(_linear("text/proj_2", "text.proj.2", tx.proj_bias))
   else:
@@ -171,22 +175,29 @@ def _openai_block(f: str, b: str) -> dict[str, Rule]:
 
 
 def openai_rules(cfg: CLIPConfig) -> dict[str, Rule]:
-  """open_clip ``CLIP`` (``ViT-B-16-quickgelu`` etc.): ``visual.*``, the text tower at the top."""
-  rules = {
-      "visual/conv1/kernel": Rule(("visual.conv1.weight",), hooks.conv_oihw_to_hwio),
-      "visual/class_embedding": Rule(("visual.class_embedding",)),
-      "visual/positional_embedding": Rule(("visual.positional_embedding",)),
-      **_norm("visual/ln_pre", "visual.ln_pre"),
-      **_norm("visual/ln_post", "visual.ln_post"),
-      "visual/proj": Rule(("visual.proj",)),  # (width, embed): x @ proj, no transpose
+  """open_clip ``CLIP`` (``ViT-B-16-quickgelu``, ``RN50`` etc.): ``visual.*``, the text tower at
+  the top."""
+  if cfg.vision.tower == "modified_resnet":
+    rules = resnet_rules(cfg.vision.layers)
+  else:
+    rules = {
+        "visual/conv1/kernel": Rule(("visual.conv1.weight",), hooks.conv_oihw_to_hwio),
+        "visual/class_embedding": Rule(("visual.class_embedding",)),
+        "visual/positional_embedding": Rule(("visual.positional_embedding",)),
+        **_norm("visual/ln_pre", "visual.ln_pre"),
+        **_norm("visual/ln_post", "visual.ln_post"),
+        "visual/proj": Rule(("visual.proj",)),  # (width, embed): x @ proj, no transpose
+    }
+  rules.update({
       "text/token_embedding/embedding": Rule(("token_embedding.weight",)),
       "text/positional_embedding": Rule(("positional_embedding",)),
       **_norm("text/ln_final", "ln_final"),
       "text/text_projection": Rule(("text_projection",)),
       "logit_scale": Rule(("logit_scale",)),
-  }
-  for i in range(cfg.vision.depth):
-    rules.update(_openai_block(f"visual/resblocks_{i}", f"visual.transformer.resblocks.{i}"))
+  })
+  if cfg.vision.tower == "vit":
+    for i in range(cfg.vision.depth):
+      rules.update(_openai_block(f"visual/resblocks_{i}", f"visual.transformer.resblocks.{i}"))
   for i in range(cfg.text.depth):
     rules.update(_openai_block(f"text/resblocks_{i}", f"transformer.resblocks.{i}"))
   return rules
@@ -240,9 +251,32 @@ HF_CLIP_IGNORED = {
     "text_model.embeddings.position_ids": "buffer 0..max_positions-1, recomputed",
 }
 
+def pmcclip_rules(cfg: CLIPConfig) -> dict[str, Rule]:
+  """PMC-CLIP's three files joined by ``convert/pmcclip.py``: ``visual.`` + the ResNet state dict,
+  ``text.`` + the BertModel state dict, ``text_projection`` and ``logit_scale``."""
+  return {**resnet_rules(cfg.vision.layers), **text_rules(cfg, bert="text"),
+          "logit_scale": Rule(("logit_scale",))}
+
+
+PMCCLIP_IGNORED = {
+    "text.embeddings.position_ids": "buffer 0..max_positions-1, recomputed",
+    "text.embeddings.token_type_ids": "buffer of zeros, recomputed",
+}
+
+
+def ignored_keys(cfg: CLIPConfig, layout: str) -> dict[str, str]:
+  """The keys of ``layout`` that the Flax model deliberately drops, with the reason, including
+  the BatchNorm step counters of a ResNet tower."""
+  rules_fn, ignored = LAYOUTS[(cfg.family, layout)]
+  if cfg.vision.tower == "vit":
+    return ignored
+  return {**ignored, **bn_counters(rules_fn(cfg))}
+
+
 # (family, layout) -> (rules, ignored keys with the reason each can be dropped)
 LAYOUTS = {
     ("biomedclip", "open_clip"): (clip_rules, IGNORED),
+    ("pmcclip", "pmcclip"): (pmcclip_rules, PMCCLIP_IGNORED),
     ("openai", "open_clip"): (openai_rules, OPENAI_IGNORED),
     ("openai", "hf"): (hf_clip_rules, HF_CLIP_IGNORED),
 }
