@@ -21,6 +21,7 @@ import numpy as np
 
 from biomedjax.models import families
 from biomedjax.models import preprocess as _pre
+from biomedjax.models import resnet
 from biomedjax.models.clip import CLIP, backbone_of, variables
 from biomedjax.models.config import CLIPConfig
 from biomedjax.models.tokenizer import Tokenizer
@@ -37,7 +38,14 @@ def _init_fn(cfg: CLIPConfig):
   module = CLIP(cfg)
   pixels = jnp.zeros((1, cfg.vision.image_size, cfg.vision.image_size, 3), jnp.float32)
   ids = jnp.zeros((1, 8), jnp.int32)
-  return lambda seed: backbone_of(module.init(jax.random.key(seed), pixels, ids))
+
+  def init(seed):
+    key = jax.random.key(seed)
+    backbone = backbone_of(module.init(key, pixels, ids))
+    if "batch_stats" in backbone:
+      backbone = resnet.calibrate_stats(module, backbone, jax.random.fold_in(key, 1))
+    return backbone
+  return init
 
 
 def abstract_params(cfg: CLIPConfig):

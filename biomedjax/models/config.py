@@ -217,8 +217,8 @@ def _resnet50(heads: int) -> VisionConfig:
 
 
 def _tiny_resnet(v: VisionConfig) -> VisionConfig:
-  """The same tower at width 8 with one block per stage and 64 px: a few ten thousand params."""
-  return dataclasses.replace(v, layers=(1, 1, 1, 1), width=8, heads=2, image_size=64)
+  """The same tower at width 8 with one block per stage (224 px, what the method configs feed)."""
+  return dataclasses.replace(v, layers=(1, 1, 1, 1), width=8, heads=2)
 
 
 def clip_rn50(quick_gelu: bool = False) -> CLIPConfig:

@@ -198,3 +198,24 @@ def modified_resnet(cfg: VisionConfig, embed_dim: int, remat: bool = False) -> R
   of the other towers' constructors, so ``families.py`` lists it as one."""
   return ResNet(layers=tuple(cfg.layers), width=cfg.width, output_dim=embed_dim, variant="clip",
                 heads=cfg.heads, image_size=cfg.image_size, remat=remat)
+
+
+def calibrate_stats(module, backbone, key, batch: int = 8):
+  """Random weights' running statistics := the batch statistics of random normal pixels.
+
+  At init the statistics are 0 / 1, which normalise nothing: through a random ResNet the
+  activations' mean grows block by block and the features of any two images end up ~identical
+  (cosine 0.99999 at the tiny preset), so a random tower could not be trained through (pixel-space
+  methods) or tell classes apart. One train-mode forward gives ``new = 0.9 * old + 0.1 * batch``
+  per BatchNorm; solving for ``batch`` sets each layer to the statistics it sees when all layers
+  before it are normalised by theirs. For random-weight presets only (``init_params``); converted
+  checkpoints keep their own statistics. ``module`` is a ``CLIP`` whose backbone has them.
+  """
+  from biomedjax.models.clip import CLIP, variables  # clip imports the towers, not vice versa
+  size = module.cfg.vision.image_size
+  x = jax.random.normal(key, (batch, size, size, 3), jnp.float32)
+  _, upd = module.apply(variables(backbone), x, method=CLIP.encode_image, mutable=["batch_stats"])
+  m = BatchNorm.momentum
+  stats = jax.tree.map(lambda old, new: (new - (1 - m) * old) / m, backbone["batch_stats"],
+                       upd["batch_stats"])
+  return {**backbone, "batch_stats": stats}

@@ -121,7 +121,7 @@ def test_openclip_resnet_clip_converts_and_matches(rn_tiny):
   manifest = json.loads((out / "manifest.json").read_text())
   assert all(k.endswith("num_batches_tracked") for k in manifest["ignored_keys"]) and (
       len(manifest["ignored_keys"]) == 3 * 1 + 3 * 4 + 4)  # stem, 3 per block, 4 downsamples
-  pixels = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
+  pixels = np.random.default_rng(1).normal(size=(2, 224, 224, 3)).astype(np.float32)
   texts = ["a photo of a glioma tumor.", "a normal brain"]
   ids, mask = m.tokenize(texts)
   t_pixels = torch.from_numpy(pixels).permute(0, 3, 1, 2)
