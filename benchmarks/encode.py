@@ -1,16 +1,19 @@
 """Image- and text-encoding throughput: biomedjax (Flax) vs open_clip (PyTorch), one run.
 
 Both sides hold the same full-size weights (random, converted in memory by the real mapping):
-BiomedCLIP (``--model biomedclip``) or OpenAI CLIP ViT-B/16 as open_clip's ``ViT-B-16-quickgelu``
-(``--model clip_vit_b16``) or MedCLIP-ViT (``--model medclip``: HF SwinModel + BertModel with
-MedCLIP's forward code, tests/parity/reference_medclip.py); fp32, batch 32, warm (compiled /
-first call done) before timing; the
+BiomedCLIP (``--model biomedclip``), OpenAI CLIP ViT-B/16 as open_clip's ``ViT-B-16-quickgelu``
+(``--model clip_vit_b16``), OpenAI CLIP RN50 as open_clip's ``RN50`` (``--model clip_rn50``),
+PMC-CLIP as BiomedCoOp builds it (``--model pmcclip``: open_clip's ModifiedResNet-50 and a
+transformers BertModel, ``tests/parity/pmcclip_fixture.py``) or MedCLIP-ViT (``--model medclip``:
+HF SwinModel + BertModel with MedCLIP's forward code, tests/parity/reference_medclip.py); the
+ResNet towers in eval mode; fp32, batch 32, warm (compiled / first call done) before timing; the
 median of ``--repeats`` timed batches is reported. Text is padded to the context length on both
 sides (256 for BiomedCLIP, 77 for CLIP: what open_clip does, 25 for MedCLIP: CalibPrompt's);
 the Flax line at a bucketed length
 shows what prompt learning uses.
 
-  python benchmarks/encode.py [--model biomedclip|clip_vit_b16|medclip] [--batch 32] [--repeats 5]
+  python benchmarks/encode.py [--model biomedclip|clip_vit_b16|clip_rn50|pmcclip|medclip]
+                              [--batch 32] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -45,12 +48,13 @@ def _biomedclip():
   return cfg, torch_model, sd, tok
 
 
-def _clip_vit_b16():
+def _openclip(preset):
+  """open_clip's own ``CLIP`` with its published config (``ViT-B-16-quickgelu``, ``RN50``)."""
   import open_clip
   from biomedjax.models import bpe
   from tests.parity import clip_fixture
-  cfg = model_config.clip_vit_b16()
-  torch_model = open_clip.model.CLIP(**clip_fixture.openclip_model_cfg("clip_vit_b16")).eval()
+  cfg = model_config.PRESETS[preset]()
+  torch_model = open_clip.model.CLIP(**clip_fixture.openclip_model_cfg(preset)).eval()
   clip_fixture.perturb_(torch_model, 0)
   sd = {k: v.numpy() for k, v in torch_model.state_dict().items()}
   with tempfile.TemporaryDirectory() as tmp:
@@ -87,17 +91,49 @@ def _medclip():
   return cfg, _MedCLIPTorch(torch_model), sd, tok
 
 
+class _PMCCLIPTorch:
+  """The reference's PMC-CLIP forward behind open_clip's two method names."""
+
+  def __init__(self, ref):
+    self.ref = ref
+
+  def encode_image(self, x):
+    return self.ref.image_features(x)
+
+  def encode_text(self, ids):
+    return self.ref.text_features(ids, (ids != 0).long())
+
+
+def _pmcclip():
+  from biomedjax.models import families
+  from convert import pmcclip
+  from tests.parity import pmcclip_fixture
+  cfg = model_config.pmcclip()
+  with tempfile.TemporaryDirectory() as tmp:
+    ckpt, tok_dir, ref = pmcclip_fixture.make_files(pathlib.Path(tmp), "pmcclip", seed=0)
+    sd = pmcclip.read_state_dict(ckpt)
+    tok = families.load_tokenizer(tok_dir, cfg)
+  return cfg, _PMCCLIPTorch(ref), sd, tok
+
+
+LAYOUT = {"pmcclip": "pmcclip"}
+
+
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--model", choices=("biomedclip", "clip_vit_b16", "medclip"),
+  ap.add_argument("--model", choices=("biomedclip", "clip_vit_b16", "clip_rn50", "pmcclip",
+                                      "medclip"),
                   default="biomedclip")
   ap.add_argument("--batch", type=int, default=32)
   ap.add_argument("--repeats", type=int, default=5)
   args = ap.parse_args()
   jax.config.update("jax_default_matmul_precision", "highest")
-  cfg, torch_model, sd, tok = {"biomedclip": _biomedclip, "clip_vit_b16": _clip_vit_b16,
-                                "medclip": _medclip}[args.model]()
-  m = bc.BiomedCLIP(cfg, jax.device_put(map_state_dict(sd, cfg)), tok)
+  builders = {"biomedclip": _biomedclip, "pmcclip": _pmcclip, "medclip": _medclip,
+              "clip_vit_b16": lambda: _openclip("clip_vit_b16"),
+              "clip_rn50": lambda: _openclip("clip_rn50")}
+  cfg, torch_model, sd, tok = builders[args.model]()
+  m = bc.BiomedCLIP(cfg, jax.device_put(map_state_dict(sd, cfg, layout=LAYOUT.get(args.model))),
+                    tok)
   del sd
   context = cfg.text.context_length
 

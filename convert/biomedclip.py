@@ -64,7 +64,7 @@ def map_state_dict(state_dict: dict[str, np.ndarray], cfg: CLIPConfig, source: s
   if layout == "medclip":
     state_dict = medclip_source.legacy_names(state_dict)
   rules = mapping.LAYOUTS[(cfg.family, layout)][0](cfg)
-  ignored = ignored_keys(cfg, layout)
+  ignored = mapping.ignored_keys(cfg, layout)
   unmapped = sorted(set(expected) - set(rules))
   if unmapped:  # a bug in mapping.py, not in the user's file
     raise ConversionError(f"Flax parameter(s) without a mapping rule: {unmapped[:5]}")
@@ -92,11 +92,6 @@ def map_state_dict(state_dict: dict[str, np.ndarray], cfg: CLIPConfig, source: s
                             f"got {value.shape}, the config needs {want}")
     flat[path] = value
   return pytree_paths.unflatten(flat)
-
-
-def ignored_keys(cfg: CLIPConfig, layout: str) -> dict:
-  ignored = mapping.LAYOUTS[(cfg.family, layout)][1]
-  return ignored(cfg) if callable(ignored) else ignored
 
 
 def source_model(src: str, weights: pathlib.Path, cfg: CLIPConfig, name: str | None) -> str:
@@ -154,6 +149,9 @@ def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str 
   out = pathlib.Path(out)
   if out.exists() and not force:
     raise ConversionError(f"--out {out} exists; pass --force to replace it")
+  from . import pmcclip
+  if pmcclip.is_source(src):  # PMC-CLIP's three .pth files: no config, no single weights file
+    return pmcclip.convert(src, out, force, tokenizer_dir, preset, model_config_file, name)
   weights, src_dir = sources.locate(src)
   tok_dir = pathlib.Path(tokenizer_dir) if tokenizer_dir else src_dir
   state_dict = None
@@ -167,7 +165,7 @@ def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str 
     state_dict = sources.read_state_dict(weights)
   layout = layout_of(state_dict, cfg)
   params = map_state_dict(state_dict, cfg, str(weights), layout)
-  ignored = ignored_keys(cfg, layout)
+  ignored = mapping.ignored_keys(cfg, layout)
 
   manifest = {
       "format": "biomedjax-clip", "mapping_version": mapping.MAPPING_VERSION,
@@ -181,6 +179,12 @@ def convert(src: str, out: str | pathlib.Path, force: bool = False, preset: str 
                      "logit_scale": 1, "total": _count(params)},
       "versions": _versions(),
   }
+  return write_model(out, cfg, tok_dir, params, manifest)
+
+
+def write_model(out: pathlib.Path, cfg: CLIPConfig, tok_dir: pathlib.Path, params,
+                manifest: dict) -> pathlib.Path:
+  """Writes a converted directory atomically: staged in a sibling, renamed into place."""
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
   try:

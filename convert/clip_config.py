@@ -53,22 +53,20 @@ def from_open_clip_native(model_cfg: dict, pre: dict, where: str) -> CLIPConfig:
   v, t = model_cfg["vision_cfg"], model_cfg["text_cfg"]
   _check(v, _VISION_OK, f"{where}: model_cfg.vision_cfg")
   _check(t, _TEXT_OK, f"{where}: model_cfg.text_cfg")
-  if not isinstance(v.get("layers"), int):
-    raise ConversionError(f"{where}: model_cfg.vision_cfg.layers={v.get('layers')!r}: only a "
-                          "ViT (an int) is supported, not a ResNet")
+  layers = v.get("layers")
+  resnet = isinstance(layers, (list, tuple))
+  if not (isinstance(layers, int) or (resnet and len(layers) == 4)):
+    raise ConversionError(f"{where}: model_cfg.vision_cfg.layers={layers!r}: expected a ViT "
+                          "depth (an int) or 4 ResNet stage depths (e.g. [3, 4, 6, 3])")
   act = "quick_gelu" if model_cfg.get("quick_gelu", False) else "gelu"
   width = int(v.get("width", 768))
   head_width = int(v.get("head_width", 64))
-  if width % head_width:
-    raise ConversionError(f"{where}: model_cfg.vision_cfg.width={width} is not a multiple of "
-                          f"head_width={head_width}")
-  image_size, patch = int(v.get("image_size", 224)), int(v.get("patch_size", 16))
-  if image_size % patch:
-    raise ConversionError(f"{where}: model_cfg.vision_cfg.image_size={image_size} is not a "
-                          f"multiple of patch_size={patch}")
-  vision = VisionConfig(image_size=image_size, patch_size=patch, width=width,
-                        depth=int(v["layers"]), heads=width // head_width,
-                        mlp_dim=int(width * float(v.get("mlp_ratio", 4.0))), ln_eps=1e-5, act=act)
+  if resnet:  # open_clip model.py _build_vision_tower: ModifiedResNet, heads = width * 32 // 64
+    vision = VisionConfig(tower="modified_resnet", layers=tuple(int(n) for n in layers),
+                          width=width, heads=width * 32 // head_width,
+                          image_size=int(v.get("image_size", 224)))
+  else:
+    vision = _vit_config(v, width, head_width, act, where)
   tw = int(t.get("width", 512))
   context = int(t.get("context_length", 77))
   text = TextConfig(vocab_size=int(t.get("vocab_size", 49408)), width=tw,
@@ -80,6 +78,19 @@ def from_open_clip_native(model_cfg: dict, pre: dict, where: str) -> CLIPConfig:
                     text=text, image_mean=tuple(pre.get("mean", preprocess.OPENAI_MEAN)),
                     image_std=tuple(pre.get("std", preprocess.OPENAI_STD)),
                     init_logit_scale=float(model_cfg.get("init_logit_scale", math.log(1 / 0.07))))
+
+
+def _vit_config(v: dict, width: int, head_width: int, act: str, where: str) -> VisionConfig:
+  if width % head_width:
+    raise ConversionError(f"{where}: model_cfg.vision_cfg.width={width} is not a multiple of "
+                          f"head_width={head_width}")
+  image_size, patch = int(v.get("image_size", 224)), int(v.get("patch_size", 16))
+  if image_size % patch:
+    raise ConversionError(f"{where}: model_cfg.vision_cfg.image_size={image_size} is not a "
+                          f"multiple of patch_size={patch}")
+  return VisionConfig(image_size=image_size, patch_size=patch, width=width,
+                      depth=int(v["layers"]), heads=width // head_width,
+                      mlp_dim=int(width * float(v.get("mlp_ratio", 4.0))), ln_eps=1e-5, act=act)
 
 
 # HuggingFace defaults (``CLIPTextConfig`` / ``CLIPVisionConfig``): a saved config may omit them.

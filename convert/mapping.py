@@ -81,11 +81,15 @@ def bert_rules(depth: int, t: str) -> dict[str, Rule]:
   return rules
 
 
-def text_rules(cfg: CLIPConfig) -> dict[str, Rule]:
-  """HuggingFace BertModel under ``text.transformer`` plus open_clip's ``text.proj``."""
+def text_rules(cfg: CLIPConfig, bert: str = "text.transformer") -> dict[str, Rule]:
+  """HuggingFace BertModel under ``bert`` plus the text head of ``cfg.text.proj``: open_clip's
+  ``text.proj`` ("mlp" / "linear"), or BERT's pooler + ``text_projection`` ("pooler")."""
   tx = cfg.text
-  rules = bert_rules(tx.depth, "text.transformer")
-  if tx.proj == "mlp":
+  rules = bert_rules(tx.depth, bert)
+  if tx.proj == "pooler":  # pooler_output @ text_projection (a bare (width, embed) tensor)
+    rules.update(_linear("text/pooler", f"{bert}.pooler.dense"))
+    rules["text/proj_0/kernel"] = Rule(("text_projection",))
+  elif tx.proj == "mlp":
     rules.update(_linear("text/proj_0", "text.proj.0", tx.proj_bias))
     rules.update(_linear("text/proj_2", "text.proj.2", tx.proj_bias))
   else:
@@ -106,6 +110,61 @@ IGNORED = {
 }
 
 
+# -- ResNet towers (biomedjax/models/resnet.py) -------------------------------------------------
+
+STATS = "batch_stats"  # the backbone pytree's key for BatchNorm running statistics
+
+
+def _batchnorm(flax: str, torch: str, stats_root: str) -> dict[str, Rule]:
+  """torch BatchNorm2d: affine -> params; running_mean / running_var -> ``batch_stats``."""
+  return {**_norm(flax, torch),
+          f"{STATS}/{stats_root}/mean": Rule((f"{torch}.running_mean",)),
+          f"{STATS}/{stats_root}/var": Rule((f"{torch}.running_var",))}
+
+
+def resnet_rules(layers, flax: str = "visual", torch: str = "visual.",
+                 variant: str = "clip") -> dict[str, Rule]:
+  """``ResNet`` under Flax ``flax`` <- a torch ResNet state dict with keys ``{torch}conv1.weight``
+  (open_clip ``ModifiedResNet``: ``visual.``; PMC-CLIP's ``image_encoder(resnet50).pth``: no
+  prefix; torchvision ``resnet50``: ``fc``). The running statistics go to ``batch_stats/{flax}``;
+  ``num_batches_tracked`` is ignored (``IGNORED_BN``): with momentum 0.1 torch never reads it."""
+  def conv(f, t):
+    return {f"{flax}/{f}/kernel": Rule((f"{torch}{t}.weight",), hooks.conv_oihw_to_hwio)}
+
+  def bn(f, t):
+    return _batchnorm(f"{flax}/{f}", f"{torch}{t}", f"{flax}/{f}")
+
+  rules = {}
+  stem = (1, 2, 3) if variant == "clip" else (1,)
+  for i in stem:
+    rules.update(conv(f"conv{i}", f"conv{i}"))
+    rules.update(bn(f"bn{i}", f"bn{i}"))
+  for li, n in enumerate(layers, start=1):
+    for bi in range(n):
+      f, t = f"layer{li}_{bi}", f"layer{li}.{bi}"
+      for j in (1, 2, 3):
+        rules.update(conv(f"{f}/conv{j}", f"{t}.conv{j}"))
+        rules.update(bn(f"{f}/bn{j}", f"{t}.bn{j}"))
+      if bi == 0:  # the first block of every stage changes width (and stride): downsample
+        rules.update(conv(f"{f}/downsample_0", f"{t}.downsample.0"))
+        rules.update(bn(f"{f}/downsample_1", f"{t}.downsample.1"))
+  if variant == "clip":
+    rules[f"{flax}/attnpool/positional_embedding"] = Rule(
+        (f"{torch}attnpool.positional_embedding",))
+    for n in ("q_proj", "k_proj", "v_proj", "c_proj"):
+      rules.update(_linear(f"{flax}/attnpool/{n}", f"{torch}attnpool.{n}"))
+  else:
+    rules.update(_linear(f"{flax}/fc", f"{torch}fc"))
+  return rules
+
+
+def bn_counters(rules: dict[str, Rule]) -> dict[str, str]:
+  """The ``num_batches_tracked`` key of every BatchNorm in ``rules``, with why it is dropped."""
+  return {r.keys[0][:-len("running_mean")] + "num_batches_tracked":
+          "BatchNorm step counter; torch reads it only when momentum is None (it is 0.1)"
+          for r in rules.values() if r.keys[0].endswith(".running_mean")}
+
+
 # -- OpenAI CLIP ---------------------------------------------------------------------------------
 
 def _openai_block(f: str, b: str) -> dict[str, Rule]:
@@ -123,22 +182,29 @@ def _openai_block(f: str, b: str) -> dict[str, Rule]:
 
 
 def openai_rules(cfg: CLIPConfig) -> dict[str, Rule]:
-  """open_clip ``CLIP`` (``ViT-B-16-quickgelu`` etc.): ``visual.*``, the text tower at the top."""
-  rules = {
-      "visual/conv1/kernel": Rule(("visual.conv1.weight",), hooks.conv_oihw_to_hwio),
-      "visual/class_embedding": Rule(("visual.class_embedding",)),
-      "visual/positional_embedding": Rule(("visual.positional_embedding",)),
-      **_norm("visual/ln_pre", "visual.ln_pre"),
-      **_norm("visual/ln_post", "visual.ln_post"),
-      "visual/proj": Rule(("visual.proj",)),  # (width, embed): x @ proj, no transpose
+  """open_clip ``CLIP`` (``ViT-B-16-quickgelu``, ``RN50`` etc.): ``visual.*``, the text tower at
+  the top."""
+  if cfg.vision.tower == "modified_resnet":
+    rules = resnet_rules(cfg.vision.layers)
+  else:
+    rules = {
+        "visual/conv1/kernel": Rule(("visual.conv1.weight",), hooks.conv_oihw_to_hwio),
+        "visual/class_embedding": Rule(("visual.class_embedding",)),
+        "visual/positional_embedding": Rule(("visual.positional_embedding",)),
+        **_norm("visual/ln_pre", "visual.ln_pre"),
+        **_norm("visual/ln_post", "visual.ln_post"),
+        "visual/proj": Rule(("visual.proj",)),  # (width, embed): x @ proj, no transpose
+    }
+  rules.update({
       "text/token_embedding/embedding": Rule(("token_embedding.weight",)),
       "text/positional_embedding": Rule(("positional_embedding",)),
       **_norm("text/ln_final", "ln_final"),
       "text/text_projection": Rule(("text_projection",)),
       "logit_scale": Rule(("logit_scale",)),
-  }
-  for i in range(cfg.vision.depth):
-    rules.update(_openai_block(f"visual/resblocks_{i}", f"visual.transformer.resblocks.{i}"))
+  })
+  if cfg.vision.tower == "vit":
+    for i in range(cfg.vision.depth):
+      rules.update(_openai_block(f"visual/resblocks_{i}", f"visual.transformer.resblocks.{i}"))
   for i in range(cfg.text.depth):
     rules.update(_openai_block(f"text/resblocks_{i}", f"transformer.resblocks.{i}"))
   return rules
@@ -251,10 +317,34 @@ def medclip_ignored(cfg: CLIPConfig) -> dict[str, str]:
   return ignored
 
 
+def pmcclip_rules(cfg: CLIPConfig) -> dict[str, Rule]:
+  """PMC-CLIP's three files joined by ``convert/pmcclip.py``: ``visual.`` + the ResNet state dict,
+  ``text.`` + the BertModel state dict, ``text_projection`` and ``logit_scale``."""
+  return {**resnet_rules(cfg.vision.layers), **text_rules(cfg, bert="text"),
+          "logit_scale": Rule(("logit_scale",))}
+
+
+PMCCLIP_IGNORED = {
+    "text.embeddings.position_ids": "buffer 0..max_positions-1, recomputed",
+    "text.embeddings.token_type_ids": "buffer of zeros, recomputed",
+}
+
+
+def ignored_keys(cfg: CLIPConfig, layout: str) -> dict[str, str]:
+  """The keys of ``layout`` that the Flax model deliberately drops, with the reason, including
+  the BatchNorm step counters of a ResNet tower."""
+  rules_fn, ignored = LAYOUTS[(cfg.family, layout)]
+  ignored = ignored(cfg) if callable(ignored) else ignored
+  if getattr(cfg.vision, "tower", "") != "modified_resnet":
+    return ignored
+  return {**ignored, **bn_counters(rules_fn(cfg))}
+
+
 # (family, layout) -> (rules, ignored keys with the reason each can be dropped: a dict, or a
 # function of the config for layouts whose buffers depend on the depth)
 LAYOUTS = {
     ("biomedclip", "open_clip"): (clip_rules, IGNORED),
+    ("pmcclip", "pmcclip"): (pmcclip_rules, PMCCLIP_IGNORED),
     ("openai", "open_clip"): (openai_rules, OPENAI_IGNORED),
     ("openai", "hf"): (hf_clip_rules, HF_CLIP_IGNORED),
     ("medclip", "medclip"): (medclip_rules, medclip_ignored),

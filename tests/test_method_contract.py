@@ -8,7 +8,8 @@ method, the engine's pixel path (tower inside the step) gives the logits of the 
 path; the trainable round-trips through orbax; base-to-novel transfers or refuses with an error
 naming the option; and ``jax.eval_shape`` of the full-size step traces. Registering a method in
 ``METHODS`` is what puts it under these checks. Every method runs on both backbone families (the
-tiny BiomedCLIP and the tiny OpenAI-style CLIP: causal text tower, EOT pooling, BPE); the
+tiny BiomedCLIP, the tiny OpenAI-style CLIP: causal text tower, EOT pooling, BPE, and the tiny
+PMC-CLIP: ResNet image tower with BatchNorm statistics, BERT pooler head); the
 full-size shape check runs on BiomedCLIP (the CLIP family's full size has its own parity test).
 """
 
@@ -34,7 +35,7 @@ from biomedjax.models.clip import CLIP
 from biomedjax.models.tokenizer import Tokenizer
 from biomedjax.models.vocab import write_vocab
 from biomedjax.train import loop, step as step_lib
-from tests import tiny_backbone, tiny_clip_backbone, vr_attributes
+from tests import tiny_backbone, tiny_clip_backbone, tiny_pmcclip_backbone, vr_attributes
 
 CLASSES = tiny_backbone.CLASSNAMES
 NOVEL = ("pituitary tumor", "normal brain")
@@ -63,7 +64,8 @@ def _config(name: str, tmp: pathlib.Path, classes=CLASSES) -> ml_collections.Con
   return config
 
 
-FAMILIES = {"biomedclip": tiny_backbone, "openai": tiny_clip_backbone}
+FAMILIES = {"biomedclip": tiny_backbone, "openai": tiny_clip_backbone,
+            "pmcclip": tiny_pmcclip_backbone}  # ResNet tower with BatchNorm, BERT pooler head
 
 
 @pytest.fixture(scope="module", params=sorted(FAMILIES))

@@ -12,7 +12,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from biomedjax.models.clip import CLIP, l2_normalize
+from biomedjax.models.clip import CLIP, encode_image_train, l2_normalize, variables
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -52,7 +52,7 @@ class Backbone:
                         else x, tree)
 
   def _apply(self, params, *args, method, rngs=None, **kwargs):
-    out = self.module.apply({"params": self._cast(params)}, *self._cast(args), method=method,
+    out = self.module.apply(variables(self._cast(params)), *self._cast(args), method=method,
                             rngs=rngs, **kwargs)
     return out.astype(jnp.float32)
 
@@ -71,8 +71,18 @@ class Backbone:
     """(B, H, W, 3) already standardised pixels -> (B, D), unnormalised."""
     return self._apply(params, pixels, method=CLIP.encode_image)
 
+  def encode_pixels_train(self, params, pixels):
+    """Train-mode image tower (BatchNorm on batch statistics, the reference's default for
+    BiomedCoOp): -> ((B, D) float32 features, params with the updated ``batch_stats``)."""
+    feats, new = encode_image_train(self.module, self._cast(params), self._cast(pixels))
+    if "batch_stats" not in params:
+      return feats.astype(jnp.float32), params
+    # the statistics stay float32 whatever the compute dtype
+    stats = jax.tree.map(lambda x: x.astype(jnp.float32), new["batch_stats"])
+    return feats.astype(jnp.float32), {**params, "batch_stats": stats}
+
   def embed_tokens(self, params, ids):
-    return self.module.apply({"params": params}, ids, method=CLIP.embed_tokens)
+    return self.module.apply(variables(params), ids, method=CLIP.embed_tokens)
 
   def text_features_from_embeds(self, params, embeds, mask, dropout_rng=None):
     """Prompt embeddings (N, L, width) -> (N, D). ``dropout_rng``: run the text tower in

@@ -10,6 +10,7 @@ pads follow the prompt: training may run prompts at a short bucketed length inst
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 from flax import linen as nn
 
 from biomedjax.models.config import TextConfig
@@ -47,8 +48,11 @@ class TextTransformer(nn.Module):
       self.proj_2 = nn.Dense(self.embed_dim, use_bias=c.proj_bias)
     elif c.proj == "linear":
       self.proj_0 = nn.Dense(self.embed_dim, use_bias=c.proj_bias)
+    elif c.proj == "pooler":  # HF BertPooler, then PMC-CLIP's bare projection matrix
+      self.pooler = nn.Dense(c.width)
+      self.proj_0 = nn.Dense(self.embed_dim, use_bias=False)
     else:
-      raise ValueError(f"text proj {c.proj!r}: use 'mlp' or 'linear'")
+      raise ValueError(f"text proj {c.proj!r}: use 'mlp', 'linear' or 'pooler'")
 
   def embed_tokens(self, ids):
     """ids (N, L) int -> word embeddings (N, L, width), the rows prompt learning may replace."""
@@ -78,6 +82,8 @@ class TextTransformer(nn.Module):
     pooled = x[:, 0]
     if c.proj == "mlp":
       return self.proj_2(activation("gelu")(self.proj_0(pooled)))
+    if c.proj == "pooler":  # pooler_output @ text_projection_layer (biomedcoop_pmcclip.py:65-67)
+      return self.proj_0(jnp.tanh(self.pooler(pooled)))
     return self.proj_0(pooled)
 
   def __call__(self, ids, mask=None):

@@ -21,7 +21,8 @@ import numpy as np
 
 from biomedjax.models import families
 from biomedjax.models import preprocess as _pre
-from biomedjax.models.clip import CLIP
+from biomedjax.models import resnet
+from biomedjax.models.clip import CLIP, backbone_of, variables
 from biomedjax.models.config import CLIPConfig
 from biomedjax.models.tokenizer import Tokenizer
 
@@ -32,11 +33,19 @@ MANIFEST_FILE = "manifest.json"
 
 
 def _init_fn(cfg: CLIPConfig):
-  """seed -> the parameter pytree of ``cfg`` (random init, traced on dummy inputs)."""
+  """seed -> the parameter pytree of ``cfg`` (random init, traced on dummy inputs), with the
+  BatchNorm statistics under ``batch_stats`` for a ResNet tower (``clip.variables``)."""
   module = CLIP(cfg)
   pixels = jnp.zeros((1, cfg.vision.image_size, cfg.vision.image_size, 3), jnp.float32)
   ids = jnp.zeros((1, 8), jnp.int32)
-  return lambda seed: module.init(jax.random.key(seed), pixels, ids)["params"]
+
+  def init(seed):
+    key = jax.random.key(seed)
+    backbone = backbone_of(module.init(key, pixels, ids))
+    if "batch_stats" in backbone:
+      backbone = resnet.calibrate_stats(module, backbone, jax.random.fold_in(key, 1))
+    return backbone
+  return init
 
 
 def abstract_params(cfg: CLIPConfig):
@@ -109,19 +118,19 @@ class BiomedCLIP:
   # -- encoders -------------------------------------------------------------------------------
   def encode_image(self, pixels_nhwc) -> jax.Array:
     """(B, H, W, 3) preprocessed pixels -> (B, embed_dim) unnormalised image features."""
-    return self._encode_image({"params": self.params}, jnp.asarray(pixels_nhwc, jnp.float32))
+    return self._encode_image(variables(self.params), jnp.asarray(pixels_nhwc, jnp.float32))
 
   def encode_text(self, input_ids, attention_mask=None) -> jax.Array:
     """(N, L) ids -> (N, embed_dim) unnormalised text features.
 
     Without a mask: BERT masks ids == pad, the causal CLIP tower pools at argmax(ids) (open_clip).
     """
-    return self._encode_text({"params": self.params}, jnp.asarray(input_ids, jnp.int32),
+    return self._encode_text(variables(self.params), jnp.asarray(input_ids, jnp.int32),
                              _mask(attention_mask))
 
   def logits(self, pixels_nhwc, input_ids, attention_mask=None) -> jax.Array:
     """(B, N) = open_clip's ``logits_per_image``."""
-    return self._logits({"params": self.params}, jnp.asarray(pixels_nhwc, jnp.float32),
+    return self._logits(variables(self.params), jnp.asarray(pixels_nhwc, jnp.float32),
                         jnp.asarray(input_ids, jnp.int32), _mask(attention_mask))
 
   @property

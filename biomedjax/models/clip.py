@@ -6,7 +6,14 @@ parameter layout (``visual``, ``text``, ``logit_scale``) are the same for every 
 A Linen module, so its parameters are one plain pytree: the frozen backbone that methods receive
 as an argument (never closed over, never differentiated). ``method=`` selects the entry point::
 
-  module.apply({"params": p}, pixels, method=CLIP.encode_image)
+  module.apply(variables(p), pixels, method=CLIP.encode_image)
+
+Towers with BatchNorm (the ResNet towers, ``biomedjax/models/resnet.py``) also have running
+statistics. They travel inside the same backbone pytree under the top-level key ``batch_stats``
+(absent for the other families), so a backbone is still one pytree that is loaded, passed, saved
+and exported whole; ``variables`` splits it into Flax's collections. Eval mode uses the running
+statistics; ``encode_image_train`` is the reference's train mode (batch statistics, running
+statistics updated as torch's ``BatchNorm2d.train()``) and returns the updated backbone.
 """
 
 from __future__ import annotations
@@ -16,6 +23,40 @@ from flax import linen as nn
 
 from biomedjax.models import families
 from biomedjax.models.config import CLIPConfig
+
+
+STATS = "batch_stats"
+
+
+def variables(backbone) -> dict:
+  """Backbone pytree -> Flax variables: ``{"params": ..., "batch_stats": ...}`` when the
+  backbone carries BatchNorm statistics, else ``{"params": backbone}``."""
+  if STATS not in backbone:
+    return {"params": backbone}
+  return {"params": {k: v for k, v in backbone.items() if k != STATS}, STATS: backbone[STATS]}
+
+
+def backbone_of(flax_variables) -> dict:
+  """Inverse of ``variables``: Flax variables (e.g. from ``init``) -> one backbone pytree."""
+  params = dict(flax_variables["params"])
+  if flax_variables.get(STATS):
+    params[STATS] = flax_variables[STATS]
+  return params
+
+
+def encode_image_train(module, backbone, pixels):
+  """The image tower in training mode: -> (features, backbone with updated ``batch_stats``).
+
+  What the reference does while Dassl's ``set_model_mode("train")`` has put the frozen tower in
+  train mode (BiomedCoOp registers the whole wrapper, ``biomedcoop_pmcclip.py:330``; Dassl
+  ``dassl/engine/trainer.py:203-210,586-587``): BatchNorm normalises with the batch's statistics
+  and its running statistics drift. A tower without BatchNorm returns the backbone unchanged.
+  """
+  if STATS not in backbone:
+    return module.apply({"params": backbone}, pixels, method=CLIP.encode_image), backbone
+  feats, upd = module.apply(variables(backbone), pixels, method=CLIP.encode_image,
+                            mutable=[STATS])
+  return feats, {**backbone, STATS: upd[STATS]}
 
 
 def l2_normalize(x, eps=1e-12):

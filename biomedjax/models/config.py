@@ -7,9 +7,13 @@ eps); ``CLIPConfig.family`` names the layout of the towers and the tokenizer:
 
 * ``"biomedclip"``: timm-style ViT + post-norm BERT with [CLS] pooling, WordPiece tokenizer
   (open_clip ``CustomTextCLIP``; BiomedCLIP).
-* ``"openai"``: OpenAI CLIP's ViT (``ln_pre``, patch conv without bias, ``ln_post``, ``proj``) +
-  pre-norm causal text transformer pooled at the end-of-text token, byte-level BPE tokenizer
-  (open_clip ``CLIP``, HuggingFace ``CLIPModel``; OpenAI CLIP, PubMedCLIP, PLIP, QuiltNet).
+* ``"openai"``: OpenAI CLIP's ViT (``ln_pre``, patch conv without bias, ``ln_post``, ``proj``) or
+  its ModifiedResNet (``vision.tower="modified_resnet"``: RN50) + pre-norm causal text transformer
+  pooled at the end-of-text token, byte-level BPE tokenizer (open_clip ``CLIP``, HuggingFace
+  ``CLIPModel``; OpenAI CLIP, PubMedCLIP, PLIP, QuiltNet).
+* ``"pmcclip"``: PMC-CLIP as BiomedCoOp loads it (``trainers/*/*_pmcclip.py``): ModifiedResNet-50
+  + HF BERT (BiomedBERT-base-uncased-abstract) whose ``pooler_output`` (dense + tanh on [CLS]) is
+  multiplied by a bias-free projection (``text.proj="pooler"``), WordPiece tokenizer at 77.
 * ``"medclip"``: MedCLIP: HF ``SwinModel`` (``SwinConfig`` below) + post-norm BERT
   (Bio_ClinicalBERT) pooled as the mean of hidden states 1, 2 and -1, WordPiece tokenizer
   (``biomedjax.models.medclip``).
@@ -41,6 +45,16 @@ class VisionConfig:
   qkv_bias: bool = True
   pool: str = "token"        # "token": class token; "avg": mean of patch tokens
   proj_bias: bool = False    # open_clip head.proj
+  tower: str = "vit"         # "vit", or "modified_resnet" (biomedjax/models/resnet.py: OpenAI
+                             #   CLIP RN50 / PMC-CLIP; uses layers, width, heads, image_size)
+  layers: tuple[int, ...] = ()  # ResNet blocks per stage, (3, 4, 6, 3) for ResNet-50
+
+  def __post_init__(self):
+    if self.tower not in TOWERS:
+      raise ValueError(f"model config 'vision.tower'={self.tower!r}: expected one of {TOWERS}")
+    if self.tower == "modified_resnet" and len(self.layers) != 4:
+      raise ValueError(f"model config 'vision.layers'={list(self.layers)}: a ResNet tower needs "
+                       "4 stage depths, e.g. [3, 4, 6, 3]")
 
   @property
   def num_patches(self) -> int:
@@ -65,7 +79,8 @@ class TextConfig:
   context_length: int = 256
   pool: str = "cls"          # "cls": hidden state at position 0 (open_clip
                              #   cls_last_hidden_state_pooler); "eot": at the end-of-text token
-  proj: str = "mlp"          # "mlp": Linear -> GELU -> Linear; "linear": one Linear
+  proj: str = "mlp"          # "mlp": Linear -> GELU -> Linear; "linear": one Linear;
+                             #   "pooler": BERT pooler (dense + tanh) -> bias-free Linear (PMC-CLIP)
   proj_bias: bool = False
 
 
@@ -95,9 +110,10 @@ class SwinConfig:
     return self.embed_dim * 2 ** (len(self.depths) - 1)
 
 
-FAMILIES = ("biomedclip", "openai", "medclip")
+FAMILIES = ("biomedclip", "openai", "pmcclip", "medclip")
 # The text pooling each family's towers implement (``TextConfig.pool``).
-FAMILY_POOL = {"biomedclip": "cls", "openai": "eot", "medclip": "mean_1_2_last"}
+FAMILY_POOL = {"biomedclip": "cls", "openai": "eot", "pmcclip": "cls", "medclip": "mean_1_2_last"}
+TOWERS = ("vit", "modified_resnet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,15 +133,22 @@ class CLIPConfig:
     if self.text.pool != want_pool:
       raise ValueError(f"model config 'text.pool'={self.text.pool!r}: family {self.family!r} "
                        f"pools at {want_pool!r}")
+    want_vision = SwinConfig if self.family == "medclip" else VisionConfig
+    if not isinstance(self.vision, want_vision):
+      raise ValueError(f"model config 'vision': family {self.family!r} needs a "
+                       f"{want_vision.__name__}, got {type(self.vision).__name__}")
+    want_tower = {"biomedclip": ("vit",), "pmcclip": ("modified_resnet",)}.get(self.family, TOWERS)
+    if want_vision is VisionConfig and self.vision.tower not in want_tower:
+      raise ValueError(f"model config 'vision.tower'={self.vision.tower!r}: family "
+                       f"{self.family!r} has a {want_tower[0]!r} image tower")
+    if (self.family == "pmcclip") != (self.text.proj == "pooler"):
+      raise ValueError(f"model config 'text.proj'={self.text.proj!r}: the BERT pooler head "
+                       "('pooler') is PMC-CLIP's, and PMC-CLIP's text head is the pooler")
     if self.family == "openai":  # open_clip builds OpenAI CLIP's text tower without dropout
       for key in ("hidden_dropout", "attention_dropout"):
         if getattr(self.text, key):
           raise ValueError(f"model config 'text.{key}'={getattr(self.text, key)}: the causal "
                            "CLIP text tower has no dropout; set it to 0.0")
-    want_vision = SwinConfig if self.family == "medclip" else VisionConfig
-    if not isinstance(self.vision, want_vision):
-      raise ValueError(f"model config 'vision': family {self.family!r} needs a "
-                       f"{want_vision.__name__}, got {type(self.vision).__name__}")
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=2)
@@ -137,6 +160,8 @@ class CLIPConfig:
     if d.get("family") == "openai" and isinstance(d.get("text"), dict):
       # The TextConfig dropout defaults are BERT's; the causal CLIP tower has none.
       d["text"] = {"hidden_dropout": 0.0, "attention_dropout": 0.0, **d["text"]}
+    if isinstance(d.get("vision"), dict) and "layers" in d["vision"]:
+      d["vision"] = {**d["vision"], "layers": tuple(d["vision"]["layers"])}
     nested = {"vision": SwinConfig if d.get("family") == "medclip" else VisionConfig,
               "text": TextConfig}
     for key, sub_cls in nested.items():
@@ -265,3 +290,56 @@ PRESETS = {"biomedclip": biomedclip, "tiny": tiny, "clip_vit_b16": clip_vit_b16,
            "clip_vit_b32": clip_vit_b32, "tiny_clip": tiny_clip, "medclip": medclip,
            "tiny_medclip": tiny_medclip, "pubmedclip": clip_vit_b32, "plip": plip,
            "quiltnet": quiltnet}
+
+
+def _resnet50(heads: int) -> VisionConfig:
+  """ModifiedResNet-50 at 224 px (open_clip ``RN50``: heads = width * 32 // 64 = 32; PMC-CLIP:
+  ``ModifiedResNet(layers=[3,4,6,3], output_dim=768, heads=8, image_size=224, width=64)``,
+  BiomedCoOp ``trainers/BiomedCoOp/biomedcoop_pmcclip.py:287``)."""
+  return VisionConfig(tower="modified_resnet", layers=(3, 4, 6, 3), width=64, heads=heads,
+                      image_size=224)
+
+
+def _tiny_resnet(v: VisionConfig) -> VisionConfig:
+  """The same tower at width 8 with one block per stage (224 px, what the method configs feed)."""
+  return dataclasses.replace(v, layers=(1, 1, 1, 1), width=8, heads=2)
+
+
+def clip_rn50(quick_gelu: bool = False) -> CLIPConfig:
+  """OpenAI CLIP RN50 (open_clip ``RN50``; ``RN50-quickgelu`` with ``quick_gelu``): ModifiedResNet-50
+  -> 1024 + the 12-layer causal text transformer (GELU unless quick_gelu): 102M parameters."""
+  c = _openai(16)
+  act = "quick_gelu" if quick_gelu else "gelu"
+  return dataclasses.replace(c, embed_dim=1024, vision=_resnet50(heads=32),
+                             text=dataclasses.replace(c.text, act=act))
+
+
+def tiny_clip_rn() -> CLIPConfig:
+  """OpenAI CLIP's ResNet layout at tiny widths (the full BPE vocabulary, as ``tiny_clip``)."""
+  c = tiny_clip()
+  return dataclasses.replace(c, vision=_tiny_resnet(_resnet50(heads=32)))
+
+
+PMCCLIP_LOGIT_SCALE = 4.4292  # hard-coded, BiomedCoOp trainers/BiomedCoOp/biomedcoop_pmcclip.py:172
+
+
+def pmcclip() -> CLIPConfig:
+  """PMC-CLIP as BiomedCoOp builds it: ModifiedResNet-50 (8 attention-pool heads) -> 768 and
+  BiomedBERT-base (BERT defaults, dropout 0.1) whose pooler output is projected 768 -> 768;
+  WordPiece padded to 77; exp(4.4292) as the logit scale; OpenAI mean/std (the Dassl configs'
+  PIXEL_MEAN/STD, e.g. ``configs/trainers/BiomedCoOp/base_to_novel/btmri.yaml:11``)."""
+  return CLIPConfig(family="pmcclip", embed_dim=768, vision=_resnet50(heads=8),
+                    text=TextConfig(context_length=77, proj="pooler"),
+                    init_logit_scale=PMCCLIP_LOGIT_SCALE)
+
+
+def tiny_pmcclip() -> CLIPConfig:
+  """PMC-CLIP's layout at tiny widths (a generated 1024-word vocabulary, 2-layer BERT)."""
+  return dataclasses.replace(
+      pmcclip(), embed_dim=32, vision=_tiny_resnet(_resnet50(heads=8)),
+      text=TextConfig(vocab_size=1024, width=64, depth=2, heads=2, mlp_dim=256,
+                      max_positions=128, context_length=77, proj="pooler"))
+
+
+PRESETS.update({"clip_rn50": clip_rn50, "clip_rn50_quickgelu": lambda: clip_rn50(True),
+                "tiny_clip_rn": tiny_clip_rn, "pmcclip": pmcclip, "tiny_pmcclip": tiny_pmcclip})

@@ -9,6 +9,7 @@ which. The conversion rules per family live in ``convert/mapping.py``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 from typing import Callable, Iterable
 
@@ -19,6 +20,7 @@ from biomedjax.models.bert import TextTransformer
 from biomedjax.models import medclip
 from biomedjax.models.config import CLIPConfig
 from biomedjax.models.openai_clip import CausalTextTransformer, OpenAIVisionTransformer
+from biomedjax.models.resnet import modified_resnet
 from biomedjax.models.tokenizer import Tokenizer
 from biomedjax.models.vit import VisionTransformer
 from biomedjax.models.vocab import write_vocab
@@ -40,18 +42,30 @@ def _wordpiece_vocab(out, words, cfg):
   return write_vocab(out, words, size=cfg.text.vocab_size, context_length=cfg.text.context_length)
 
 
+def openai_vision(cfg, embed_dim: int, remat: bool = False) -> nn.Module:
+  """OpenAI CLIP's image tower: the ViT, or the ModifiedResNet (RN50) by ``cfg.tower``."""
+  if cfg.tower == "modified_resnet":
+    return modified_resnet(cfg, embed_dim, remat=remat)
+  return OpenAIVisionTransformer(cfg, embed_dim, remat=remat)
+
+
 FAMILIES = {
     "biomedclip": Family(
         VisionTransformer, TextTransformer, Tokenizer,
         ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"),
         _wordpiece_vocab),
     "openai": Family(
-        OpenAIVisionTransformer, CausalTextTransformer, bpe.BPETokenizer, bpe.TOKENIZER_FILES,
+        openai_vision, CausalTextTransformer, bpe.BPETokenizer, bpe.TOKENIZER_FILES,
         lambda out, words, cfg: bpe.write_random_vocab(out, words, size=cfg.text.vocab_size)),
     "medclip": Family(
         medclip.vision_tower, medclip.MeanLayersText, medclip.PaddedTokenizer,
         ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"),
         _wordpiece_vocab, logit_scale_range=medclip.LOGIT_SCALE_RANGE),
+    # PMC-CLIP: the reference calls the HF tokenizer on the raw text, no open_clip clean
+    "pmcclip": Family(
+        modified_resnet, TextTransformer, functools.partial(Tokenizer, clean_text=False),
+        ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"),
+        _wordpiece_vocab),
 }
 
 

@@ -36,7 +36,10 @@ def bucket(n: int, multiple: int = 16, cap: int | None = None) -> int:
 class Tokenizer:
   """Callable tokenizer bound to one vocabulary directory and context length."""
 
-  def __init__(self, path: str | pathlib.Path, context_length: int = 256):
+  def __init__(self, path: str | pathlib.Path, context_length: int = 256,
+               clean_text: bool = True):
+    """``clean_text=False``: the raw HF tokenizer call, without open_clip's clean (PMC-CLIP's
+    reference tokenizes with ``AutoTokenizer`` directly, biomedcoop_pmcclip.py:105)."""
     from transformers import AutoTokenizer
     path = pathlib.Path(path)
     if not (path / "vocab.txt").is_file() and not (path / "tokenizer.json").is_file():
@@ -46,6 +49,7 @@ class Tokenizer:
     self.hf = AutoTokenizer.from_pretrained(str(path))
     self.context_length = context_length
     self.pad_id = self.hf.pad_token_id
+    self.clean_text = clean_text
 
   def __call__(self, texts: str | Sequence[str], length: int | str | None = None):
     """-> (input_ids, attention_mask), int32 (N, length).
@@ -57,7 +61,8 @@ class Tokenizer:
     """
     if isinstance(texts, str):
       texts = [texts]
-    texts = [clean(t) for t in texts]
+    if self.clean_text:
+      texts = [clean(t) for t in texts]
     enc = self.hf(texts, max_length=self.context_length, truncation=True, padding=False)
     return pad_rows(enc["input_ids"], texts, length, self.context_length, self.pad_id)
 

@@ -49,7 +49,7 @@ from flax import linen as nn
 from PIL import Image
 
 from biomedjax.models import preprocess as pre
-from biomedjax.models.clip import CLIP
+from biomedjax.models.clip import CLIP, variables
 
 DEFAULT_BLOCKS = (-3,)
 DEFAULT_LAYER = "attn/proj"
@@ -104,7 +104,7 @@ def _acts_and_grads_fn(cfg, paths: tuple[tuple[str, ...], ...]):
       return out
 
     with nn.intercept_methods(interceptor):
-      feats = module.apply({"params": params}, pixels, method=CLIP.encode_image)
+      feats = module.apply(variables(params), pixels, method=CLIP.encode_image)
     return jnp.sum(feats * weights), acts
 
   def run(params, pixels, weights):
@@ -118,7 +118,7 @@ def _acts_and_grads_fn(cfg, paths: tuple[tuple[str, ...], ...]):
 
     def shape_only(p, x):
       with nn.intercept_methods(probe):
-        return module.apply({"params": p}, x, method=CLIP.encode_image)
+        return module.apply(variables(p), x, method=CLIP.encode_image)
 
     jax.eval_shape(shape_only, params, pixels)
     missing = [p for p in paths if p not in shapes]

@@ -40,8 +40,18 @@ def openclip_model_cfg(preset: str) -> dict:
   if preset == "clip_vit_b16":
     path = pathlib.Path(open_clip.__file__).parent / "model_configs" / "ViT-B-16-quickgelu.json"
     return json.loads(path.read_text())
+  if preset in ("clip_rn50", "clip_rn50_quickgelu"):
+    name = "RN50-quickgelu.json" if preset.endswith("quickgelu") else "RN50.json"
+    return json.loads((pathlib.Path(open_clip.__file__).parent / "model_configs" / name).read_text())
   c = model_config.PRESETS[preset]()
   v, t = c.vision, c.text
+  if v.tower == "modified_resnet":  # open_clip: heads = width * 32 // head_width
+    return {"embed_dim": c.embed_dim, "quick_gelu": True,
+            "vision_cfg": {"image_size": v.image_size, "layers": list(v.layers),
+                           "width": v.width, "head_width": v.width * 32 // v.heads},
+            "text_cfg": {"context_length": t.context_length, "vocab_size": t.vocab_size,
+                         "width": t.width, "heads": t.heads, "layers": t.depth,
+                         "mlp_ratio": t.mlp_dim / t.width}}
   return {"embed_dim": c.embed_dim, "quick_gelu": True,
           "vision_cfg": {"image_size": v.image_size, "layers": v.depth, "width": v.width,
                          "head_width": v.width // v.heads, "patch_size": v.patch_size,
