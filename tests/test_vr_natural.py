@@ -196,6 +196,7 @@ def test_report_of_the_sweep_has_the_cost_table(sweep):
   text = report.make_report([str(w) for w, _ in runs.values()], out / "report")
   print(text)
   assert "## Training cost per method" in text
-  row = next(line for line in text.splitlines() if line.startswith("| attrvr"))
+  table = text.split("## Training cost per method", 1)[1]
+  row = next(line for line in table.splitlines() if line.startswith("| attrvr"))
   cells = [c.strip() for c in row.strip("|").split("|")]
   assert cells[1:3] == ["150,528", "39,936"] and cells[-1] == "7"
