@@ -190,7 +190,7 @@ def run_packed_fits(commands):
   (``fit_pack.run``); returns the other points, for ``packed.run_sweep``."""
   import collections
   import jax
-  from biomedjax.train import fit_pack
+  from biomedjax.train import fit_pack, workdir_lock
   groups = collections.defaultdict(list)
   for cmd, workdir in commands:
     config = _point_config(cmd)
@@ -205,7 +205,8 @@ def run_packed_fits(commands):
       raise ValueError("--sweep=packed fits the seeds of a fit-stage method in one process; "
                        "drop the multi-process settings or use --sweep=run")
     logging.info("packed: %s", ", ".join(str(w) for _, w, _ in todo))
-    fit_pack.run([c for _, _, c in todo], [w for _, w, _ in todo])
+    with workdir_lock.hold(*(w for _, w, _ in todo)):  # one run per workdir
+      fit_pack.run([c for _, _, c in todo], [w for _, w, _ in todo])
   return rest
 
 

@@ -24,9 +24,9 @@ from biomedjax.data import epoch_batches, views
 from biomedjax.data.pipeline import make_train_iterator, train_options
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet
-from biomedjax.train import (calibrate, checkpoint, distributed, early_stopping, evaluate,
-                             lifecycle, setup, sharding, step as step_lib, test_selection,
-                             view_stream)
+from biomedjax.train import (agreement, calibrate, checkpoint, distributed, early_stopping,
+                             evaluate, lifecycle, setup, sharding, step as step_lib,
+                             test_selection, view_stream, watchdog, workdir_lock)
 
 log = logging.getLogger("biomedjax")
 
@@ -90,9 +90,9 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
   ckpt = checkpoint.Checkpointer(workdir)
   history = lifecycle.History(workdir)
   start = 0
-  if ckpt.latest_step() is not None:
-    trainable, opt_state, start, rng = ckpt.restore(ckpt.latest_step(), trainable, opt_state,
-                                                    rng, it)
+  restored = ckpt.restore_latest(trainable, opt_state, rng, it)  # unreadable: the one before
+  if restored is not None:
+    trainable, opt_state, start, rng = restored
     history.restore(start)
     if selection is not None:
       selection.restore(start // per_epoch, trainable)
@@ -107,19 +107,27 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
              disable=not config.train.progress)
   t0 = time.time()
   stopper = _early_stopping(method, backbone, frozen, data, config, mesh, batch)
-  with lifecycle.StopRequest() as stop:
+  agree = agreement.Agreement("train")  # one decision for all processes
+  with watchdog.Guard(start if restored is not None else None) as stop:
     for i in bar:
+      stop.at(i, "train step", watch=i > start)  # the first step compiles
       trainable, opt_state, m = step_fn(trainable, opt_state, frozen, next(it), rng, jnp.int32(i))
       done = i + 1
       early = False
       if stopper is not None and done % per_epoch == 0:
+        stop.at(done, "early-stopping evaluation", watch=False)
         early = stopper.update(stopper.val_loss(trainable), trainable)
         log.info("epoch %d: val loss %.5f (best %.5f)%s", done // per_epoch,
                  stopper.history[-1], stopper.best_loss, ", early stop" if early else "")
       if selection is not None and done % per_epoch == 0:
         acc = selection.update(done // per_epoch, trainable)
         _log_metrics(writer, done, {"accuracy_per_epoch": acc}, "test")
+      stop.at(done, "control-flag agreement", watch=i > start)  # the others may still compile
+      agreed = agree.decide(done, any_of={"stop": bool(stop)},
+                            from_zero={"early": early, "save": policy.due(done, bool(stop))})
+      early = agreed["early"]
       if done % config.train.log_every_steps == 0 or done == total or early:
+        stop.at(done, "the step's metrics")
         m = jax.device_get(m)
         m["lr"] = float(schedule(i))
         if not all(np.isfinite(v) for v in m.values()):
@@ -133,18 +141,20 @@ def train(method, backbone, frozen, data, config, workdir, mesh, writer, steps, 
                  (done - start) / (time.time() - t0))
       if early:
         break
-      if policy.due(done, bool(stop)):
+      if agreed["save"] or agreed["stop"]:
+        stop.at(done, "checkpoint save")
+        history.save()  # first: a run killed between the two then resumes with all its history
         ckpt.save(done, trainable, opt_state, rng, it)
-        history.save()
         if selection is not None:
           selection.save()
-      if stop and done < total:
+        stop.saved(done)
+      if agreed["stop"] and done < total:
         bar.close()
         ckpt.close()
         getattr(it, "close", lambda: None)()  # stops grain's prefetch threads/worker processes
         raise lifecycle.Interrupted(
-            f"{stop.name}: stopped at step {done} of {total} with a checkpoint in "
-            f"{ckpt.directory}; run the same command again to resume")
+            f"{stop.name or 'a signal to another process'}: stopped at step {done} of {total} "
+            f"with a checkpoint in {ckpt.directory}; run the same command again to resume")
   ckpt.close()
   if stopper is not None and stopper.best is not None:
     trainable = sharding.replicate(stopper.best, mesh)  # the best epoch, as the reference reloads
@@ -228,6 +238,7 @@ def short_classes(data, shots: int) -> dict:
   return short
 
 
+@workdir_lock.locked  # one run per workdir
 def train_and_evaluate(config, workdir) -> dict:
   from tensorboardX import SummaryWriter
   workdir = pathlib.Path(workdir)

@@ -52,8 +52,8 @@ from tqdm import tqdm
 
 from biomedjax.data.pipeline import make_train_iterator, train_options
 from biomedjax.methods.base import Method
-from biomedjax.train import (calibrate, checkpoint, distributed, lifecycle, loop, setup, sharding,
-                             step as step_lib, view_stream)
+from biomedjax.train import (agreement, calibrate, checkpoint, distributed, lifecycle, loop, setup,
+                             sharding, step as step_lib, view_stream, watchdog, workdir_lock)
 
 log = logging.getLogger("biomedjax")
 LR_KEY = "optim.lr"
@@ -265,9 +265,9 @@ def train_pack(prog: PackProgram, points, frozen, data, config, directory, mesh,
   ckpt = checkpoint.Checkpointer(directory)
   histories = [lifecycle.History(p.workdir) for p in points]
   start = 0
-  if ckpt.latest_step() is not None:
-    trainable, opt_state, start, rng = ckpt.restore(ckpt.latest_step(), trainable, opt_state,
-                                                    rng, it)
+  restored = ckpt.restore_latest(trainable, opt_state, rng, it)  # unreadable: the one before
+  if restored is not None:
+    trainable, opt_state, start, rng = restored
     for h in histories:
       h.restore(start)
     log.info("pack resumed from step %d of %d", start, total)
@@ -283,14 +283,20 @@ def train_pack(prog: PackProgram, points, frozen, data, config, directory, mesh,
              disable=not config.train.progress)
   diverged: dict[int, int] = {}
   t0 = time.time()
-  with lifecycle.StopRequest() as stop:
+  agree = agreement.Agreement("pack")  # one decision for all processes
+  with watchdog.Guard(start if restored is not None else None) as stop:
     for i in bar:
+      stop.at(i, "pack train step", watch=i > start)  # the first step compiles
       batch_i = next(it)
       trainable, opt_state, m = traced(lambda: step_fn(trainable, opt_state, prog.table, frozen,
                                                        batch_i, rng, jnp.int32(i)),
                                        values, method.name)
       done = i + 1
+      stop.at(done, "control-flag agreement", watch=i > start)  # the others may still compile
+      agreed = agree.decide(done, any_of={"stop": bool(stop)},
+                            from_zero={"save": policy.due(done, bool(stop))})
       if done % config.train.log_every_steps == 0 or done == total:
+        stop.at(done, "the step's metrics")
         m = jax.device_get(m)
         for p in range(prog.size):
           mp = {k: v[p] for k, v in m.items()}
@@ -307,16 +313,18 @@ def train_pack(prog: PackProgram, points, frozen, data, config, directory, mesh,
         log.info("pack step %d/%d epoch %d: loss per point %s (%.2f steps/s)", done, total,
                  i // per_epoch + 1, np.round(m["loss"], 4).tolist(),
                  (done - start) / (time.time() - t0))
-      if policy.due(done, bool(stop)):
-        ckpt.save(done, trainable, opt_state, rng, it)
-        for h in histories:
+      if agreed["save"] or agreed["stop"]:
+        stop.at(done, "checkpoint save")
+        for h in histories:  # first: a run killed between the two resumes with all its history
           h.save()
-      if stop and done < total:
+        ckpt.save(done, trainable, opt_state, rng, it)
+        stop.saved(done)
+      if agreed["stop"] and done < total:
         bar.close()
         ckpt.close()
         getattr(it, "close", lambda: None)()
         raise lifecycle.Interrupted(
-            f"{stop.name}: the pack stopped at step {done} of {total} with a checkpoint in "
+            f"{stop.name or 'a signal to another process'}: the pack stopped at step {done} of {total} with a checkpoint in "
             f"{ckpt.directory}; run the same command again to resume")
   ckpt.close()
   return trainable, [h.entries for h in histories], diverged
@@ -428,4 +436,6 @@ def run_sweep(points: list[Point], sweep_dir) -> None:
       log.info("a pack of one point runs alone: %s", pack[0].workdir)
       loop.train_and_evaluate(pack[0].config, pack[0].workdir)
     else:
-      run_pack(pack, pack_dir(sweep_dir, pack))
+      directory = pack_dir(sweep_dir, pack)
+      with workdir_lock.hold(directory, *(p.workdir for p in pack)):  # one run per workdir
+        run_pack(pack, directory)
