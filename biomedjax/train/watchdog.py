@@ -11,7 +11,8 @@ clean stop at the next step boundary) plus a thread that acts when the main thre
   the process at once (``os._exit``, status 128 + the signal number) with a message naming the
   last checkpoint and the steps after it that are lost.
 * **Hangs.** In a multi-process run the loop reports each phase of a step (``at``). A phase
-  that lasts longer than ``max(distributed timeout, 5 x the slowest phase so far)`` means this
+  that lasts longer than ``max(distributed timeout, 5 x the slowest phase so far)`` (plus
+  ``GRACE_S``, so that the agreement's own timeout reports first) means this
   process waits for another that is stuck, far behind or dead: the thread logs the step and
   what it was waiting in, and ends the process (status 1). The other processes then fail at
   their next collective or agreement (a closed connection), or time out the same way. Phases
@@ -68,6 +69,9 @@ class Guard(lifecycle.StopRequest):
     self.step, self.phase, self._since, self._watched = step, phase, now, watch
 
   def saved(self, step: int) -> None:
+    """A checkpoint of ``step`` is on disk; logs how long its save took (the grace time a
+    scheduler's SIGTERM needs: README "Interruptions")."""
+    log.info("checkpoint of step %d saved in %.2f s", step, time.monotonic() - self._since)
     self.saved_step = step
 
   # -- the thread -----------------------------------------------------------------------------
@@ -112,12 +116,13 @@ class Guard(lifecycle.StopRequest):
         self.exit_now(self._signals[0][0], (
             f"{signal.Signals(self._signals[0][0]).name} received while the main thread has been "
             f"blocked for {now - self._since:.0f} s in {self._where()}"))
-      limit = max(self.hang_s, HANG_FACTOR * self._slowest)
+      # + GRACE_S: a wait with its own timeout (the agreement's) reports first, more precisely
+      limit = max(self.hang_s, HANG_FACTOR * self._slowest) + GRACE_S
       if self.hang_s and self._watched and now - self._since > limit:
         self.exit_now(None, (
             f"no progress for {now - self._since:.0f} s in {self._where()} (the distributed "
-            f"timeout is {self.hang_s:.0f} s): another process is stuck, far behind or dead "
-            "(its log says which)"))
+            f"timeout is {self.hang_s:.0f} s): another process is stuck, far behind or dead; "
+            "if another process failed or died first, its log has the cause"))
 
   def _where(self) -> str:
     return f"{self.phase} at step {self.step}" if self.step is not None else self.phase
