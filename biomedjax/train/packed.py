@@ -324,8 +324,8 @@ def train_pack(prog: PackProgram, points, frozen, data, config, directory, mesh,
         ckpt.close()
         getattr(it, "close", lambda: None)()
         raise lifecycle.Interrupted(
-            f"{stop.name or 'a signal to another process'}: the pack stopped at step {done} of {total} with a checkpoint in "
-            f"{ckpt.directory}; run the same command again to resume")
+            f"{stop.name or 'a signal to another process'}: the pack stopped at step {done} of "
+            f"{total} with a checkpoint in {ckpt.directory}; run the same command again to resume")
   ckpt.close()
   return trainable, [h.entries for h in histories], diverged
 

@@ -84,7 +84,8 @@ def _log(logs: pathlib.Path, i: int) -> str:
 
 
 def _assert_like(workdir, ref) -> None:
-  ours, theirs = (json.loads((pathlib.Path(d) / "results.json").read_text()) for d in (workdir, ref))
+  ours, theirs = (json.loads((pathlib.Path(d) / "results.json").read_text())
+                  for d in (workdir, ref))
   assert ours["test"]["confusion_matrix"] == theirs["test"]["confusion_matrix"]
   assert ours["test"]["nll"] == pytest.approx(theirs["test"]["nll"], rel=1e-5)
   assert [s for s, _ in ours["train_loss"]] == [s for s, _ in theirs["train_loss"]]
