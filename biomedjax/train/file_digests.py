@@ -7,8 +7,9 @@ each file's size and digest at write time; a reader checks them before trusting 
 
 from __future__ import annotations
 
-import hashlib
 import pathlib
+
+from biomedjax.provenance import sha256 as _sha256
 
 
 def digests(directory: pathlib.Path, skip: tuple[str, ...] = ()) -> dict[str, list]:
@@ -31,11 +32,3 @@ def damage(directory: pathlib.Path, recorded: dict[str, list]) -> str | None:
     if _sha256(path) != digest:
       return f"{name} does not have the content that was written (SHA-256 differs)"
   return None
-
-
-def _sha256(path: pathlib.Path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
