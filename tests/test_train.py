@@ -113,12 +113,13 @@ def test_corrupt_checkpoint_is_a_clear_error_and_kept(finished, tmp_path):
   workdir = tmp_path / "corrupt"
   shutil.copytree(finished, workdir)
   (workdir / "results.json").unlink()  # a finished run is never resumed: make it unfinished
-  for f in (workdir / "checkpoints" / str(TOTAL) / "state").rglob("*"):
+  for f in (workdir / "checkpoints").glob("*/state/**/*"):  # every checkpoint: none readable
     if f.is_file() and f.name != "commit_success.txt":
       f.write_bytes(b"garbage")  # a disk error or a partial copy of the run
   before = _tree_hash(workdir / "checkpoints")
   run = _run(workdir, check=False)
   assert run.returncode != 0
+  assert f"no checkpoint in {workdir.absolute() / 'checkpoints'} can be read" in run.stderr
   assert f"cannot restore checkpoint {workdir.absolute() / 'checkpoints' / str(TOTAL)}" in run.stderr
   assert "left untouched" in run.stderr
   assert _tree_hash(workdir / "checkpoints") == before

@@ -26,7 +26,7 @@ def run_fit_packs(points) -> list:
   """The unfinished points of a fit-stage method that differ only in their seed and are
   ``fit_pack.packable`` run here as one computation each (``fit_pack.run``); -> the others."""
   import jax
-  from biomedjax.train import fit_pack
+  from biomedjax.train import fit_pack, workdir_lock
   groups = collections.defaultdict(list)
   for p in points:
     groups[fit_pack.setting_key(p.config)].append(p)
@@ -39,7 +39,8 @@ def run_fit_packs(points) -> list:
       raise ValueError("--sweep=packed fits the seeds of a fit-stage method in one process; "
                        "drop the multi-process settings or use --sweep=run")
     log.info("packed: %s", ", ".join(str(p.workdir) for p in group))
-    fit_pack.run([p.config for p in group], [p.workdir for p in group])
+    with workdir_lock.hold(*(p.workdir for p in group)):  # one run per workdir
+      fit_pack.run([p.config for p in group], [p.workdir for p in group])
   return rest
 
 

@@ -14,12 +14,17 @@ it does not understand.
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from biomedjax.train import distributed
+
+log = logging.getLogger("biomedjax")
 
 CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption without changing its result.
@@ -94,10 +99,20 @@ class Checkpointer:
   def save(self, step: int, trainable, opt_state, rng, data_iter) -> None:
     state = {"trainable": trainable, "opt_state": opt_state, "step": np.asarray(step, np.int64),
              "rng": np.asarray(jax.random.key_data(rng))}
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data_iter=grain.checkpoint.CheckpointSave(data_iter)),
-        force=True)
-    self.manager.wait_until_finished()
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data_iter=grain.checkpoint.CheckpointSave(data_iter)), force=True)
+      self.manager.wait_until_finished()
+    except Exception as e:  # a full disk, a quota, a lost mount: say so, and what is intact
+      intact = [s for s in self.manager.all_steps() if s < step]
+      raise CheckpointError(
+          f"cannot save the checkpoint of step {step} in {self.directory} ({type(e).__name__}: "
+          f"{str(e).splitlines()[0][:300] if str(e) else ''}); "
+          + (f"the checkpoint of step {max(intact)} is intact" if intact else
+             "there is no earlier checkpoint")
+          + ": free disk space (a full disk is the usual cause), then run the same command "
+          "again to resume") from e
 
   def restore(self, step: int, trainable, opt_state, rng, data_iter):
     """Restores into the structure (and shardings) of the given freshly-initialised values."""
@@ -115,6 +130,51 @@ class Checkpointer:
           "--workdir, to start over") from e
     s = restored["state"]
     return s["trainable"], s["opt_state"], int(s["step"]), jax.random.wrap_key_data(s["rng"])
+
+  def restore_latest(self, trainable, opt_state, rng, data_iter):
+    """``restore`` of the newest readable checkpoint -> (trainable, opt_state, step, rng), or
+    None when there is none.
+
+    A newest checkpoint that cannot be read (cut short by a full disk or an interrupted copy)
+    is a warning naming its step; the previous one is restored instead, and the unreadable ones
+    are moved to ``checkpoints.unreadable/`` (kept, not deleted; out of orbax's way, so that
+    the next saves are not ranked behind them). Only when none can be read is it an error,
+    and then nothing is moved.
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    errors = []
+    for step in steps:
+      try:
+        restored = self.restore(step, trainable, opt_state, rng, data_iter)
+      except CheckpointError as e:
+        errors.append((step, e))
+        continue
+      for bad, e in errors:
+        log.warning("checkpoint of step %d cannot be read (%s); resuming from step %d instead",
+                    bad, str(e.__cause__ or e).splitlines()[0][:200], step)
+      self._set_aside([bad for bad, _ in errors])
+      return restored
+    if errors:
+      raise CheckpointError(
+          "no checkpoint in " f"{self.directory} can be read: " + "; ".join(
+              f"step {s}: {e}" for s, e in errors[:3]))
+    return None
+
+  def _set_aside(self, steps: list[int]) -> None:
+    if not steps:
+      return
+    if jax.process_index() == 0:
+      aside = self.directory.with_name(self.directory.name + ".unreadable")
+      aside.mkdir(exist_ok=True)
+      for step in steps:
+        target = aside / str(step)
+        if target.exists():
+          target = aside / f"{step}-{len(list(aside.iterdir()))}"
+        (self.directory / str(step)).rename(target)
+        log.warning("moved the unreadable checkpoint of step %d to %s", step, target)
+    if jax.process_count() > 1:
+      distributed.barrier("checkpoint-set-aside")
+    self.manager.reload()
 
   def close(self) -> None:
     self.manager.close()

@@ -40,6 +40,7 @@ log = logging.getLogger("biomedjax")
 ENV_ADDRESS, ENV_COUNT, ENV_ID = "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"
 ENV_TIMEOUT = "BIOMEDJAX_DISTRIBUTED_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60
+_timeout_s = DEFAULT_TIMEOUT_S  # this run's, once ``initialize`` has run
 
 
 class DistributedSettingsError(ValueError):
@@ -142,7 +143,8 @@ def initialize(settings: Settings | None) -> None:
   kwargs = {}
   if not settings.auto_detect:
     kwargs["cluster_detection_method"] = "deactivate"
-  t = settings.heartbeat_timeout_s
+  global _timeout_s
+  t = _timeout_s = settings.heartbeat_timeout_s
   jax.distributed.initialize(
       settings.coordinator_address, settings.num_processes, settings.process_id,
       heartbeat_timeout_seconds=t, initialization_timeout=max(t, 300),
@@ -153,6 +155,12 @@ def initialize(settings: Settings | None) -> None:
   multihost_utils.sync_global_devices("biomedjax:start")
   log.info("process %d of %d (coordinator %s)", jax.process_index(), jax.process_count(),
            settings.coordinator_address or "detected")
+
+
+def timeout_s() -> int:
+  """The run's distributed timeout in seconds (``--distributed_timeout``; 60 by default): how
+  long a process waits for another before it counts as stuck or dead."""
+  return _timeout_s
 
 
 def process_id_before_start(settings: Settings | None,
@@ -232,8 +240,9 @@ def stop_all_on_error(workdir):
     yield
   except BaseException as e:  # noqa: B036  (KeyboardInterrupt too: the others must stop)
     import jax
-    if jax.process_count() == 1:
-      raise
+    from biomedjax.train import lifecycle
+    if jax.process_count() == 1 or isinstance(e, lifecycle.Interrupted):
+      raise  # a clean stop that every process took at the same step (``agreement``)
     import traceback
     traceback.print_exc()
     msg = str(e).splitlines()[0][:300] if str(e) else ""

@@ -11,7 +11,9 @@
   a step; the loop finishes the step, saves a checkpoint and raises ``Interrupted``. The
   launcher then exits at once, without waiting for the input pipeline's prefetch threads. A
   second signal raises ``KeyboardInterrupt`` immediately (nothing newer than the last
-  checkpoint is saved then).
+  checkpoint is saved then). The training loops use ``watchdog.Guard``, which adds a thread
+  that acts on signals the blocked main thread cannot handle, and on hangs; in a multi-process
+  run the stop is agreed by all processes (``agreement``).
 * **History** (``History``): the (step, loss) log of ``results.json`` is saved beside every
   checkpoint and reloaded on resume, cut at the restored step, so a resumed run reports the
   whole curve. TensorBoard gets ``purge_step`` = the restored step, so a resumed stream has no

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from biomedjax.data.pipeline import make_train_iterator, train_options
 from biomedjax.train import (checkpoint, control, cost as cost_lib, hooks as hooks_lib,
-                             lifecycle, phases, sharding, step as step_lib, view_stream)
+                             lifecycle, phases, sharding, step as step_lib, view_stream, watchdog,
+                             workdir_lock)
 from biomedjax.train.run import (NoWriter, Run, batch_and_steps, build_method,  # noqa: F401
                                  feature_cache, finished, log_metrics, prepare, short_classes,
                                  split_frozen, unfinished)
@@ -99,9 +100,9 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=(), cost=Non
   ckpt = checkpoint.Checkpointer(pathlib.Path(directory or run.workdir))
   histories = [lifecycle.History(lane.workdir) for lane in lanes]
   start = 0
-  if ckpt.latest_step() is not None:
-    trainable, opt_state, start, rng = ckpt.restore(ckpt.latest_step(), trainable, opt_state,
-                                                    rng, it)
+  restored = ckpt.restore_latest(trainable, opt_state, rng, it)  # unreadable: the one before
+  if restored is not None:
+    trainable, opt_state, start, rng = restored
     for h in histories:
       h.restore(start)
     for hook in hooks:
@@ -120,8 +121,10 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=(), cost=Non
   t0, first, rate_from = time.time(), start, start
   if cost is not None:
     cost.begin()  # the first epoch's time then includes compiling the step
-  with lifecycle.StopRequest() as stop:
+  decisions = control.Decisions("train")  # one decision for all processes
+  with watchdog.Guard(start if restored is not None else None) as stop:
     for i in bar:
+      stop.at(i, "train step", watch=i > start)  # the first step compiles
       batch_i = next(it)
       trainable, opt_state, m = stepper.traced(lambda: step_fn(trainable, opt_state, frozen,
                                                                batch_i, rng, jnp.int32(i)))
@@ -133,28 +136,36 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=(), cost=Non
       if cost is not None:  # training cost (train/cost.py): times each epoch's steps
         cost.after_step(done, m)
       epoch_end = done % per_epoch == 0
-      early = control.decide(epoch_end and any([h.epoch_end(done, done // per_epoch, trainable)
-                                                for h in hooks]))
+      if epoch_end and hooks:
+        stop.at(done, "epoch-end evaluation", watch=False)
+      early = epoch_end and any([h.epoch_end(done, done // per_epoch, trainable) for h in hooks])
+      stop.at(done, "control-flag agreement", watch=i > start)  # the others may still compile
+      agreed = decisions.step(done, stop=bool(stop), early=early,
+                              save=policy.due(done, bool(stop)))
+      early = agreed["early"]
       if done % config.train.log_every_steps == 0 or done == total or early:
+        stop.at(done, "the step's metrics")
         _log_step(stepper, lanes, histories, diverged, jax.device_get(m), i, done, run, bar, t0,
                   rate_from, ckpt)
       if early:
         break
-      if control.decide(policy.due(done, bool(stop))):
-        ckpt.save(done, trainable, opt_state, rng, it)
-        for h in histories:
+      if agreed["save"] or agreed["stop"]:
+        stop.at(done, "checkpoint save")
+        for h in histories:  # first: a run killed between the two resumes with all its history
           h.save()
         for hook in hooks:
           hook.save()
+        ckpt.save(done, trainable, opt_state, rng, it)
+        stop.saved(done)
       if cost is not None:
         cost.after_epoch_work(done)
-      if control.decide(stop and done < total):
+      if agreed["stop"] and done < total:
         bar.close()
         ckpt.close()
         getattr(it, "close", lambda: None)()  # stops grain's prefetch threads/worker processes
         raise lifecycle.Interrupted(
-            f"{stop.name}: stopped at step {done} of {total} with a checkpoint in "
-            f"{ckpt.directory}; run the same command again to resume")
+            f"{stop.name or 'a signal to another process'}: stopped at step {done} of {total} "
+            f"with a checkpoint in {ckpt.directory}; run the same command again to resume")
   ckpt.close()
   for hook in hooks:
     trainable = hook.final(trainable)  # the best epoch (early stopping, eval.select)
@@ -183,6 +194,7 @@ def _log_step(stepper, lanes, histories, diverged, m, i, done, run, bar, t0, rat
            (done - rate_from) / max(time.time() - t0, 1e-9))
 
 
+@workdir_lock.locked  # one run per workdir
 def train_and_evaluate(config, workdir) -> dict:
   """One experiment: -> its results (a finished run's, unchanged, when there is one)."""
   results = finished(config, workdir)  # reads only; a different run is refused

@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from biomedjax.methods.base import Method
-from biomedjax.train import calibrate, checkpoint, loop, sharding, step as step_lib
+from biomedjax.train import calibrate, checkpoint, loop, sharding, step as step_lib, workdir_lock
 
 log = logging.getLogger("biomedjax")
 LR_KEY = "optim.lr"
@@ -334,4 +334,6 @@ def run_sweep(points: list[Point], sweep_dir) -> None:
       log.info("a pack of one point runs alone: %s", pack[0].workdir)
       loop.train_and_evaluate(pack[0].config, pack[0].workdir)
     else:
-      run_pack(pack, pack_dir(sweep_dir, pack))
+      directory = pack_dir(sweep_dir, pack)
+      with workdir_lock.hold(directory, *(p.workdir for p in pack)):  # one run per workdir
+        run_pack(pack, directory)

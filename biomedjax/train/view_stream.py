@@ -37,6 +37,7 @@ into a shared cache directory wins.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -52,6 +53,7 @@ import numpy as np
 
 from biomedjax.tools import provenance
 from biomedjax.data import pipeline, transforms, views
+from biomedjax.train import file_digests
 
 log = logging.getLogger("biomedjax")
 
@@ -321,8 +323,15 @@ def _cached(config, key: str, fields: dict, build) -> pathlib.Path:
   root = cache_root(config.data)
   final = root / key
   if (final / META_FILE).is_file():
-    log.info("view cache hit %s (%s)", key, final)
-    return final
+    damage = _damage(final)
+    if damage is None:
+      log.info("view cache hit %s (%s)", key, final)
+      return final
+    log.warning("view cache entry %s is damaged (%s): encoding it again", final, damage)
+    damaged = root / f".{key}.damaged-{os.getpid()}-{time.time_ns()}"
+    with contextlib.suppress(FileNotFoundError):  # another process may have moved it already
+      os.rename(final, damaged)
+    shutil.rmtree(damaged, ignore_errors=True)  # a cache: what it held is encoded again
   root.mkdir(parents=True, exist_ok=True)
   tmp = root / f".{key}.tmp-{os.getpid()}-{time.time_ns()}"
   tmp.mkdir()
@@ -331,7 +340,8 @@ def _cached(config, key: str, fields: dict, build) -> pathlib.Path:
   try:
     build(tmp)
     meta = {"key": key, "fields": fields, "platform": jax.default_backend(),
-            "versions": provenance.versions(), "encode_seconds": round(time.time() - t0, 3)}
+            "versions": provenance.versions(), "encode_seconds": round(time.time() - t0, 3),
+            "files": file_digests.digests(tmp)}  # checked on every read (``_damage``)
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
     _publish(tmp, final)
   except BaseException:
@@ -339,6 +349,23 @@ def _cached(config, key: str, fields: dict, build) -> pathlib.Path:
     raise
   log.info("view cache %s written in %.1f s", key, time.time() - t0)
   return final
+
+
+def _damage(entry: pathlib.Path) -> str | None:
+  """Why a published cache entry cannot be trusted, or None (entries written before digests
+  were recorded get their files' presence and the arrays' headers checked)."""
+  try:
+    recorded = json.loads((entry / META_FILE).read_text()).get("files")
+  except (OSError, ValueError) as e:
+    return f"{META_FILE}: {e}"
+  if recorded is not None:
+    return file_digests.damage(entry, recorded)
+  for name in (FEATURES_FILE, LABELS_FILE):
+    try:
+      np.load(entry / name, mmap_mode="r")
+    except (OSError, ValueError) as e:
+      return f"{name}: {e}"
+  return None
 
 
 def open_stream(config, data, backbone, backbone_params, mesh, batch: int, total: int
