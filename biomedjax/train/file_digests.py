@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pathlib
 
-from biomedjax.provenance import sha256 as _sha256
+from biomedjax.tools.provenance import sha256 as _sha256
 
 
 def digests(directory: pathlib.Path, skip: tuple[str, ...] = ()) -> dict[str, list]:
