@@ -59,7 +59,7 @@ def features(tiny, ablation_dirs):
   backbone, params = tiny
   c = biomedvr_ablations.get_config("dataset=btmri,shots=16")
   c.method.attributes_dir = str(ablation_dirs[0])
-  m = METHODS["biomedvr"](backbone, Task(CLASSES), c.method)
+  m = METHODS["biomedvr"].build(backbone, Task(CLASSES), c.method)
   return jax.jit(m.image_features)(PROGRAMS, {"backbone": params}, BATCH["image"])
 
 
@@ -67,7 +67,7 @@ def _parts(name, backbone, params, dirs, features):
   base, abl = dirs
   c = biomedvr_ablations.get_config(f"dataset=btmri,shots=16,ablation={name},ablations_dir={abl}")
   c.method.attributes_dir = str(base)
-  m = METHODS["biomedvr"](backbone, Task(CLASSES), c.method)
+  m = METHODS["biomedvr"].build(backbone, Task(CLASSES), c.method)
   m.image_features = lambda trainable, frozen, images: features
   frozen = {"backbone": params, **m.prepare(params)}
   trainable = {**m.init(jax.random.key(0), frozen), **PROGRAMS}
@@ -133,7 +133,7 @@ def test_parameter_counts_of_the_switches(tiny, ablation_dirs):
     c = biomedvr_ablations.get_config(f"dataset=btmri,ablation={name},"
                                       f"ablations_dir={ablation_dirs[1]}")
     c.method.attributes_dir = str(ablation_dirs[0])
-    m = METHODS["biomedvr"](backbone, Task(CLASSES), c.method)
+    m = METHODS["biomedvr"].build(backbone, Task(CLASSES), c.method)
     counts[name] = m.parameter_counts(jax.eval_shape(m.init, jax.random.key(0), None))
   assert counts["none"] == {"stored": 301_058, "effective": 79_874}
   assert counts["no_neg"] == {"stored": 301_058, "effective": 39_938}  # δ− gets no gradient
