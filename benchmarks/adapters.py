@@ -10,7 +10,8 @@ BTMRI-sized: 4 classes x 16 shots (n = 64), val 4 per class, d = 512. Two parts 
   runs: jitted, the alpha0 fine-tunes in one program, one for the 40,000-pair search) vs the torch
   transcriptions of the reference (tests/parity/reference_adapters.py: the literal double loop,
   one AdamW per alpha0 on the shared keys, the 300-epoch LP++ loop, CLIP-Adapter's
-  per-iteration SGD), on the same random features. JAX is timed cold (with compilation) and warm (a second, identical call).
+  per-iteration SGD), on the same random features. JAX is timed cold (with compilation) and warm
+  (a second, identical call).
 
   PYTHONPATH=. python benchmarks/adapters.py [--encode] [--rows tip,tip_f,lp,clip]
 """

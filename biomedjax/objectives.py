@@ -11,8 +11,8 @@ method trains with softmax cross-entropy, label-smoothed cross-entropy or sigmoi
   (multiclass). "none" is how the calibration reference's ``ENABLED_LOSSES`` lists compose: its
   single-loss baselines (``['FL']``, ``['MBLS']``, ``['LOGITNORM']``) REPLACE cross-entropy, and
   ``['LS', 'SMAC', 'AS']`` is the term ``ls`` plus the others
-  (``calibration_losses.reference_loss`` builds that config). A softmax objective on a multilabel task (or the reverse) is an
-  error naming both.
+  (``calibration_losses.reference_loss`` builds that config). A softmax objective on a multilabel
+  task (or the reverse) is an error naming both.
 * ``label_smoothing`` α (softmax CE only) in ``smoothing`` convention:
   "reference" — the calibration reference's: 1 − α on the true class and α / (C − 1) on each
   wrong class; "torch" — ``torch.nn.CrossEntropyLoss(label_smoothing=α)``: (1 − α) one-hot
@@ -125,7 +125,8 @@ def make(loss_cfg, task) -> Callable:
   if convention not in SMOOTHING:
     raise ValueError(f"config.loss.smoothing={convention!r}: use one of {SMOOTHING}")
   if alpha and data == "sigmoid_bce":
-    raise ValueError("config.loss.label_smoothing applies to softmax_ce (or the ls/smac terms) only")
+    raise ValueError("config.loss.label_smoothing applies to softmax_ce (or the ls/smac terms) "
+                     "only")
   if alpha and convention == "reference" and task.num_classes < 2:
     raise ValueError("config.loss.smoothing='reference' needs at least 2 classes")
   terms = calibration_losses.parse_terms(values["terms"])

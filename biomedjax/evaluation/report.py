@@ -1,10 +1,11 @@
 """Per-run result files and the seed-aggregated tables of the BiomedCoOp paper.
 
 Every run writes ``<workdir>/results.json`` (through ``write_run_results``) and a human-readable
-``results.md``. ``python -m biomedjax.evaluation.report <workdirs...> [--out DIR]`` reads any number of them
-(a directory without ``results.json`` is searched recursively, so a sweep's parent directory works)
-and writes ``report.md``, ``summary.csv`` and ``fewshot_curve_<backbone>.png`` to ``--out``. Each run also
-gets ``confusion_matrix_<split>.png`` and ``per_class_f1_<split>.png`` beside its results.
+``results.md``. ``python -m biomedjax.report <workdirs...> [--out DIR]`` reads any number of
+them (a directory without ``results.json`` is searched recursively, so a sweep's parent directory
+works) and writes ``report.md``, ``summary.csv`` and ``fewshot_curve_<backbone>.png`` to
+``--out``. Each run also gets ``confusion_matrix_<split>.png`` and ``per_class_f1_<split>.png``
+beside its results.
 
 results.json schema (extra keys are kept and ignored)::
 
@@ -23,17 +24,16 @@ results.json schema (extra keys are kept and ignored)::
   }                                # are of (biomedjax/train/test_selection.py); best_test runs
                                    # get their own table rows, "<method> [best test epoch]"
 
-The split dicts are ``biomedjax.evaluation.metrics.classification_report`` outputs: accuracies are fractions
-in [0, 1]; tables show them in percent. Only ``accuracy`` is required; ``--metric`` picks another
+The split dicts are ``biomedjax.evaluation.metrics.classification_report`` outputs: accuracies are
+fractions in [0, 1]; tables show them in percent. Only ``accuracy`` is required; ``--metric`` picks another
 key (e.g. ``macro_f1``).
 
 Aggregation, and why: runs are grouped by (setting, method, dataset, shots[, split]) over seeds
 and shown as ``mean ± std`` (std with ddof=0, as CoOp's ``parse_test_res.py``); summary.csv
 also has ``ci95`` = 1.96·std/√n, the interval the adapter harness reports for its 3 runs, and the
 few-shot tables show it beside the mean for runs of that harness (``is_harness``):
-``mean ± std (CI ±ci95)``. A group
-with fewer seeds than the report's seed set is marked ``(n=2)``; an average over datasets that lacks a
-dataset says ``(3/4 datasets)``, and one that includes groups with missing seeds says
+``mean ± std (CI ±ci95)``. A group with fewer seeds than the report's seed set is marked
+``(n=2)``; an average over datasets that lacks a dataset says ``(3/4 datasets)``, and one that includes groups with missing seeds says
 ``(1 with n<3)``: an incomplete mean must never pass for a complete one. Two files
 for the same run (same group and seed) are an error naming both. Base-to-novel HM is computed
 from the mean base and mean novel accuracies, as the papers' tables do.
@@ -841,8 +841,8 @@ def make_report(paths, out_dir, metric: str = "accuracy") -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m biomedjax.evaluation.report", description=__doc__.split(
-      "\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m biomedjax.report",
+                                   description=__doc__.split("\n")[0])
   parser.add_argument("workdirs", nargs="+", help="run workdirs or directories above them")
   parser.add_argument("--out", default="report", help="output directory (default: ./report)")
   parser.add_argument("--metric", default="accuracy", help="key of the split metrics to tabulate")

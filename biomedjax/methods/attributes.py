@@ -17,8 +17,8 @@ class in label order and head after head (des, dist, confuse):
 The released medical files hold 5 sentences per class, so m = 20 draws 20 times with replacement
 from 5 (a quirk, reproduced by default: ``attr_sampling="reference"``). The draws use numpy seeded
 by the run seed, one stream per head: Python's ``random`` stream of the reference cannot be
-matched draw for draw, so only the distribution is the reference's. ``attr_sampling="unique"``: every distinct kept
-sentence once (and the head then averages min(k, n) of them).
+matched draw for draw, so only the distribution is the reference's. ``attr_sampling="unique"``:
+every distinct kept sentence once (and the head then averages min(k, n) of them).
 
 Every problem is one error naming the file, the class and, where there is one, the sentence: a
 missing file, a missing class, an empty list after the 20-character filter, a sentence longer than

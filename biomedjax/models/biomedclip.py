@@ -3,7 +3,8 @@
 A converted directory holds ``config.json`` (the ``CLIPConfig``), ``params/`` (an orbax
 checkpoint of the parameter pytree), ``tokenizer/`` (the tokenizer files of the config's family:
 WordPiece for BiomedCLIP, byte-level BPE for OpenAI CLIP) and ``manifest.json`` (provenance).
-``BiomedCLIP`` bundles the Linen module, its parameters, the tokenizer and the eval preprocessing, and exposes open_clip's entry points as jitted functions.
+``BiomedCLIP`` bundles the Linen module, its parameters, the tokenizer and the eval preprocessing,
+and exposes open_clip's entry points as jitted functions.
 The parameters are passed to each jitted function as an argument, so they are never baked into
 the compiled program as constants and can be swapped (e.g. by a training loop) without recompiling.
 """

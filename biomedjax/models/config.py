@@ -306,8 +306,8 @@ def _tiny_resnet(v: VisionConfig) -> VisionConfig:
 
 
 def clip_rn50(quick_gelu: bool = False) -> CLIPConfig:
-  """OpenAI CLIP RN50 (open_clip ``RN50``; ``RN50-quickgelu`` with ``quick_gelu``): ModifiedResNet-50
-  -> 1024 + the 12-layer causal text transformer (GELU unless quick_gelu): 102M parameters."""
+  """OpenAI CLIP RN50 (open_clip ``RN50``; ``RN50-quickgelu`` with ``quick_gelu``):
+  ModifiedResNet-50 -> 1024 + the 12-layer causal text transformer (GELU unless quick_gelu): 102M parameters."""
   c = _openai(16)
   act = "quick_gelu" if quick_gelu else "gelu"
   return dataclasses.replace(c, embed_dim=1024, vision=_resnet50(heads=32),
