@@ -92,8 +92,8 @@ def requirements(config, found: dict) -> None:
 
 def train_steps(config) -> int | None:
   """Gradient steps of one run, or None when not known before the data is read (K = 0)."""
-  from biomedjax.train import fit_pack
-  cls = fit_pack.method_class(config.method.name)
+  from biomedjax.methods import METHODS
+  cls = METHODS.get(config.method.name)
   if cls is not None and "train" not in tuple(cls.stages):
     return 0
   d = config.data

@@ -110,8 +110,9 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=(), cost=Non
     log.info("resumed from step %d of %d in %s", start, total, ckpt.directory)
   step_fn = stepper.make_step(mesh)
   phases.phase("compiling the train step (the first step; it can take a minute) ...")
-  log.info("training %d lane(s): %d steps (%d epochs x %d) at global batch %d on %d device(s)",
-           stepper.size, total, config.optim.epochs, per_epoch, batch, mesh.shape["data"])
+  lanes_text = "" if stepper.size == 1 else f" x {stepper.size} lanes"
+  log.info("training %d steps (%d epochs x %d) at global batch %d on %d device(s)%s", total,
+           config.optim.epochs, per_epoch, batch, mesh.shape["data"], lanes_text)
   policy = lifecycle.CheckpointPolicy(per_epoch, total, config.train.ckpt_every_steps,
                                       config.train.ckpt_every_minutes,
                                       config.train.ckpt_min_seconds)

@@ -64,7 +64,6 @@ def finished(config, workdir) -> dict | None:
   results.json), or None. Reads only; a workdir holding a run of another config is refused
   (``CheckpointError``), and so is a bad calibration setting, before anything is written."""
   calibrate.check(config)
-  setup.check_model(config.model)  # a preset typo or a missing model dir: nothing written yet
   checkpoint.check_config(pathlib.Path(workdir), config)
   return lifecycle.finished_results(pathlib.Path(workdir))
 
@@ -329,6 +328,7 @@ def prepare(config, workdir, like: Run | None = None) -> Run:
   generated synthetic data), never the config. ``like``: a run of the same stream (a pack's
   first point) whose backbone, mesh, frozen pytree and feature cache this one shares."""
   workdir = pathlib.Path(workdir)
+  setup.check_model(config.model)  # a preset typo or a missing model dir: nothing written yet
   with distributed.process_zero_first("setup"):  # it writes into the shared workdir
     phases.phase("reading the split file and checking every image ...")
     data = setup.build_data(config.data, config.seed, workdir)

@@ -26,7 +26,7 @@ sys.argv[0] = str(REPO / "launch.py")
 import orbax.checkpoint as ocp  # noqa: E402
 
 import launch  # noqa: E402
-from biomedjax import report  # noqa: E402
+from biomedjax.evaluation import report as report_lib  # noqa: E402
 from biomedjax.train import checkpoint, evaluate, step as step_lib  # noqa: E402
 
 FAULT = os.environ.get("BIOMEDJAX_FAULT", "")
@@ -75,7 +75,7 @@ elif FAULT == "kill:ckpt-done":
 elif FAULT == "kill:eval":
   wrap(evaluate, "report", before=lambda *a, **k: die())
 elif FAULT == "kill:report":
-  wrap(report, "_atomic_write",
+  wrap(report_lib, "_atomic_write",
        before=lambda path, *a, **k: die() if pathlib.Path(path).name == "results.json" else None)
 elif kind == "enospc":
   saves = [0]
