@@ -25,6 +25,7 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
   c.run_sweep = False  # True: launch.py runs this file's sweep (the demo does)
   c.pack = False  # True: a sweep that runs trains its points as packs (launch.py --sweep=packed)
   c.variant = ""  # the run's label in a sweep's report, e.g. "method.w=1.0" (launch.py --grid)
+  c.study_cell = ""  # a study table's cell, e.g. CalibPrompt's "calib:<backbone>:<objective>"
   # Which per-dataset settings table applied and why (common.dataset_row); logged, in results.md
   c.dataset_settings = "none: the same settings for every dataset"
 

@@ -132,7 +132,7 @@ def get_config(arg=None):
                        backbone="biomedclip", objective="calibprompt")
   c = base.get_config(a)
   c.model.update(model_for(a.backbone, a.runlocal))
-  c.variant = calib_study.variant(a.backbone, a.objective)  # the study's row and column
+  c.study_cell = calib_study.variant(a.backbone, a.objective)  # the study's row and column
   p = PROTOCOL[a.backbone]
   # the dataset's zero-shot template (the ZS rows, and the ZS inputs of ECCV / TMM terms)
   c.data.template = calibprompt_layout.zero_shot_template(a.dataset)

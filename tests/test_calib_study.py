@@ -93,7 +93,7 @@ def test_pair_setting(backbone, dataset, alpha, w_as, where):
   c = cfg_module.get_config(arg)
   assert (c.loss.label_smoothing, c.loss.terms) == (alpha, f"smac:1.0,as:{w_as}")
   assert c.data.layout == "calibprompt" and c.data.template == layout.zero_shot_template(dataset)
-  assert c.variant == f"calib:{backbone}:calibprompt"
+  assert c.study_cell == f"calib:{backbone}:calibprompt"
 
 
 @pytest.mark.parametrize("backbone,key,value,where", PROTOCOL,
@@ -127,7 +127,7 @@ def test_backbones_and_baselines():
   # a baseline row replaces CE (README: "set ENABLED_LOSSES to a single method")
   c = cfg_module.get_config("backbone=plip,dataset=pannuke,objective=FL")
   assert (c.loss.data, c.loss.terms) == ("none", "focal:1.0")
-  assert c.variant == "calib:plip:FL"
+  assert c.study_cell == "calib:plip:FL"
   c = cfg_module.get_config("backbone=quiltnet,dataset=digestpath,objective=zeroshot")
   assert (c.method.name, c.data.shots) == ("zeroshot", 0)
   assert c.data.template == "An H&E image patch of {} tissue."
@@ -217,7 +217,7 @@ def test_study_runs_report_calibration(study):
     cal = r["test"]["calibration"]
     assert {"ece", "mce", "ace", "ece_kde", "confidence"} <= set(cal), (dataset, objective)
     assert r["test"]["num_examples"] == 2 * layout.DATASETS[dataset].num_classes
-    assert r["variant"] == f"calib:{backbone}:{objective}"
+    assert r["study_cell"] == f"calib:{backbone}:{objective}"
     assert r["dataset"] == dataset and r["shots"] == (0 if objective == "zeroshot" else 2)
     names = set(cal["per_class_ece"]["gt"])
     assert names == set(layout.DATASETS[dataset].classnames)
@@ -250,10 +250,10 @@ def test_seed_aggregation_as_parse_test_res():
   for seed in (1, 2, 3):
     e = float(rng.uniform(1, 20))
     ece.append(e)
-    runs.append({"variant": "calib:plip:CE", "dataset": "kather", "shots": 8, "seed": seed,
+    runs.append({"study_cell": "calib:plip:CE", "dataset": "kather", "shots": 8, "seed": seed,
                  "test": {"accuracy": 0.5 + seed / 10,
                           "calibration": {"ece": e, "mce": 1.0, "ace": 2.0, "ece_kde": 3.0}}})
-  runs.append({"variant": "", "dataset": "kather", "shots": 8, "seed": 1,
+  runs.append({"study_cell": "", "dataset": "kather", "shots": 8, "seed": 1,
                "test": {"accuracy": 0.1}})  # not a study run
   s = calib_study.summarize(runs)
   assert list(s) == [("plip", "kather", "CE", 8)]

@@ -1,7 +1,7 @@
 """CalibPrompt's study in the report: ``parse_test_res.py``'s numbers and the paper-shaped table.
 
-A study run is labelled by ``configs/calibprompt.py`` with ``config.variant =
-"calib:<backbone>:<objective>"`` (it reaches ``results.json`` as ``variant``), so the report
+A study run is labelled by ``configs/calibprompt.py`` with ``config.study_cell =
+"calib:<backbone>:<objective>"`` (it reaches ``results.json`` as ``study_cell``), so the report
 knows which Med-VLM and which objective produced it even for random-weight smoke runs.
 
 * ``summarize``: per (backbone, dataset, objective, K), the mean and standard deviation over
@@ -48,13 +48,13 @@ PUBLISHED_ECE = {
 
 
 def variant(backbone: str, objective: str) -> str:
-  """The ``config.variant`` label of a study run."""
+  """The ``config.study_cell`` label of a study run."""
   return f"{PREFIX}{backbone}:{objective}"
 
 
 def study_key(results: dict) -> tuple[str, str] | None:
   """(backbone, objective) of a study run, or None for any other run."""
-  v = results.get("variant") or ""
+  v = results.get("study_cell") or ""
   if not v.startswith(PREFIX):
     return None
   backbone, _, objective = v[len(PREFIX):].partition(":")

@@ -253,6 +253,8 @@ class Run:
       results["classes_below_shots"] = short
     if config.get("variant", ""):  # a grid point: its row in the sweep's report
       results["variant"] = config.variant
+    if config.get("study_cell", ""):  # a study table's cell (e.g. CalibPrompt's study)
+      results["study_cell"] = config.study_cell
     if data.source:  # not the paper's split (e.g. tensorflow-datasets'): said in the results
       results["data_source"] = data.source
     return results
