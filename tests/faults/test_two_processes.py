@@ -33,6 +33,9 @@ ARGS = ["--config=configs/demo.py:method=coop", "--config.optim.epochs=6",
 TOTAL = 12
 TIMEOUT_S = 20  # the runs' distributed timeout
 BOUND_S = 600  # a pair still running after this long hangs
+# Issue 21's acceptance repeats each skewed pair 10 times: BIOMEDJAX_REPEAT=10 python -m pytest -m
+# multiprocess tests/faults/test_two_processes.py (the suite runs each once).
+REPEATS = range(int(os.environ.get("BIOMEDJAX_REPEAT", "1")))
 FAKETIME = next((p for p in ("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
                              "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
                              "/usr/local/lib/faketime/libfaketimeMT.so.1")
@@ -137,15 +140,18 @@ def test_flags_agree_across_processes_and_a_missing_peer_is_a_named_timeout(tmp_
 
 
 @pytest.mark.skipif(FAKETIME is None, reason="libfaketime is absent (Debian package faketime)")
-def test_process_1_at_twice_the_clock_rate_finishes_like_one_process(one_process, tmp_path):
+@pytest.mark.parametrize("repeat", REPEATS)
+def test_process_1_at_twice_the_clock_rate_finishes_like_one_process(one_process, tmp_path,
+                                                                      repeat):
   logs = tmp_path / "faketime"
   procs = _pair(tmp_path / "run", logs, {"LD_PRELOAD": FAKETIME, "FAKETIME": "+0 x2"})
   assert _wait(procs, logs) == [0, 0], _log(logs, 0)[-2000:] + _log(logs, 1)[-2000:]
   _assert_like(tmp_path / "run", one_process)
 
 
+@pytest.mark.parametrize("repeat", REPEATS)
 def test_a_slow_process_and_a_sigterm_to_it_stop_both_at_one_checkpoint_then_resume(
-    one_process, tmp_path):
+    one_process, tmp_path, repeat):
   """Process 1 sleeps in every step (the other waits for it at each collective) and gets the
   SIGTERM; both stop at the same step with one checkpoint, and the resumed pair (process 1
   still slow) ends with the one-process results."""
