@@ -208,3 +208,38 @@ def test_report_of_the_sweep_has_the_cost_table(sweep):
   row = next(line for line in table.splitlines() if line.startswith("| attrvr"))
   cells = [c.strip() for c in row.strip("|").split("|")]
   assert cells[1:3] == ["150,528", "39,936"] and cells[-1] == str(len(SWEPT))
+
+
+@pytest.mark.slow
+def test_tfds_source_trains_through_the_launcher(coop_root, clip_bpe, tmp_path, monkeypatch):
+  """``--config.data.source=tfds`` end to end: ``launch.cli`` in this process (mock_data patches
+  tfds in-process), AttrVR runlocal on EuroSAT from tfds's mock records with the released
+  attribute files; results.json and the report say the split is tfds's."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  import launch
+  from biomedjax import report
+  attributes = coop_root[1]
+  workdir = tmp_path / "run"
+  monkeypatch.setattr("sys.argv", [
+      launch.__file__, f"--config={pathlib.Path(launch.__file__).parent}/configs/attrvr.py:"
+      "dataset=eurosat,shots=1,seed=1,runlocal=True", "--config.data.source=tfds",
+      "--config.model.preset=tiny_clip", f"--config.model.tokenizer={clip_bpe}",
+      f"--config.method.attributes_dir={attributes}", "--config.data.batch_size=128",
+      "--config.data.test_batch_size=128", "--config.train.progress=False",
+      f"--workdir={workdir}", "--debug"])
+  try:
+    with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE):
+      with pytest.raises(SystemExit) as exit_:
+        launch.cli()
+  finally:
+    launch.FLAGS.unparse_flags()
+  assert exit_.value.code in (None, 0)  # absl.app.run: sys.exit(main(argv)), main returns None
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["method"] == "attrvr" and results["dataset"] == "eurosat"
+  assert results["data_source"]["kind"] == "tfds"
+  assert results["data_source"]["tfds_name"] == "eurosat/rgb"
+  assert "NOT the paper's" in results["data_source"]["note"]
+  assert results["test"]["num_examples"] == 30  # tfds's "train[80%:]" (mock: 30 records)
+  assert len(results["selection"]["test_accuracy_per_epoch"]) == 2  # trained: runlocal's 2 epochs
+  text = report.make_report([str(workdir)], tmp_path / "report")
+  assert "Split: tensorflow-datasets', not the paper's** for eurosat (tfds eurosat/rgb)" in text
