@@ -8,7 +8,8 @@ written as ``OxfordPets.save_split`` -> ``write_json`` writes it (``{"train"|"va
 split, class names in label order = the keys of the released attribute files (which the reference
 generated from ``dataset.classnames``). AttrVR then runs ``runlocal`` (2 epochs) in this process
 on the tiny CLIP preset with the released ``<key>_{des,dist}.json`` for each of the paper's seven
-datasets; the report of that sweep shows the cost table beside the accuracy table.
+datasets; the report of that sweep shows the cost table beside the accuracy table. The tfds
+source trains through the launcher on ``tfds.testing.mock_data``.
 """
 
 import collections
@@ -37,11 +38,15 @@ def _image_path(key, label, split):
     return f"image_{label:03d}_{split}.jpg"
   if key == "stanford_cars":                    # relative to the dataset folder
     return f"cars_{split}/{label:05d}.jpg"
+  if key == "fgvc":                             # images/<id>.jpg, the id a number
+    return f"{label:04d}{split}.jpg"
   return f"class_{label:03d}/{split}_{label}.jpg"
 
 
 def write_coop_tree(root, key, classnames, jpeg: bytes):
-  """The dataset's folder, images and split file in CoOp's layout (see the module doc)."""
+  """The dataset's folder, images and split file in CoOp's layout (see the module doc); for
+  FGVC-Aircraft CoOp's lists instead (``fgvc_aircraft.py``: ``variants.txt``,
+  ``images_variant_<split>.txt`` lines ``<id> <variant>``, images ``images/<id>.jpg``)."""
   info = natural.DATASETS[key]
   split = {s: [[_image_path(key, y, s), y, c] for y, c in enumerate(classnames)]
            for s in ("train", "val", "test")}
@@ -50,7 +55,13 @@ def write_coop_tree(root, key, classnames, jpeg: bytes):
     for rel, _, _ in entries:
       (image_root / rel).parent.mkdir(parents=True, exist_ok=True)
       (image_root / rel).write_bytes(jpeg)
-  info.split_file(root).write_text(json.dumps(split, indent=4, separators=(",", ": ")))
+  if key != "fgvc":
+    info.split_file(root).write_text(json.dumps(split, indent=4, separators=(",", ": ")))
+    return
+  info.split_file(root).write_text("".join(f"{c}\n" for c in classnames))
+  for s, entries in split.items():
+    (root / info.dir_name / f"images_variant_{s}.txt").write_text(
+        "".join(f"{rel[:-len('.jpg')]} {c}\n" for rel, _, c in entries))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +88,8 @@ def test_each_dataset_reads_its_coop_tree(coop_root, key, tmp_path):
   data = setup.build_data(c.data, c.seed, tmp_path)
   assert data.classnames == tuple(classes[key])  # the split file's names, in label order
   assert len(data.splits["train"]) == len(data.splits["test"]) == len(classes[key])
-  assert data.split_file == str(root / info.dir_name / info.split_file_name)
+  written = tmp_path / "split_fgvc_aircraft.json"  # FGVC's lists, as the run's split file
+  assert data.split_file == str(written if key == "fgvc" else info.split_file(root))
   first = data.splits["test"][0]["path"]
   assert first.startswith(str(info.image_root(root) / _image_path(key, 0, "test")))
 
