@@ -403,6 +403,18 @@ def find_results(paths) -> list[pathlib.Path]:
   return found
 
 
+def default_metric(paths) -> str:
+  """The runs' common headline metric: macro_f1 when every run is multilabel (IU-Xray),
+  else accuracy."""
+  kinds = set()
+  for path in find_results(paths):
+    try:
+      kinds.add(json.loads(path.read_text()).get("task_kind"))
+    except (OSError, ValueError, AttributeError):
+      return "accuracy"  # load_runs names the bad file
+  return "macro_f1" if kinds == {"multilabel"} else "accuracy"
+
+
 def load_runs(paths, metric: str = "accuracy") -> list[dict]:
   """Loads and validates every results.json; duplicate runs are an error naming both files.
 
@@ -648,7 +660,9 @@ def plot_fewshot_curve(groups, path: pathlib.Path, metric: str, n_seeds: int,
   means over fewer seeds than the report's. Returns False when there are no few-shot runs."""
   methods, datasets, shots = _axes(groups, "few_shot")
   free = _k_free(groups, "few_shot")
-  if not methods and not free:
+  whole = 0 in shots  # shots=0: trained on the whole train split (IU-Xray), no point on a K axis
+  shots = [k for k in shots if k > 0]
+  if (not methods and not free) or (whole and not shots):
     return False
   plt = _pyplot()
   cols = min(3, len(datasets))
@@ -845,16 +859,19 @@ def main(argv=None) -> int:
                                    description=__doc__.split("\n")[0])
   parser.add_argument("workdirs", nargs="+", help="run workdirs or directories above them")
   parser.add_argument("--out", default="report", help="output directory (default: ./report)")
-  parser.add_argument("--metric", default="accuracy", help="key of the split metrics to tabulate")
+  parser.add_argument("--metric", default="", help="key of the split metrics to tabulate "
+                      "(default: accuracy; macro_f1 when every run is multilabel)")
   parser.add_argument("--published", default="", help="also compare with a published table "
                       "(biomedjax/published/compare.py), e.g. biomedcoop_fewshot; runs of a "
                       "configs/paper/ recipe are compared with theirs without it")
   args = parser.parse_args(argv)
   try:
-    print(make_report(args.workdirs, args.out, args.metric))
+    print(make_report(args.workdirs, args.out, args.metric or default_metric(args.workdirs)))
     from biomedjax.published import compare  # runs of a paper recipe: beside the paper
-    table = args.published or compare.detect(args.workdirs)
-    if table:
+    detected = compare.detect(args.workdirs)  # a recipe's table, and those of the same runs
+    tables = [args.published] if args.published else compare.SAME_RUNS.get(
+        detected, [detected] if detected else [])
+    for table in tables:
       print(compare.compare(args.workdirs, table, args.out))
   except (ResultsError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

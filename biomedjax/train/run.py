@@ -230,7 +230,8 @@ class Run:
     self.writer.close()
     if data.kind == "multilabel" and config.data.setting == "few_shot":
       from biomedjax.studies import multilabel_study  # the study tables' inputs
-      multilabel_study.write_run_setting(self, trainable, train_minutes)
+      results["multilabel_study"] = multilabel_study.record(
+          multilabel_study.write_run_setting(self, trainable, train_minutes))
     if jax.process_index() == 0:
       report_lib.write_run_results(self.workdir, results)
       log.info("results: %s", report_lib.run_outputs_text(self.workdir))
