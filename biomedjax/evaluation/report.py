@@ -312,12 +312,12 @@ def write_run_plots(workdir, results: dict) -> list[pathlib.Path]:
     ax.set_yticks(range(n), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{results['method']} on {results['dataset']} ({split}): "
+    ax.set_title(f"{results['method']} on {results['dataset']} ({split})\n"
                  f"accuracy {100 * block['accuracy']:.1f}%{warn}\n(counts; colour = row "
                  "fraction)", fontsize=9)
     fig.tight_layout()
     path = pathlib.Path(workdir) / f"confusion_matrix_{split}.png"
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # a few classes make a narrow figure: never clipped
     plt.close(fig)
     written.append(path)
     if isinstance(block.get("per_class"), dict):
@@ -336,7 +336,7 @@ def write_run_plots(workdir, results: dict) -> list[pathlib.Path]:
                    fontsize=9)
       fig.tight_layout()
       path = pathlib.Path(workdir) / f"per_class_f1_{split}.png"
-      fig.savefig(path)
+      fig.savefig(path, bbox_inches="tight")
       plt.close(fig)
       written.append(path)
   loss = results.get("train_loss") or []
@@ -357,13 +357,14 @@ def plot_loss_curve(entries, path: pathlib.Path, title: str) -> pathlib.Path:
   ax.set_xlim(0, max(steps) * 1.05)
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   if len(steps) == 1:  # a short run logs once (train.log_every_steps)
-    title += f"\n(one logged step: --config.train.log_every_steps below {steps[0]} logs more)"
+    title += (f"\n(one logged step: set --config.train.log_every_steps below {steps[0]} to log "
+              "more)")
   ax.set_xlabel("step")
   ax.set_ylabel("training loss (logged steps)")
   ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path)
+  fig.savefig(path, bbox_inches="tight")
   plt.close(fig)
   return path
 
