@@ -523,7 +523,7 @@ def _cell(values: dict[int, float] | None, n_seeds: int, ci: bool = False) -> st
     return "-"
   v = np.array(list(values.values()))
   text = f"{v.mean():.2f} ± {v.std():.2f}"
-  if ci:
+  if ci and len(v) > 1:  # one run has no interval
     text += f" (CI ±{ci95(v):.2f})"
   return text if len(v) == n_seeds else f"{text} (n={len(v)})"
 
@@ -583,7 +583,8 @@ def fewshot_tables(groups, n_seeds: int, metric: str, harness=(), short=frozense
   if short:
     out.append(f"{SHORT_MARK.strip()}: some class had fewer than K training images (used "
                "whole); each run's results.md lists its effective K per class.\n")
-  if set(harness) & {*methods, *free}:
+  if any(key[1] in harness and len(v) > 1 for key, v in groups.items()
+         if key[0] == "few_shot"):  # a cell shows a CI
     out.append("(CI ±x): 1.96·std/√n (population std), the column the adapter harness "
                "(BiomedCoOp main.py) reports as \"std\" for its three runs.\n")
   for d in datasets:
@@ -668,7 +669,8 @@ def plot_fewshot_curve(groups, path: pathlib.Path, metric: str, n_seeds: int,
   plt = _pyplot()
   cols = min(3, len(datasets))
   rows_n = -(-len(datasets) // cols)
-  fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.6 * rows_n + 0.5), dpi=110,
+  fig_w = max(4.6 * cols, 6.0)  # one panel: wide enough for the title's two lines
+  fig, axes = plt.subplots(rows_n, cols, figsize=(fig_w, 3.6 * rows_n + 0.5), dpi=110,
                            squeeze=False)
   colors = {m: f"C{i}" for i, m in enumerate([*methods, *free])}
   markers = {m: "osD^vP*X<>"[i % 10] for i, m in enumerate(methods)}
@@ -700,15 +702,19 @@ def plot_fewshot_curve(groups, path: pathlib.Path, metric: str, n_seeds: int,
       ax.axhline(100.0 / chance[d], color="gray", ls=":", label=f"chance (1/{chance[d]})")
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [str(k) for k in xs])
+    ax.set_xlim(min(xs) / 2 ** 0.4, max(xs) * 2 ** 0.4)  # the side-by-side markers off the frame
+    ax.margins(y=0.12)
     ax.set_xlabel("shots per class (K)")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(d, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    # below the panel: inside, "best" still covered a marker at the edge (a K's only point)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3,
+              frameon=False)
   for ax in list(axes.flat)[len(datasets):]:
     ax.axis("off")
   import textwrap
-  width = int(4.6 * cols * 13)  # characters that fit the figure's width at this font size
+  width = int(fig_w * 13)  # characters that fit the figure's width at this font size
   lines = [*(textwrap.wrap(title, width) if title else []), *textwrap.wrap(
       f"few-shot {metric}, mean ± std over seeds (open markers: fewer seeds)", width)]
   fig.suptitle("\n".join(lines), fontsize=10)
@@ -778,10 +784,12 @@ def plot_calibration_vs_accuracy(cal_groups, path: pathlib.Path) -> bool:
   ax.set_ylabel("ECE (%), 10 bins (lower is better)")
   ax.set_title("Calibration vs accuracy (one point per dataset, K, split; mean over seeds)",
                fontsize=9)
+  ax.margins(y=0.1)  # a point at the highest ECE sat on the frame
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  # beside the axes: inside, the legend covered points in its corner
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
   fig.tight_layout()
-  fig.savefig(path)
+  fig.savefig(path, bbox_inches="tight")
   plt.close(fig)
   return True
 
