@@ -234,7 +234,12 @@ def facts_markdown(results: dict) -> str:
   if results.get("dataset_settings"):
     lines.append(f"Per-dataset settings: {results['dataset_settings']}")
   s = results.get("schedule")
-  if s:
+  if s and "train" not in s.get("stages", ["train"]):  # optim.* configured but never used
+    how = ("fitted in its fit stage on the training images' features" if s["stages"] else
+           "no training images used")
+    lines.append(f"Schedule: no gradient training ({results['method']}: {how}), images "
+                 f"{s['image_size']} px")
+  elif s:
     capped = s.get("config_batch_size", s["batch_size"]) != s["batch_size"]
     batch = (f"batch {s['batch_size']}" + (f" (data.batch_size {s['config_batch_size']} capped at "
                                            "the training set)" if capped else "")
