@@ -231,20 +231,23 @@ def _iuxray_cells(runs, table: str, cells_of, getter) -> list[Cell]:
     for setting, column, label in cells_of(row):
       if not row[column]:
         continue  # no value in the source (zero-shot has no training time)
-      pairs = [(r, s) for r, s in studies if s and s["name"] == setting]
+      pairs = [(r, v) for r, s in studies if s and s["name"] == setting
+               and (v := getter(s, row, column)) is not None]
 
-      def value(rs, pairs=pairs, row=row, column=column):  # the mean over a seed's runs
-        return float(np.mean([getter(s, row, column) for r, s in pairs if r in rs]))
+      def value(rs, pairs=pairs):  # the mean over a seed's runs
+        return float(np.mean([v for r, v in pairs if r in rs]))
       cells.append(Cell(f"{setting} {label}", per_seed([r for r, _ in pairs], fn=value),
                         runs=[r for r, _ in pairs], note=NOT_COMPARED.get(column, ""),
                         digits=3, **_published(row, column)))
   return cells
 
 
-def _dig(record: dict, path) -> float:
+def _dig(record: dict, path) -> float | None:
+  """The number at ``path`` in a study record; None where the run has none (a setting file
+  without embeddings has no distances; zero-shot has no training time)."""
   for key in path:
-    record = record[key]
-  return float(record)
+    record = record.get(key) if isinstance(record, dict) else None
+  return None if record is None else float(record)
 
 
 def iuxray_table1_cells(runs) -> list[Cell]:
@@ -257,13 +260,13 @@ def iuxray_table1_cells(runs) -> list[Cell]:
 def iuxray_table2_cells(runs) -> list[Cell]:
   return _iuxray_cells(runs, "iuxray_table2",
                        lambda row: [(m, m, f"{row['disease']} F1") for m in published.IUXRAY_MODES],
-                       lambda s, row, _: float(s["per_label_f1"][row["disease"]]))
+                       lambda s, row, _: _dig(s, ("per_label_f1", row["disease"])))
 
 
 def iuxray_table3_cells(runs) -> list[Cell]:
   return _iuxray_cells(runs, "iuxray_table3",
                        lambda row: [(m, m, f"{row['domain']} F1") for m in published.IUXRAY_MODES],
-                       lambda s, row, _: float(s["per_domain_f1"][row["domain"]]))
+                       lambda s, row, _: _dig(s, ("per_domain_f1", row["domain"])))
 
 
 CELLS = {"biomedcoop_fewshot": fewshot_cells, "biomedcoop_base2novel": base2novel_cells,
