@@ -223,7 +223,8 @@ def test_report_of_the_sweep_has_the_cost_table(sweep):
 
 
 @pytest.mark.slow
-def test_tfds_source_trains_through_the_launcher(coop_root, clip_bpe, tmp_path, monkeypatch):
+def test_tfds_source_trains_through_the_launcher(coop_root, clip_bpe, tmp_path, monkeypatch,
+                                                 caplog):
   """``--config.data.source=tfds`` end to end: ``launch.cli`` in this process (mock_data patches
   tfds in-process), AttrVR runlocal on EuroSAT from tfds's mock records with the released
   attribute files; results.json and the report say the split is tfds's."""
@@ -245,6 +246,7 @@ def test_tfds_source_trains_through_the_launcher(coop_root, clip_bpe, tmp_path, 
         launch.cli()
   finally:
     launch.FLAGS.unparse_flags()
+  assert "reading the tfds records of 'eurosat' ..." in caplog.text  # no split file to read
   assert exit_.value.code in (None, 0)  # absl.app.run: sys.exit(main(argv)), main returns None
   results = json.loads((workdir / "results.json").read_text())
   assert results["method"] == "attrvr" and results["dataset"] == "eurosat"
