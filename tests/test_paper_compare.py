@@ -251,6 +251,11 @@ def test_iuxray_tables_2_and_3_cells(iuxray_report):
   assert "12 of 12 cells within 1 std" in t3
   for t in compare.SAME_RUNS["iuxray_table1"]:
     assert (out / f"paper_{t}_scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # the report itself: macro-F1 (every run is multilabel), K = 0 named as what it is, no K curve
+  report_md = (out / "report.md").read_text()
+  assert "## Few-shot macro_f1 (%)" in report_md
+  assert "| method | any K | all training images (K=0) |" in report_md
+  assert not list(out.glob("fewshot_curve_*.png"))
 
 
 def test_iuxray_numbers_of_an_older_run_come_from_its_setting_file(tmp_path):

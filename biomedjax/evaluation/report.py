@@ -562,6 +562,11 @@ def _k_free(groups, setting):
 SHORT_MARK = " (K short)"
 
 
+def _k_label(k: int, eq: str = "=") -> str:
+  """A K column's name; K = 0 is a run on the whole training split (IU-Xray), not 0 shots."""
+  return "all training images (K=0)" if k == 0 else f"K{eq}{k}"
+
+
 def fewshot_tables(groups, n_seeds: int, metric: str, harness=(), short=frozenset()) -> str:
   """(a) methods x K per dataset and averaged; (b) datasets x methods per K. K-independent
   methods (zero-shot) fill one "any K" column instead of repeating under every K. Methods in
@@ -573,7 +578,7 @@ def fewshot_tables(groups, n_seeds: int, metric: str, harness=(), short=frozense
   if not methods and not free:
     return ""
   any_k = ["any K"] if free else []
-  header = ["method", *any_k, *[f"K={k}" for k in shots]]
+  header = ["method", *any_k, *[_k_label(k) for k in shots]]
 
   def row(m, cell):
     if m in free:
@@ -605,7 +610,8 @@ def fewshot_tables(groups, n_seeds: int, metric: str, harness=(), short=frozense
     rows = [[d, *[cell(m, d, kk) for m, kk in cols]] for d in datasets]
     rows.append(["**Average**", *[_mean_over_datasets(
         groups, "few_shot", m, datasets, kk, "test", n_seeds)[1] for m, kk in cols]])
-    out.append(f"### K = {k}: datasets × methods\n\n" + _md_table(["dataset", *names], rows))
+    out.append(f"### {_k_label(k, ' = ')}: datasets × methods\n\n"
+               + _md_table(["dataset", *names], rows))
   return "\n".join(out)
 
 
