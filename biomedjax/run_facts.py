@@ -78,7 +78,13 @@ def schedule(config, num_train: int) -> dict:
   batch = min(config.data.batch_size, num_train)
   per_epoch = epoch_batches.steps_per_epoch(num_train, batch,
                                             config.data.get("last_batch", "drop"))
-  return {"epochs": config.optim.epochs, "batch_size": batch,
+  from biomedjax.methods import METHODS
+  method = METHODS.get(config.method.name)
+  stages = list(method.stages) if method else ["train"]  # "fit" alone: no SGD
+  if method and not method.fit_needs_data:
+    stages = []  # zero-shot: nothing is fitted
+  return {"stages": stages,
+          "epochs": config.optim.epochs, "batch_size": batch,
           "config_batch_size": config.data.batch_size, "steps_per_epoch": per_epoch,
           "lr": config.optim.lr, "optimizer": config.optim.name,
           "lr_schedule": config.optim.schedule, "warmup_epochs": config.optim.warmup_epochs,

@@ -27,7 +27,7 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
   c.variant = ""  # the run's label in a sweep's report, e.g. "method.w=1.0" (launch.py --grid)
   c.study_cell = ""  # a study table's cell, e.g. CalibPrompt's "calib:<backbone>:<objective>"
   # Which per-dataset settings table applied and why (common.dataset_row); logged, in results.md
-  c.dataset_settings = "none: the same settings for every dataset"
+  c.dataset_settings = "none (the method has the same settings for every dataset)"
 
   c.model = mlc.ConfigDict(dict(
       init=a.model,          # converted BiomedCLIP dir (python -m convert.biomedclip); "" = random

@@ -87,3 +87,20 @@ def test_phases_are_logged_and_the_end_says_where_the_results_are(knee):
   assert f"results: {workdir}/results.md and results.json" in end
   assert "loss_curve.png" in end and (workdir / "loss_curve.png").stat().st_size > 5000
   assert "Waiting for previous save" not in log
+
+
+def test_a_method_without_gradient_training_states_no_sgd_schedule():
+  """results.md of a fit-stage method (the linear probe's closed-form fit, zero-shot) does not
+  claim the optim.* schedule its config carries but never runs."""
+  from biomedjax import run_facts
+  from biomedjax.evaluation import report
+  from configs import coop, linear_probe, zeroshot
+
+  def facts(module):
+    c = module.get_config("shots=4")
+    return report.facts_markdown({"method": c.method.name, "dataset": "knee",
+                                  "schedule": run_facts.schedule(c, 12)})
+  assert ("Schedule: no gradient training (linear_probe: fitted in its fit stage on the "
+          "training images' features), images 224 px") in facts(linear_probe)
+  assert "Schedule: no gradient training (zeroshot: no training images used)" in facts(zeroshot)
+  assert "Schedule: 100 epochs, batch 12" in facts(coop) and "sgd lr" in facts(coop)

@@ -70,6 +70,16 @@ def test_study_tables_and_gradcam_from_runs(runs, tmp_path):
     assert "| zs |" in text and "| lp |" in text and "| ft |" in text
   setting = multilabel_study.load_setting(out / "finetune")
   assert setting["embeddings"].shape[0] == 9 and setting["minutes"] > 0
+  # Each run's results.json carries the same numbers (what the published comparison reads).
+  for mode, r in zip(iuxray_config.MODES, results):
+    recorded = json.loads((out / mode / "results.json").read_text())["multilabel_study"]
+    assert recorded == json.loads(json.dumps(
+        {k: v for k, v in r.items() if not k.startswith("report_rule_")}))
+  from biomedjax.published import compare
+  text = compare.compare([out], "iuxray_table1", tmp_path / "paper")
+  ft = results[2]["table1"]["macro_f1"]
+  row = next(line for line in text.splitlines() if "| ft macro-F1 (rowminmax@0.5) |" in line)
+  assert row.startswith("| RANDOM |") and f"| {ft:.3f} ± 0.000 (1) | 0.235 |" in row
 
 
 def test_gradcam_cli_on_the_runs(runs, tmp_path):

@@ -170,3 +170,101 @@ def test_carried_facts_agree_with_the_published_data(shared_dir):
     b, n, hm = float(r["base"]), float(r["novel"]), float(r["hm"])
     equal = abs(round(2 * b * n / (b + n), 2) - hm) < 0.005 + 1e-9
     assert equal == (published.BASE2NOVEL_HM.get(r["method"]) == "hm_of_means"), r["method"]
+
+
+# --- the IU-Xray study (Tables 1-3) --------------------------------------------------------------
+
+IUXRAY_METHODS = {"zs": "zeroshot", "ft": "finetune", "lp": "head_probe"}
+
+
+def _iuxray_numbers(setting, shift=0.0, f1_shift=0.0, cardiomegaly_shift=0.0):
+  """A ``multilabel_study`` record holding the published numbers of ``setting`` (+ shifts)."""
+  t1 = next(r for r in published.load("iuxray_table1") if r["setting"] == setting)
+  v = lambda x: float(x) + shift  # noqa: E731
+  per_label = {r["disease"]: v(r[setting]) for r in published.load("iuxray_table2")}
+  per_label["Cardiomegaly"] += cardiomegaly_shift
+  return {"name": setting, "kind": "zeroshot" if setting == "zs" else "head",
+          "minutes": float(t1["time_min"]) if t1["time_min"] else None,
+          "rule_a": "rowminmax@0.5", "rule_b": "logit>0",
+          "table1": {"macro_f1": v(t1["f1"]) + f1_shift, "exact_match": v(t1["exact_match"]),
+                     "lrap": v(t1["lrap"]), "coverage_error": v(t1["coverage_error"]),
+                     "ranking_loss": 0.1},
+          "separability": {"inter": v(t1["inter_class_dist"]),
+                           "intra": v(t1["intra_class_dist"]), "ratio": v(t1["ratio"])},
+          "per_label_f1": per_label,
+          "per_domain_f1": {r["domain"]: v(r[setting]) for r in published.load("iuxray_table3")}}
+
+
+def _write_iuxray(root, setting, seed, study):
+  d = root / f"{setting}_{seed}"
+  d.mkdir(parents=True)
+  results = {"method": IUXRAY_METHODS[setting], "dataset": "iuxray", "shots": 0, "seed": seed,
+             "setting": "few_shot", "task_kind": "multilabel",
+             "test": {"macro_f1": study["table1"]["macro_f1"]},
+             "provenance": {"backbone": {"kind": "converted", "label": "biomedclip (0123456789ab)",
+                                         "manifest_sha256": "0123456789ab" * 5}}}
+  if study is not None:
+    results["multilabel_study"] = study
+  (d / "results.json").write_text(json.dumps(results))
+  (d / "config.json").write_text(json.dumps({"paper_table": "iuxray_table1"}))
+  return d
+
+
+@pytest.fixture(scope="module")
+def iuxray_report(tmp_path_factory):
+  """zs at the published numbers; ft at them but macro-F1 +0.010 and Cardiomegaly F1 +0.020;
+  lp two seeds at published -0.010 and +0.010 everywhere (mean = published, std 0.010); the
+  report finds the recipe's table and compares all three tables."""
+  root, out = tmp_path_factory.mktemp("iuxray"), tmp_path_factory.mktemp("iuxray_out")
+  _write_iuxray(root, "zs", 1, _iuxray_numbers("zs"))
+  _write_iuxray(root, "ft", 1, _iuxray_numbers("ft", f1_shift=0.010, cardiomegaly_shift=0.020))
+  _write_iuxray(root, "lp", 1, _iuxray_numbers("lp", shift=-0.010))
+  _write_iuxray(root, "lp", 2, _iuxray_numbers("lp", shift=0.010))
+  assert report.main([str(root), "--out", str(out)]) == 0
+  return {t: (out / f"paper_{t}.md").read_text() for t in compare.SAME_RUNS["iuxray_table1"]}, out
+
+
+def test_iuxray_table1_cells(iuxray_report):
+  text = iuxray_report[0]["iuxray_table1"]
+  assert _row(text, "zs macro-F1 (rowminmax@0.5)")[2:5] == ["0.105 ± 0.000 (1)", "0.105", "+0.000"]
+  assert _row(text, "ft macro-F1 (rowminmax@0.5)")[2:5] == ["0.245 ± 0.000 (1)", "0.235", "+0.010"]
+  assert _row(text, "ft inter-class distance")[2:5] == ["22.754 ± 0.000 (1)", "22.754", "+0.000"]
+  assert _row(text, "zs inter-class distance")[3] == "31.890"  # as printed
+  assert _row(text, "lp coverage error")[2:5] == ["3.077 ± 0.010 (2)", "3.077", "+0.000"]
+  # training time: shown, never compared; zero-shot has none in the paper
+  assert _row(text, "ft training time (min)")[2:5] == [
+      "15.470 ± 0.000 (1) [not compared: wall time depends on the machine]", "15.47", "-"]
+  assert "zs training time" not in text
+  # compared: zs 7 + ft 7 + lp 7 = 21; all within but ft's F1 (0.010 > 0 + 0.0005)
+  assert ("20 of 21 cells within 1 std of the published value; largest |Δ|: ft macro-F1 "
+          "(rowminmax@0.5) (+0.010)") in text
+
+
+def test_iuxray_tables_2_and_3_cells(iuxray_report):
+  texts, out = iuxray_report
+  t2, t3 = texts["iuxray_table2"], texts["iuxray_table3"]
+  assert _row(t2, "ft Cardiomegaly F1")[2:5] == ["0.510 ± 0.000 (1)", "0.490", "+0.020"]
+  assert _row(t2, "zs No Finding F1")[2:5] == ["0.749 ± 0.000 (1)", "0.749", "+0.000"]
+  assert _row(t2, "lp Atelectasis F1")[2:5] == ["0.410 ± 0.010 (2)", "0.410", "+0.000"]
+  assert "41 of 42 cells within 1 std" in t2 and "largest |Δ|: ft Cardiomegaly F1" in t2
+  assert _row(t3, "ft Pulmonary F1")[2:5] == ["0.387 ± 0.000 (1)", "0.387", "+0.000"]
+  assert "12 of 12 cells within 1 std" in t3
+  for t in compare.SAME_RUNS["iuxray_table1"]:
+    assert (out / f"paper_{t}_scatter.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # the report itself: macro-F1 (every run is multilabel), K = 0 named as what it is, no K curve
+  report_md = (out / "report.md").read_text()
+  assert "## Few-shot macro_f1 (%)" in report_md
+  assert "| method | any K | all training images (K=0) |" in report_md
+  assert not list(out.glob("fewshot_curve_*.png"))
+
+
+def test_iuxray_numbers_of_an_older_run_come_from_its_setting_file(tmp_path):
+  import numpy as np
+  from biomedjax.studies import multilabel_study
+  rng = np.random.default_rng(0)
+  targets = (rng.random((12, 3)) > 0.5).astype(np.float32)
+  multilabel_study.save_setting(tmp_path / multilabel_study.SETTING_FILE, "lp", "head",
+                                rng.normal(size=(12, 3)), targets, ["a", "b", "c"])
+  run = {"dataset": "iuxray", "_path": str(tmp_path / "results.json")}
+  assert compare.iuxray_study(run) == multilabel_study.record(tmp_path)
+  assert compare.iuxray_study({**run, "multilabel_study": {"name": "x"}}) == {"name": "x"}

@@ -60,11 +60,44 @@ def test_run_writes_results_and_loss_falls(finished):
   assert list((finished / "tensorboard").iterdir())
 
 
+def without_torch(tmp_path) -> dict:
+  """The environment of an installation without torch (biomedjax needs none), for a process and
+  the processes it starts: a ``sitecustomize`` that makes ``import torch`` fail."""
+  site = tmp_path / "no_torch"
+  site.mkdir()
+  (site / "sitecustomize.py").write_text("import sys\nsys.modules['torch'] = None\n")
+  path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+  env = {**os.environ, "PYTHONPATH": path}
+  env.pop("TRANSFORMERS_NO_ADVISORY_WARNINGS", None)  # this process's `import biomedjax` set it
+  return env
+
+
+TORCH_NOTICE = "PyTorch was not found"  # transformers' advisory on import without torch
+
+
+def test_without_torch_transformers_announces_itself(tmp_path):
+  """What the demo test below checks is silenced: transformers prints it without torch."""
+  run = subprocess.run([sys.executable, "-c", "import transformers; transformers.AutoTokenizer"],
+                       cwd=REPO, text=True,
+                       capture_output=True, env=without_torch(tmp_path), timeout=300)
+  assert TORCH_NOTICE in run.stderr
+
+
 def test_demo_main_command_trains_both_methods_and_writes_the_report(tmp_path):
-  """The README's main command, verbatim (only the workdir differs)."""
+  """The README's main command, verbatim (only the workdir differs), in an installation without
+  torch: the sweep says which run of how many it starts, and the libraries' notices that are not
+  the user's concern (transformers' torch advisory, orbax's "Waiting for previous save") never
+  reach the terminal."""
   run = subprocess.run([sys.executable, "launch.py", "--config", "configs/demo.py", "--workdir",
-                        str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=900)
+                        str(tmp_path / "w")], cwd=REPO, capture_output=True, text=True,
+                       timeout=900, env=without_torch(tmp_path))
   assert run.returncode == 0, run.stderr[-3000:]
+  tmp_path = tmp_path / "w"
+  starts = [line for line in run.stderr.splitlines() if "run 1 of 2: " in line
+            or "run 2 of 2: " in line]
+  assert len(starts) == 2 and "method=coop" in starts[0] and "method=linear_probe" in starts[1]
+  assert TORCH_NOTICE not in run.stderr and TORCH_NOTICE not in run.stdout
+  assert "Waiting for previous save" not in run.stderr
   coop = json.loads((tmp_path / "method-coop" / "results.json").read_text())
   lp = json.loads((tmp_path / "method-linear_probe" / "results.json").read_text())
   losses = [loss for _, loss in coop["train_loss"]]

@@ -8,7 +8,8 @@ written as ``OxfordPets.save_split`` -> ``write_json`` writes it (``{"train"|"va
 split, class names in label order = the keys of the released attribute files (which the reference
 generated from ``dataset.classnames``). AttrVR then runs ``runlocal`` (2 epochs) in this process
 on the tiny CLIP preset with the released ``<key>_{des,dist}.json`` for each of the paper's seven
-datasets; the report of that sweep shows the cost table beside the accuracy table.
+datasets; the report of that sweep shows the cost table beside the accuracy table. The tfds
+source trains through the launcher on ``tfds.testing.mock_data``.
 """
 
 import collections
@@ -37,11 +38,15 @@ def _image_path(key, label, split):
     return f"image_{label:03d}_{split}.jpg"
   if key == "stanford_cars":                    # relative to the dataset folder
     return f"cars_{split}/{label:05d}.jpg"
+  if key == "fgvc":                             # images/<id>.jpg, the id a number
+    return f"{label:04d}{split}.jpg"
   return f"class_{label:03d}/{split}_{label}.jpg"
 
 
 def write_coop_tree(root, key, classnames, jpeg: bytes):
-  """The dataset's folder, images and split file in CoOp's layout (see the module doc)."""
+  """The dataset's folder, images and split file in CoOp's layout (see the module doc); for
+  FGVC-Aircraft CoOp's lists instead (``fgvc_aircraft.py``: ``variants.txt``,
+  ``images_variant_<split>.txt`` lines ``<id> <variant>``, images ``images/<id>.jpg``)."""
   info = natural.DATASETS[key]
   split = {s: [[_image_path(key, y, s), y, c] for y, c in enumerate(classnames)]
            for s in ("train", "val", "test")}
@@ -50,7 +55,13 @@ def write_coop_tree(root, key, classnames, jpeg: bytes):
     for rel, _, _ in entries:
       (image_root / rel).parent.mkdir(parents=True, exist_ok=True)
       (image_root / rel).write_bytes(jpeg)
-  info.split_file(root).write_text(json.dumps(split, indent=4, separators=(",", ": ")))
+  if key != "fgvc":
+    info.split_file(root).write_text(json.dumps(split, indent=4, separators=(",", ": ")))
+    return
+  info.split_file(root).write_text("".join(f"{c}\n" for c in classnames))
+  for s, entries in split.items():
+    (root / info.dir_name / f"images_variant_{s}.txt").write_text(
+        "".join(f"{rel[:-len('.jpg')]} {c}\n" for rel, _, c in entries))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +88,8 @@ def test_each_dataset_reads_its_coop_tree(coop_root, key, tmp_path):
   data = setup.build_data(c.data, c.seed, tmp_path)
   assert data.classnames == tuple(classes[key])  # the split file's names, in label order
   assert len(data.splits["train"]) == len(data.splits["test"]) == len(classes[key])
-  assert data.split_file == str(root / info.dir_name / info.split_file_name)
+  written = tmp_path / "split_fgvc_aircraft.json"  # FGVC's lists, as the run's split file
+  assert data.split_file == str(written if key == "fgvc" else info.split_file(root))
   first = data.splits["test"][0]["path"]
   assert first.startswith(str(info.image_root(root) / _image_path(key, 0, "test")))
 
@@ -208,3 +220,40 @@ def test_report_of_the_sweep_has_the_cost_table(sweep):
   row = next(line for line in table.splitlines() if line.startswith("| attrvr"))
   cells = [c.strip() for c in row.strip("|").split("|")]
   assert cells[1:3] == ["150,528", "39,936"] and cells[-1] == str(len(SWEPT))
+
+
+@pytest.mark.slow
+def test_tfds_source_trains_through_the_launcher(coop_root, clip_bpe, tmp_path, monkeypatch,
+                                                 caplog):
+  """``--config.data.source=tfds`` end to end: ``launch.cli`` in this process (mock_data patches
+  tfds in-process), AttrVR runlocal on EuroSAT from tfds's mock records with the released
+  attribute files; results.json and the report say the split is tfds's."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  import launch
+  from biomedjax import report
+  attributes = coop_root[1]
+  workdir = tmp_path / "run"
+  monkeypatch.setattr("sys.argv", [
+      launch.__file__, f"--config={pathlib.Path(launch.__file__).parent}/configs/attrvr.py:"
+      "dataset=eurosat,shots=1,seed=1,runlocal=True", "--config.data.source=tfds",
+      "--config.model.preset=tiny_clip", f"--config.model.tokenizer={clip_bpe}",
+      f"--config.method.attributes_dir={attributes}", "--config.data.batch_size=128",
+      "--config.data.test_batch_size=128", "--config.train.progress=False",
+      f"--workdir={workdir}", "--debug"])
+  try:
+    with tfds.testing.mock_data(num_examples=30, policy=tfds.testing.MockPolicy.USE_CODE):
+      with pytest.raises(SystemExit) as exit_:
+        launch.cli()
+  finally:
+    launch.FLAGS.unparse_flags()
+  assert "reading the tfds records of 'eurosat' ..." in caplog.text  # no split file to read
+  assert exit_.value.code in (None, 0)  # absl.app.run: sys.exit(main(argv)), main returns None
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["method"] == "attrvr" and results["dataset"] == "eurosat"
+  assert results["data_source"]["kind"] == "tfds"
+  assert results["data_source"]["tfds_name"] == "eurosat/rgb"
+  assert "NOT the paper's" in results["data_source"]["note"]
+  assert results["test"]["num_examples"] == 30  # tfds's "train[80%:]" (mock: 30 records)
+  assert len(results["selection"]["test_accuracy_per_epoch"]) == 2  # trained: runlocal's 2 epochs
+  text = report.make_report([str(workdir)], tmp_path / "report")
+  assert "Split: tensorflow-datasets', not the paper's** for eurosat (tfds eurosat/rgb)" in text

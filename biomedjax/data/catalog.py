@@ -30,6 +30,11 @@ class DatasetInfo:
     """Where Dassl looks for the split file: beside the image folder."""
     return pathlib.Path(root) / self.dir_name / self.split_file_name
 
+  def run_split_file(self, root, workdir) -> pathlib.Path:
+    """The split file a run reads (a layout without one writes it into ``workdir``)."""
+    del workdir
+    return self.split_file(root)
+
 
 def _info(name: str, *classnames: str) -> DatasetInfo:
   return DatasetInfo(name, f"split_{name}.json", tuple(classnames), name)

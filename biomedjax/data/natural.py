@@ -13,9 +13,10 @@ UCF101 ``Apply_Eye_Makeup`` spelling; ...). ``num_classes`` is checked against t
 The catalog key is the reference's ``--dataset`` spelling, which is also the key of the released
 ``<key>_{des,dist}.json`` attribute files.
 
-Not provided: FGVC-Aircraft (the reference reads ``variants.txt`` and ``images_variant_*.txt``,
-no split file; ``fgvc_aircraft.py``) and ImageNet (``datasets/__init__.py`` imports an
-``imagenet.py`` that the repository does not contain).
+FGVC-Aircraft (key ``fgvc``, the reference's ``--dataset`` spelling and attribute-file key) has
+no split file: CoOp's lists (``fgvc_aircraft.py``) are read as the reference reads them
+(``AircraftInfo``). Not provided: ImageNet (``datasets/__init__.py`` imports an ``imagenet.py``
+that the repository does not contain: there is no reference loader to follow).
 
 No natural dataset has a ``<key>_confuse.json``: the reference's BioMedVR then runs with the
 negative expert's logits set to zero (``experiments/biomedvr.py:146-151,190-196``), which
@@ -28,6 +29,7 @@ import dataclasses
 import pathlib
 
 from biomedjax.data import catalog
+from biomedjax.data import splits as splits_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +44,41 @@ class NaturalInfo(catalog.DatasetInfo):
   def image_root(self, root) -> pathlib.Path:
     base = pathlib.Path(root) / self.dir_name
     return base / self.image_dir if self.image_dir else base
+
+
+@dataclasses.dataclass(frozen=True)
+class AircraftInfo(NaturalInfo):
+  """FGVC-Aircraft in CoOp's layout (JXLiu-AI/BioMedVR ``datasets/fgvc_aircraft.py:15-29,50-65``):
+  ``<root>/fgvc_aircraft/variants.txt`` names the classes in label order, and
+  ``images_variant_{train,val,test}.txt`` hold ``<image id> <variant words...>`` per line, the
+  image at ``images/<image id>.jpg``. ``split_file`` is ``variants.txt`` (what ``--sweep=plan``
+  looks for); each run writes the lists as a split file into its workdir (``run_split_file``)."""
+
+  def run_split_file(self, root, workdir) -> pathlib.Path:
+    folder = pathlib.Path(root) / self.dir_name
+    variants = self.split_file(root)
+    if not variants.is_file():
+      raise FileNotFoundError(f"{variants} not found: FGVC-Aircraft is read from CoOp's layout "
+                              f"(<root>/{self.dir_name}/variants.txt, images_variant_*.txt, "
+                              "images/); set config.data.root")
+    classnames = [line.strip() for line in variants.read_text().splitlines() if line.strip()]
+    label = {c: i for i, c in enumerate(classnames)}
+    items = {}
+    for split in ("train", "val", "test"):
+      lists = folder / f"images_variant_{split}.txt"
+      entries = []
+      for n, line in enumerate(lists.read_text().splitlines(), 1):
+        if not line.strip():
+          continue
+        image, _, variant = line.strip().partition(" ")
+        if variant not in label:
+          raise ValueError(f"{lists}:{n}: variant {variant!r} is not in {variants}")
+        entries.append(splits_lib.Item(f"{image}.jpg", label[variant], variant))
+      items[split] = entries
+    out = pathlib.Path(workdir) / "split_fgvc_aircraft.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    splits_lib.write_split_file(out, items)
+    return out
 
 
 def _info(name, dir_name, image_dir, n, split_file=None) -> NaturalInfo:
@@ -61,6 +98,7 @@ DATASETS = {
     "sun397": _info("SUN397", "sun397", "SUN397", 397),
     # resisc45.py:17 reads split_mlai_Resisc45.json (not zhou)
     "resisc45": _info("Resisc45", "resisc45", "NWPU-RESISC45", 45, "split_mlai_Resisc45.json"),
+    "fgvc": AircraftInfo("FGVCAircraft", "variants.txt", (), "fgvc_aircraft", "images", 100),
 }
 # The seven the paper reports (Table 1's natural-image block).
 PAPER_DATASETS = ("caltech101", "food101", "dtd", "eurosat", "oxford_pets", "oxford_flowers",

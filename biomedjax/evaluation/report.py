@@ -234,7 +234,12 @@ def facts_markdown(results: dict) -> str:
   if results.get("dataset_settings"):
     lines.append(f"Per-dataset settings: {results['dataset_settings']}")
   s = results.get("schedule")
-  if s:
+  if s and "train" not in s.get("stages", ["train"]):  # optim.* configured but never used
+    how = ("fitted in its fit stage on the training images' features" if s["stages"] else
+           "no training images used")
+    lines.append(f"Schedule: no gradient training ({results['method']}: {how}), images "
+                 f"{s['image_size']} px")
+  elif s:
     capped = s.get("config_batch_size", s["batch_size"]) != s["batch_size"]
     batch = (f"batch {s['batch_size']}" + (f" (data.batch_size {s['config_batch_size']} capped at "
                                            "the training set)" if capped else "")
@@ -312,12 +317,12 @@ def write_run_plots(workdir, results: dict) -> list[pathlib.Path]:
     ax.set_yticks(range(n), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{results['method']} on {results['dataset']} ({split}): "
+    ax.set_title(f"{results['method']} on {results['dataset']} ({split})\n"
                  f"accuracy {100 * block['accuracy']:.1f}%{warn}\n(counts; colour = row "
                  "fraction)", fontsize=9)
     fig.tight_layout()
     path = pathlib.Path(workdir) / f"confusion_matrix_{split}.png"
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # a few classes make a narrow figure: never clipped
     plt.close(fig)
     written.append(path)
     if isinstance(block.get("per_class"), dict):
@@ -336,7 +341,7 @@ def write_run_plots(workdir, results: dict) -> list[pathlib.Path]:
                    fontsize=9)
       fig.tight_layout()
       path = pathlib.Path(workdir) / f"per_class_f1_{split}.png"
-      fig.savefig(path)
+      fig.savefig(path, bbox_inches="tight")
       plt.close(fig)
       written.append(path)
   loss = results.get("train_loss") or []
@@ -357,13 +362,14 @@ def plot_loss_curve(entries, path: pathlib.Path, title: str) -> pathlib.Path:
   ax.set_xlim(0, max(steps) * 1.05)
   ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   if len(steps) == 1:  # a short run logs once (train.log_every_steps)
-    title += f"\n(one logged step: --config.train.log_every_steps below {steps[0]} logs more)"
+    title += (f"\n(one logged step: set --config.train.log_every_steps below {steps[0]} to log "
+              "more)")
   ax.set_xlabel("step")
   ax.set_ylabel("training loss (logged steps)")
   ax.set_title(title, fontsize=9)
   ax.grid(alpha=0.3)
   fig.tight_layout()
-  fig.savefig(path)
+  fig.savefig(path, bbox_inches="tight")
   plt.close(fig)
   return path
 
@@ -401,6 +407,18 @@ def find_results(paths) -> list[pathlib.Path]:
       raise FileNotFoundError(f"{path}: no results.json found in or below it")
     found += hits
   return found
+
+
+def default_metric(paths) -> str:
+  """The runs' common headline metric: macro_f1 when every run is multilabel (IU-Xray),
+  else accuracy."""
+  kinds = set()
+  for path in find_results(paths):
+    try:
+      kinds.add(json.loads(path.read_text()).get("task_kind"))
+    except (OSError, ValueError, AttributeError):
+      return "accuracy"  # load_runs names the bad file
+  return "macro_f1" if kinds == {"multilabel"} else "accuracy"
 
 
 def load_runs(paths, metric: str = "accuracy") -> list[dict]:
@@ -510,7 +528,7 @@ def _cell(values: dict[int, float] | None, n_seeds: int, ci: bool = False) -> st
     return "-"
   v = np.array(list(values.values()))
   text = f"{v.mean():.2f} ± {v.std():.2f}"
-  if ci:
+  if ci and len(v) > 1:  # one run has no interval
     text += f" (CI ±{ci95(v):.2f})"
   return text if len(v) == n_seeds else f"{text} (n={len(v)})"
 
@@ -544,6 +562,11 @@ def _k_free(groups, setting):
 SHORT_MARK = " (K short)"
 
 
+def _k_label(k: int, eq: str = "=") -> str:
+  """A K column's name; K = 0 is a run on the whole training split (IU-Xray), not 0 shots."""
+  return "all training images (K=0)" if k == 0 else f"K{eq}{k}"
+
+
 def fewshot_tables(groups, n_seeds: int, metric: str, harness=(), short=frozenset()) -> str:
   """(a) methods x K per dataset and averaged; (b) datasets x methods per K. K-independent
   methods (zero-shot) fill one "any K" column instead of repeating under every K. Methods in
@@ -555,7 +578,7 @@ def fewshot_tables(groups, n_seeds: int, metric: str, harness=(), short=frozense
   if not methods and not free:
     return ""
   any_k = ["any K"] if free else []
-  header = ["method", *any_k, *[f"K={k}" for k in shots]]
+  header = ["method", *any_k, *[_k_label(k) for k in shots]]
 
   def row(m, cell):
     if m in free:
@@ -570,7 +593,8 @@ def fewshot_tables(groups, n_seeds: int, metric: str, harness=(), short=frozense
   if short:
     out.append(f"{SHORT_MARK.strip()}: some class had fewer than K training images (used "
                "whole); each run's results.md lists its effective K per class.\n")
-  if set(harness) & {*methods, *free}:
+  if any(key[1] in harness and len(v) > 1 for key, v in groups.items()
+         if key[0] == "few_shot"):  # a cell shows a CI
     out.append("(CI ±x): 1.96·std/√n (population std), the column the adapter harness "
                "(BiomedCoOp main.py) reports as \"std\" for its three runs.\n")
   for d in datasets:
@@ -586,7 +610,8 @@ def fewshot_tables(groups, n_seeds: int, metric: str, harness=(), short=frozense
     rows = [[d, *[cell(m, d, kk) for m, kk in cols]] for d in datasets]
     rows.append(["**Average**", *[_mean_over_datasets(
         groups, "few_shot", m, datasets, kk, "test", n_seeds)[1] for m, kk in cols]])
-    out.append(f"### K = {k}: datasets × methods\n\n" + _md_table(["dataset", *names], rows))
+    out.append(f"### {_k_label(k, ' = ')}: datasets × methods\n\n"
+               + _md_table(["dataset", *names], rows))
   return "\n".join(out)
 
 
@@ -648,12 +673,15 @@ def plot_fewshot_curve(groups, path: pathlib.Path, metric: str, n_seeds: int,
   means over fewer seeds than the report's. Returns False when there are no few-shot runs."""
   methods, datasets, shots = _axes(groups, "few_shot")
   free = _k_free(groups, "few_shot")
-  if not methods and not free:
+  whole = 0 in shots  # shots=0: trained on the whole train split (IU-Xray), no point on a K axis
+  shots = [k for k in shots if k > 0]
+  if (not methods and not free) or (whole and not shots):
     return False
   plt = _pyplot()
   cols = min(3, len(datasets))
   rows_n = -(-len(datasets) // cols)
-  fig, axes = plt.subplots(rows_n, cols, figsize=(4.6 * cols, 3.6 * rows_n + 0.5), dpi=110,
+  fig_w = max(4.6 * cols, 6.0)  # one panel: wide enough for the title's two lines
+  fig, axes = plt.subplots(rows_n, cols, figsize=(fig_w, 3.6 * rows_n + 0.5), dpi=110,
                            squeeze=False)
   colors = {m: f"C{i}" for i, m in enumerate([*methods, *free])}
   markers = {m: "osD^vP*X<>"[i % 10] for i, m in enumerate(methods)}
@@ -685,15 +713,19 @@ def plot_fewshot_curve(groups, path: pathlib.Path, metric: str, n_seeds: int,
       ax.axhline(100.0 / chance[d], color="gray", ls=":", label=f"chance (1/{chance[d]})")
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [str(k) for k in xs])
+    ax.set_xlim(min(xs) / 2 ** 0.4, max(xs) * 2 ** 0.4)  # the side-by-side markers off the frame
+    ax.margins(y=0.12)
     ax.set_xlabel("shots per class (K)")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(d, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    # below the panel: inside, "best" still covered a marker at the edge (a K's only point)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3,
+              frameon=False)
   for ax in list(axes.flat)[len(datasets):]:
     ax.axis("off")
   import textwrap
-  width = int(4.6 * cols * 13)  # characters that fit the figure's width at this font size
+  width = int(fig_w * 13)  # characters that fit the figure's width at this font size
   lines = [*(textwrap.wrap(title, width) if title else []), *textwrap.wrap(
       f"few-shot {metric}, mean ± std over seeds (open markers: fewer seeds)", width)]
   fig.suptitle("\n".join(lines), fontsize=10)
@@ -763,10 +795,12 @@ def plot_calibration_vs_accuracy(cal_groups, path: pathlib.Path) -> bool:
   ax.set_ylabel("ECE (%), 10 bins (lower is better)")
   ax.set_title("Calibration vs accuracy (one point per dataset, K, split; mean over seeds)",
                fontsize=9)
+  ax.margins(y=0.1)  # a point at the highest ECE sat on the frame
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
+  # beside the axes: inside, the legend covered points in its corner
+  ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
   fig.tight_layout()
-  fig.savefig(path)
+  fig.savefig(path, bbox_inches="tight")
   plt.close(fig)
   return True
 
@@ -845,16 +879,19 @@ def main(argv=None) -> int:
                                    description=__doc__.split("\n")[0])
   parser.add_argument("workdirs", nargs="+", help="run workdirs or directories above them")
   parser.add_argument("--out", default="report", help="output directory (default: ./report)")
-  parser.add_argument("--metric", default="accuracy", help="key of the split metrics to tabulate")
+  parser.add_argument("--metric", default="", help="key of the split metrics to tabulate "
+                      "(default: accuracy; macro_f1 when every run is multilabel)")
   parser.add_argument("--published", default="", help="also compare with a published table "
                       "(biomedjax/published/compare.py), e.g. biomedcoop_fewshot; runs of a "
                       "configs/paper/ recipe are compared with theirs without it")
   args = parser.parse_args(argv)
   try:
-    print(make_report(args.workdirs, args.out, args.metric))
+    print(make_report(args.workdirs, args.out, args.metric or default_metric(args.workdirs)))
     from biomedjax.published import compare  # runs of a paper recipe: beside the paper
-    table = args.published or compare.detect(args.workdirs)
-    if table:
+    detected = compare.detect(args.workdirs)  # a recipe's table, and those of the same runs
+    tables = [args.published] if args.published else compare.SAME_RUNS.get(
+        detected, [detected] if detected else [])
+    for table in tables:
       print(compare.compare(args.workdirs, table, args.out))
   except (ResultsError, FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -13,6 +13,12 @@ plots ours against published with the y = x line.
 Every row names the provenance of its runs: the backbone (manifest sha256, or RANDOM) and the
 split files' sha256; a split whose sha256 is not the published file's is flagged in the row
 (a different split explains a different number). Rows with any random-weight run say RANDOM.
+
+The IU-Xray study's Tables 1-3 (``iuxray_table1|2|3``) are one seed per setting (zs / ft / lp,
+the runs' ``Method.study_name``), in fractions printed to 3 decimals: each cell is a setting's
+number from results.json's ``multilabel_study`` (the study's own decision rules and embedding
+distances, ``biomedjax/studies/multilabel_study.py``); Table 1's training time is shown, not
+compared. The recipe (configs/paper/iuxray.py) names Table 1; the report compares all three.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ class Cell:
   runs: list            # the runs behind it
   note: str = ""        # set when an average lacks datasets: then it is shown, not compared
   tolerance: float = 1e-9  # half a unit of the published value's last printed digit
+  digits: int = 2       # decimals shown (the IU-Xray tables print fractions to 3)
+  printed: str = ""     # the published value as the source printed it ("31.890")
 
   @property
   def compared(self) -> bool:
@@ -69,7 +77,8 @@ def half_unit(text: str) -> float:
 
 def _published(row: dict, column: str) -> dict:
   """Cell keywords for a published value: the value and its rounding tolerance."""
-  return {"published": published.value(row, column), "tolerance": half_unit(row[column])}
+  return {"published": published.value(row, column), "tolerance": half_unit(row[column]),
+          "printed": row[column]}
 
 
 def _raw_method(run: dict) -> str:
@@ -186,8 +195,88 @@ def calibprompt_cells(runs) -> list[Cell]:
   return cells
 
 
+def iuxray_study(run) -> dict | None:
+  """The IU-Xray study's numbers of a run: results.json's ``multilabel_study`` (written by every
+  multilabel run), else computed from the ``multilabel_setting.npz`` beside an older
+  results.json; None for a run of another kind."""
+  from biomedjax.studies import multilabel_study
+  if "multilabel_study" in run:
+    return run["multilabel_study"]
+  npz = pathlib.Path(run.get("_path", "")).parent / multilabel_study.SETTING_FILE
+  return multilabel_study.record(npz) if run.get("_path") and npz.is_file() else None
+
+
+# Table 1's columns -> (label, where the study's record holds the number). F1 and exact match are
+# the study's rule A (``rowminmax@0.5``), LRAP and coverage on the scores, the distances those of
+# the raw test embeddings (biomedjax/studies/multilabel_study.py).
+IUXRAY_TABLE1 = {
+    "inter_class_dist": ("inter-class distance", ("separability", "inter")),
+    "intra_class_dist": ("intra-class distance", ("separability", "intra")),
+    "ratio": ("inter/intra ratio", ("separability", "ratio")),
+    "f1": ("macro-F1 (rowminmax@0.5)", ("table1", "macro_f1")),
+    "exact_match": ("exact match (rowminmax@0.5)", ("table1", "exact_match")),
+    "lrap": ("LRAP", ("table1", "lrap")),
+    "coverage_error": ("coverage error", ("table1", "coverage_error")),
+    "time_min": ("training time (min)", ("minutes",)),
+}
+NOT_COMPARED = {"time_min": "not compared: wall time depends on the machine"}
+
+
+def _iuxray_cells(runs, table: str, cells_of, getter) -> list[Cell]:
+  """One cell per (published row, column): ``cells_of(row)`` -> [(setting, column, label)];
+  a run belongs to a setting (zs / ft / lp) by its study name (``Method.study_name``)."""
+  studies = [(r, iuxray_study(r)) for r in runs if r["dataset"] == "iuxray"]
+  cells = []
+  for row in published.load(table):
+    for setting, column, label in cells_of(row):
+      if not row[column]:
+        continue  # no value in the source (zero-shot has no training time)
+      pairs = [(r, v) for r, s in studies if s and s["name"] == setting
+               and (v := getter(s, row, column)) is not None]
+
+      def value(rs, pairs=pairs):  # the mean over a seed's runs
+        return float(np.mean([v for r, v in pairs if r in rs]))
+      cells.append(Cell(f"{setting} {label}", per_seed([r for r, _ in pairs], fn=value),
+                        runs=[r for r, _ in pairs], note=NOT_COMPARED.get(column, ""),
+                        digits=3, **_published(row, column)))
+  return cells
+
+
+def _dig(record: dict, path) -> float | None:
+  """The number at ``path`` in a study record; None where the run has none (a setting file
+  without embeddings has no distances; zero-shot has no training time)."""
+  for key in path:
+    record = record.get(key) if isinstance(record, dict) else None
+  return None if record is None else float(record)
+
+
+def iuxray_table1_cells(runs) -> list[Cell]:
+  return _iuxray_cells(
+      runs, "iuxray_table1",
+      lambda row: [(row["setting"], c, label) for c, (label, _) in IUXRAY_TABLE1.items()],
+      lambda s, row, column: _dig(s, IUXRAY_TABLE1[column][1]))
+
+
+def iuxray_table2_cells(runs) -> list[Cell]:
+  return _iuxray_cells(runs, "iuxray_table2",
+                       lambda row: [(m, m, f"{row['disease']} F1") for m in published.IUXRAY_MODES],
+                       lambda s, row, _: _dig(s, ("per_label_f1", row["disease"])))
+
+
+def iuxray_table3_cells(runs) -> list[Cell]:
+  return _iuxray_cells(runs, "iuxray_table3",
+                       lambda row: [(m, m, f"{row['domain']} F1") for m in published.IUXRAY_MODES],
+                       lambda s, row, _: _dig(s, ("per_domain_f1", row["domain"])))
+
+
 CELLS = {"biomedcoop_fewshot": fewshot_cells, "biomedcoop_base2novel": base2novel_cells,
-         "biomedvr_16shot": biomedvr_cells, "calibprompt_ece": calibprompt_cells}
+         "biomedvr_16shot": biomedvr_cells, "calibprompt_ece": calibprompt_cells,
+         "iuxray_table1": iuxray_table1_cells, "iuxray_table2": iuxray_table2_cells,
+         "iuxray_table3": iuxray_table3_cells}
+# Tables read from the same runs: a recipe names the first, the report compares all of them.
+SAME_RUNS = {"iuxray_table1": ("iuxray_table1", "iuxray_table2", "iuxray_table3")}
+# The results.json metric every run of a table must carry (load_runs checks it).
+RUN_METRIC = {t: "macro_f1" for t in SAME_RUNS["iuxray_table1"]}
 
 
 def provenance_text(runs) -> str:
@@ -208,7 +297,8 @@ def provenance_text(runs) -> str:
     if expected is not None and digest != expected:
       flagged.append(f"SPLIT DIFFERS {name} {digest[:12]} (published {expected[:12]})")
   text = "backbone " + "; ".join(backbones)
-  text += "; split " + ", ".join(f"{n} {d[:12]}" for n, d in sorted(splits.items()))
+  if splits:  # (IU-Xray's runs split by uid: no split file)
+    text += "; split " + ", ".join(f"{n} {d[:12]}" for n, d in sorted(splits.items()))
   return text + ("; " + "; ".join(flagged) if flagged else "")
 
 
@@ -218,11 +308,12 @@ def _fmt(x, digits=2) -> str:
 
 def row_of(cell: Cell) -> list[str]:
   random = "RANDOM" if any(provenance.is_random(r) for r in cell.runs) else ""
-  ours = "-" if not cell.ours else f"{cell.mean:.2f} ± {cell.std:.2f} ({len(cell.ours)})"
+  d = cell.digits
+  ours = "-" if not cell.ours else f"{cell.mean:.{d}f} ± {cell.std:.{d}f} ({len(cell.ours)})"
   if cell.note and cell.ours:
     ours += f" [{cell.note}]"
-  delta = "-" if cell.delta is None else f"{round(cell.delta, 6) + 0.0:+.2f}"  # no "-0.00"
-  pub = "-" if cell.published is None else f"{cell.published:.6g}"
+  delta = "-" if cell.delta is None else f"{round(cell.delta, 6) + 0.0:+.{d}f}"  # no "-0.00"
+  pub = "-" if cell.published is None else cell.printed or f"{cell.published:.6g}"
   return [random, cell.label, ours, pub, delta, provenance_text(cell.runs)]
 
 
@@ -233,7 +324,7 @@ def summary(cells: list[Cell]) -> str:
   within = sum(c.within for c in compared)
   worst = max(compared, key=lambda c: abs(c.delta))
   return (f"{within} of {len(compared)} cells within 1 std of the published value; "
-          f"largest |Δ|: {worst.label} ({worst.delta:+.2f})")
+          f"largest |Δ|: {worst.label} ({worst.delta:+.{worst.digits}f})")
 
 
 def plot(cells: list[Cell], path: pathlib.Path, title: str, random: bool) -> bool:
@@ -282,9 +373,8 @@ def compare(paths, table: str, out_dir) -> str:
   """Writes ``paper_<table>.md``, ``.csv`` and ``_scatter.png`` to ``out_dir``; returns the
   Markdown."""
   if table not in CELLS:
-    raise ValueError(f"--published {table!r}: compared tables are {', '.join(CELLS)} (the "
-                     "IU-Xray tables: python -m biomedjax.studies.multilabel_study)")
-  runs = report.load_runs(paths)
+    raise ValueError(f"--published {table!r}: compared tables are {', '.join(CELLS)}")
+  runs = report.load_runs(paths, RUN_METRIC.get(table, "accuracy"))
   cells = CELLS[table](runs)
   info = published.TABLES[table]
   random = any(provenance.is_random(r) for r in runs)

@@ -173,6 +173,14 @@ def evaluate_setting(s: dict, threshold: float = TABLE1_THRESHOLD, knn_k: int = 
   return out
 
 
+def record(path) -> dict:
+  """One setting's study numbers (``evaluate_setting`` without its two full metric reports), as
+  a run writes them into results.json's ``multilabel_study``: what ``python -m biomedjax.report
+  --published iuxray_table1|2|3`` compares with the paper (biomedjax/published/compare.py)."""
+  out = evaluate_setting(load_setting(path))
+  return {k: v for k, v in out.items() if not k.startswith("report_rule_")}
+
+
 def _fmt(x, digits=3) -> str:
   if x is None:
     return "—"

@@ -230,7 +230,8 @@ class Run:
     self.writer.close()
     if data.kind == "multilabel" and config.data.setting == "few_shot":
       from biomedjax.studies import multilabel_study  # the study tables' inputs
-      multilabel_study.write_run_setting(self, trainable, train_minutes)
+      results["multilabel_study"] = multilabel_study.record(
+          multilabel_study.write_run_setting(self, trainable, train_minutes))
     if jax.process_index() == 0:
       report_lib.write_run_results(self.workdir, results)
       log.info("results: %s", report_lib.run_outputs_text(self.workdir))
@@ -332,7 +333,10 @@ def prepare(config, workdir, like: Run | None = None) -> Run:
   workdir = pathlib.Path(workdir)
   setup.check_model(config.model)  # a preset typo or a missing model dir: nothing written yet
   with distributed.process_zero_first("setup"):  # it writes into the shared workdir
-    phases.phase("reading the split file and checking every image ...")
+    if config.data.get("source", "files") == "files":
+      phases.phase("reading the split file and checking every image ...")
+    else:  # data/tfds_source.py: tfds's own records, no split file
+      phases.phase("reading the %s records of %r ...", config.data.source, config.data.dataset)
     data = setup.build_data(config.data, config.seed, workdir)
     phases.phase("data set %r; per-dataset settings: %s", config.data.dataset,
                  config.get("dataset_settings", ""))

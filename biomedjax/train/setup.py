@@ -133,7 +133,7 @@ def _split_file_and_root(data_cfg, workdir: pathlib.Path):
     if carried.is_file():
       return carried, None, None
   if info:
-    return (info.split_file(data_cfg.root),
+    return (info.run_split_file(data_cfg.root, workdir),
             pathlib.Path(data_cfg.image_root or info.image_root(data_cfg.root)),
             info.classnames or None)  # natural-image datasets: the split file's names
   raise ValueError(f"config.data.dataset={data_cfg.dataset!r} is not one of "
