@@ -89,6 +89,24 @@ def test_phases_are_logged_and_the_end_says_where_the_results_are(knee):
   assert "Waiting for previous save" not in log
 
 
+def test_the_bar_after_compilation_never_shows_a_negative_rate():
+  """``restart_clock`` inside ``for i in bar`` (where tqdm's own count is one behind): the loss
+  postfix drawn in the same step used to show ``0/2 [00:05<-00:10, -0.20it/s]``."""
+  import io
+
+  from tqdm import tqdm
+
+  from biomedjax.train import phases
+  bar = tqdm(range(3), total=3, file=io.StringIO(), smoothing=0, mininterval=0)
+  for i in bar:
+    if i == 0:
+      phases.restart_clock(bar, 1, 0.0)
+    bar.set_postfix(loss="1.0")
+    d = bar.format_dict
+    assert d["n"] >= d["initial"] == 1, d
+  assert "-" not in bar.fp.getvalue().replace("-\n", ""), bar.fp.getvalue()
+
+
 def test_a_method_without_gradient_training_states_no_sgd_schedule():
   """results.md of a fit-stage method (the linear probe's closed-form fit, zero-shot) does not
   claim the optim.* schedule its config carries but never runs."""

@@ -28,5 +28,7 @@ def restart_clock(bar, done: int, since: float) -> None:
            "from here", time.time() - since)
   if getattr(bar, "disable", True):
     return
-  bar.initial = done
+  # tqdm's ``for i in bar`` keeps its own count, one behind inside the body; ``bar.n`` (what a
+  # ``set_postfix`` in the same body shows) must match ``initial`` or the rate is negative.
+  bar.initial = bar.n = done
   bar.start_t = bar.last_print_t = bar._time()
