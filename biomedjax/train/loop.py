@@ -102,7 +102,7 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=(), cost=Non
   start = 0
   # the frozen tower's running statistics where the reference trains through it in train mode
   tower = sharding.replicate(run.backbone_state, mesh)
-  restored = ckpt.restore_latest(trainable, opt_state, rng, it, tower)  # unreadable: the one before
+  restored = ckpt.restore_latest(trainable, opt_state, rng, it, tower)  # unreadable: one before
   if restored is not None:
     trainable, opt_state, start, rng, tower = restored
     run.backbone_state = tower
