@@ -24,6 +24,7 @@ eval mode (``tower_train_passes = 0``, the default).
 
 import copy
 import json
+import logging
 import os
 import pathlib
 import signal
@@ -199,8 +200,13 @@ def test_sigint_then_resume_equals_the_uninterrupted_run(runs):
                trained.load_backbone_state(whole / trained.STATE_FILE))
 
 
-def test_tower_mode_eval_leaves_the_statistics_untouched(setup, tmp_path):
+def test_tower_mode_eval_leaves_the_statistics_untouched(setup, tmp_path, caplog):
   config, _, _ = setup
+  views = config()
+  views.data.views = "precomputed"  # cannot apply to a drifting tower: online, said once
+  with caplog.at_level(logging.INFO, logger="biomedjax"):
+    assert loop.prepare(views, tmp_path / "views").backbone_state
+  assert sum("encodes the pixels online" in r.getMessage() for r in caplog.records) == 1
   c = config(tower_mode="eval")
   c.optim.epochs, c.optim.warmup_epochs = 1, 0
   run = loop.prepare(c, tmp_path)

@@ -352,7 +352,7 @@ def prepare(config, workdir, like: Run | None = None) -> Run:
       backbone, params = like.backbone, like.params
   method = build_method(config, backbone, data.classnames, data.kind)
   tower = tower_lib.initial(config, method, params)  # model.tower_mode: refused before writing
-  if tower and view_stream.check(config, method) != view_stream.ONLINE:
+  if tower and view_stream.parse_views(config.data.get("views", "online"))[0] != view_stream.ONLINE:
     log.info("data.views=%s: the frozen tower's features of a batch depend on its train-mode "
              "BatchNorm (model.tower_mode=reference), so nothing can be encoded ahead; training "
              "encodes the pixels online", config.data.views)
