@@ -97,7 +97,8 @@ def jax_grid(side, prompts, config, data, n_prompts: int, steps: int) -> dict:
   times = []
   for i in range(steps):
     t = time.perf_counter()
-    trainable, opt_state, m = step(trainable, opt_state, frozen, next(it), rng, jnp.int32(i))
+    trainable, opt_state, _, m = step(trainable, opt_state, {}, frozen, next(it), rng,
+                                      jnp.int32(i))
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t)
   total = time.perf_counter() - t0

@@ -37,6 +37,9 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       tokenizer="",
       compute_dtype="float32",  # dtype the towers compute in: "float32" or "bfloat16"
       remat=False,           # jax.checkpoint the image tower's blocks (memory for recompute)
+      # "reference": a BatchNorm tower in train mode while training where the method's reference
+      # puts it there (BiomedCoOp on PMC-CLIP; biomedjax/train/tower.py); "eval": always eval
+      tower_mode="reference",
   ))
   c.data = mlc.ConfigDict(dict(
       dataset=a.dataset,     # catalog key, "synthetic", "synthetic_multilabel", or any name

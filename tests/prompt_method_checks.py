@@ -67,8 +67,8 @@ def engine_steps(method, frozen, batch, steps, lr=0.5):
   step = step_lib.make_train_step(method, method.backbone, tx, mesh)
   losses = []
   for i in range(steps):
-    trainable, opt_state, metrics = step(trainable, opt_state, frozen, batch,
-                                         jax.random.key(0), jnp.int32(i))
+    trainable, opt_state, _, metrics = step(trainable, opt_state, {}, frozen, batch,
+                                            jax.random.key(0), jnp.int32(i))
     losses.append(float(metrics["loss"]))
   return trainable, losses
 

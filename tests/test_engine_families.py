@@ -210,8 +210,8 @@ def test_finetune_changes_the_image_tower_only(tmp_path, dtype):
   step = step_lib.make_train_step(method, backbone, tx, jax.sharding.Mesh(jax.devices()[:1],
                                                                           ("data",)))
   batch = jax.tree.map(jnp.asarray, tiny_backbone.image_batch(4, 4))
-  new, _, metrics = step(jax.tree.map(jnp.copy, trainable), tx.init(trainable), frozen_step,
-                         batch, jax.random.key(0), 0)
+  new, _, _, metrics = step(jax.tree.map(jnp.copy, trainable), tx.init(trainable), {},
+                            frozen_step, batch, jax.random.key(0), 0)
   assert np.isfinite(float(metrics["loss"]))
   assert jax.tree.leaves(new)[0].dtype == jnp.float32  # fp32 master weights
   moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != b)), new["visual"],

@@ -117,8 +117,8 @@ def _steps(method, trainable, frozen, batch, n=2, lr=0.02):
   copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731  (the step donates its inputs)
   for i in range(n + 1):  # the last call only measures the loss after n updates, with the
     # first step's rng (a method with dropout draws the same mask) -- like for like.
-    new, new_opt, metrics = step(copy(trainable), copy(opt_state), frozen, batch,
-                                 jax.random.key(1), jnp.int32(i if i < n else 0))
+    new, new_opt, _, metrics = step(copy(trainable), copy(opt_state), {}, frozen, batch,
+                                    jax.random.key(1), jnp.int32(i if i < n else 0))
     losses.append(float(metrics["loss"]))
     if i < n:
       trainable, opt_state = new, new_opt
@@ -207,9 +207,9 @@ def test_method_contract(name, family, full_size, tmp_path):
     init = jax.eval_shape(big.init, jax.random.key(0), frozen_shapes) if not big.fits else None
     if init is not None:
       out = jax.eval_shape(step_lib.make_train_step(big, full_backbone, tx, jax.sharding.Mesh(
-          jax.devices()[:1], ("data",))), init, jax.eval_shape(tx.init, init),
+          jax.devices()[:1], ("data",))), init, jax.eval_shape(tx.init, init), {},
           loop.split_frozen(big, frozen_shapes), big_batch, jax.random.key(0), 0)
-      assert out[2]["loss"].shape == ()
+      assert out[3]["loss"].shape == ()
       assert jax.tree.structure(out[0]) == jax.tree.structure(init)
 
 

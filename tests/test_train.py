@@ -184,7 +184,8 @@ def test_coop_on_8_devices_equals_1_device(tmp_path):
     for i in range(4):
       batch = next(it)
       assert len(batch["image"].sharding.device_set) == len(devices)
-      trainable, opt_state, _ = step(trainable, opt_state, frozen, batch, jax.random.key(1), i)
+      trainable, opt_state, _, _ = step(trainable, opt_state, {}, frozen, batch,
+                                        jax.random.key(1), i)
     finals.append(np.asarray(trainable["ctx"]))
   assert np.abs(finals[0] - np.asarray(method.init(jax.random.key(0), frozen)["ctx"])).max() > 1e-4
   np.testing.assert_allclose(finals[1], finals[0], rtol=1e-5, atol=1e-6)

@@ -23,6 +23,12 @@ What a method declares, and what the engine does with it:
 * ``fit_views``: for a "fit" stage, how many augmented views of the training set the engine
   encodes (the adapter harness's RandomResizedCrop + flip, ``biomedjax/data/views.py``) and
   passes to ``fit`` as (V, N, D) features with an ``rng``; 0 = the eval-transform features.
+* ``tower_train_passes``: how many times per step the reference runs the frozen image tower in
+  train mode (its trainer registers the whole CLIP wrapper with Dassl, whose ``run_epoch`` calls
+  ``.train()`` on it); 0 = eval mode (only the prompt learner registered). For a tower with
+  BatchNorm the engine then normalises training batches with their own statistics and carries
+  the drifting running statistics as run state (``biomedjax/train/tower.py``), unless
+  ``--config.model.tower_mode=eval``.
 * ``packs_runs``: ``fit_runs`` fits several seeds of one setting as one vmapped computation
   (``launch.py --sweep=packed``, biomedjax/train/fit_pack.py); False: runs go one by one.
 * ``task_kinds``: the task kinds the method is defined for; building it for another kind is an
@@ -113,6 +119,7 @@ class Method:
   stages = ("train",)
   trainable_backbone: tuple[str, ...] = ()
   fit_views = 0
+  tower_train_passes = 0  # train-mode tower forwards per step in the reference (0: eval mode)
   fit_needs_data = True  # False: ``fit`` gets no features (zero-shot), none are encoded for it
   packs_runs = False  # True: ``fit_runs`` fits the runs of a setting as ONE vmapped computation
   task_kinds: tuple[str, ...] = ("multiclass",)

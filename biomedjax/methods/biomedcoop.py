@@ -103,6 +103,12 @@ class BiomedCoOp(coop.CoOp):
   options_type = BiomedCoOpOptions
   task_kinds = ("multiclass",)
   kind_note = "its KDSP term is a KL between softmax distributions"
+  # Every BiomedCoOp trainer registers the whole wrapper (``register_model("prompt_learner",
+  # self.model, ...)``: biomedcoop_pmcclip.py:330, _biomedclip.py:288, _clip.py:269,
+  # _pubmedclip.py:305), so Dassl's ``set_model_mode("train")`` puts the frozen tower in train
+  # mode, and each step runs it twice on the batch (:209 the student's features, :223 the
+  # teacher's under ``no_grad``): two BatchNorm updates per step on a ResNet tower (PMC-CLIP).
+  tower_train_passes = 2
 
   def __init__(self, backbone: Backbone, task: Task, opts: BiomedCoOpOptions, objective=None):
     self.llm_prompts = llm_prompts_of(task, opts.n_prompts)  # a bad prompt file fails first

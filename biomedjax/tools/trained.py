@@ -6,7 +6,11 @@ as safetensors tensors named by their pytree path (``ctx``, ``meta_net/linear1/k
 the file's metadata everything needed to rebuild the method around it: the method's config
 block, the class names and prompt template (and LLM prompts), the eval image size, and the
 backbone (the converted directory with its manifest sha256, or the random preset with the words
-of its generated vocabulary, which ``init_params`` reproduces exactly).
+of its generated vocabulary, which ``init_params`` reproduces exactly). A run whose frozen tower
+trained in the reference's train mode (``biomedjax/train/tower.py``) also stores the drifted
+BatchNorm statistics it was evaluated with, as tensors under ``@backbone_state/`` (e.g.
+``@backbone_state/batch_stats/visual/bn1/mean``); ``load`` keeps them out of the trainable pytree,
+``load_backbone_state`` reads them, and ``TrainedClassifier`` predicts with them.
 
 ``python -m biomedjax.tools.export`` copies that file elsewhere; ``TrainedClassifier.load(path)``
 rebuilds backbone + method + state and predicts on image files or preprocessed arrays, with
@@ -27,6 +31,7 @@ from biomedjax import pytree_paths
 STATE_FILE = "trained_state.safetensors"
 FORMAT = "biomedjax-trained-method"
 _META_KEY = "biomedjax"
+BACKBONE_STATE = "@backbone_state"  # not a pytree key a method can have ('@' starts no name)
 
 
 class TrainedStateError(ValueError):
@@ -46,13 +51,16 @@ def _flatten(tree, prefix="") -> dict[str, np.ndarray]:
   return {prefix.rstrip("/"): np.ascontiguousarray(np.asarray(tree))}
 
 
-def save(path, trainable, meta: dict) -> pathlib.Path:
-  """Writes the trainable pytree (nested dicts of arrays) + ``meta`` atomically."""
+def save(path, trainable, meta: dict, backbone_state=None) -> pathlib.Path:
+  """Writes the trainable pytree (nested dicts of arrays) + ``meta`` atomically; a non-empty
+  ``backbone_state`` (the run's drifted tower statistics) under ``@backbone_state/``."""
   from safetensors.numpy import save_file
   import jax
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tensors = _flatten(jax.device_get(trainable))
+  if backbone_state:
+    tensors.update(_flatten(jax.device_get(backbone_state), f"{BACKBONE_STATE}/"))
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
   os.close(fd)
   try:
@@ -67,6 +75,17 @@ def save(path, trainable, meta: dict) -> pathlib.Path:
 
 def load(path) -> tuple[dict, dict]:
   """(trainable pytree of numpy arrays, meta) of a state file."""
+  tree, meta = _load(path)
+  tree.pop(BACKBONE_STATE, None)
+  return tree, meta
+
+
+def load_backbone_state(path) -> dict:
+  """The tower state a run was evaluated with (``{"batch_stats": ...}``), or {} (eval mode)."""
+  return _load(path)[0].get(BACKBONE_STATE, {})
+
+
+def _load(path) -> tuple[dict, dict]:
   from safetensors import safe_open
   path = pathlib.Path(path)
   if not path.is_file():
@@ -191,7 +210,9 @@ class TrainedClassifier:
     from biomedjax.methods.base import Backbone
     trainable, meta = load(path)
     model = load_backbone(meta, backbone_dir)
-    backbone, params = Backbone(model.module, model.tokenizer), model.params
+    # a tower that trained in the reference's train mode: its drifted statistics
+    params = {**model.params, **load_backbone_state(path)}
+    backbone = Backbone(model.module, model.tokenizer)
     task = task_of(meta)
     method = METHODS[meta["method"]["name"]].build(backbone, task, method_config(meta),
                                              objective_of(meta, task))

@@ -1,7 +1,10 @@
 """Resumable run state with orbax: what trains, the optimizer, the step, the RNG and the data.
 
-Only the trainable pytree and its optimizer state are saved: the backbone is the converted
-directory the config names, recorded in the run's ``config.json``. The grain iterator state is
+Only the trainable pytree, its optimizer state and the frozen tower's mutable state (``tower``:
+BatchNorm running statistics that drift in the reference's train mode, ``biomedjax/train/
+tower.py``; stored only when non-empty, so an eval-mode run's checkpoint is what it always was)
+are saved: the backbone is the converted directory the config names, recorded in the run's
+``config.json``. The grain iterator state is
 saved beside them, so a resumed run sees exactly the batches an uninterrupted one would.
 Orbax writes each step into a temporary directory and renames it when complete, so a run killed
 mid-save leaves the previous checkpoint intact.
@@ -86,7 +89,7 @@ def check_or_write_config(workdir: pathlib.Path, config) -> bool:
 
 
 class Checkpointer:
-  """Saves and restores ``{trainable, opt_state, step, rng}`` plus a grain iterator."""
+  """Saves and restores ``{trainable, opt_state, step, rng[, tower]}`` plus a grain iterator."""
 
   def __init__(self, workdir: pathlib.Path, keep: int = 2):
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
@@ -96,9 +99,16 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, step: int, trainable, opt_state, rng, data_iter) -> None:
+  @staticmethod
+  def _state(trainable, opt_state, step, rng, tower) -> dict:
     state = {"trainable": trainable, "opt_state": opt_state, "step": np.asarray(step, np.int64),
              "rng": np.asarray(jax.random.key_data(rng))}
+    if tower:
+      state["tower"] = tower
+    return state
+
+  def save(self, step: int, trainable, opt_state, rng, data_iter, tower=None) -> None:
+    state = self._state(trainable, opt_state, step, rng, tower)
     try:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
@@ -114,10 +124,10 @@ class Checkpointer:
           + ": free disk space (a full disk is the usual cause), then run the same command "
           "again to resume") from e
 
-  def restore(self, step: int, trainable, opt_state, rng, data_iter):
-    """Restores into the structure (and shardings) of the given freshly-initialised values."""
-    target = {"trainable": trainable, "opt_state": opt_state, "step": np.asarray(0, np.int64),
-              "rng": np.asarray(jax.random.key_data(rng))}
+  def restore(self, step: int, trainable, opt_state, rng, data_iter, tower=None):
+    """Restores into the structure (and shardings) of the given freshly-initialised values;
+    -> (trainable, opt_state, step, rng, tower)."""
+    target = self._state(trainable, opt_state, 0, rng, tower)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(
@@ -129,11 +139,12 @@ class Checkpointer:
           f"{str(e).splitlines()[0][:300]}). It was left untouched; move it away, or use another "
           "--workdir, to start over") from e
     s = restored["state"]
-    return s["trainable"], s["opt_state"], int(s["step"]), jax.random.wrap_key_data(s["rng"])
+    return (s["trainable"], s["opt_state"], int(s["step"]), jax.random.wrap_key_data(s["rng"]),
+            s.get("tower", tower or {}))
 
-  def restore_latest(self, trainable, opt_state, rng, data_iter):
-    """``restore`` of the newest readable checkpoint -> (trainable, opt_state, step, rng), or
-    None when there is none.
+  def restore_latest(self, trainable, opt_state, rng, data_iter, tower=None):
+    """``restore`` of the newest readable checkpoint -> (trainable, opt_state, step, rng, tower),
+    or None when there is none.
 
     A newest checkpoint that cannot be read (cut short by a full disk or an interrupted copy)
     is a warning naming its step; the previous one is restored instead, and the unreadable ones
@@ -145,7 +156,7 @@ class Checkpointer:
     errors = []
     for step in steps:
       try:
-        restored = self.restore(step, trainable, opt_state, rng, data_iter)
+        restored = self.restore(step, trainable, opt_state, rng, data_iter, tower)
       except CheckpointError as e:
         errors.append((step, e))
         continue

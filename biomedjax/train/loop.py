@@ -96,13 +96,16 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=(), cost=Non
                            seed=config.seed, **train_options(config.data))
   # data.views="precomputed": the stream is encoded (or read from the cache) once for all lanes
   it = view_stream.train_iterator(config, run.method, frozen["backbone"], run.data, mesh,
-                                  run.steps, it)
+                                  run.steps, it, drifting=bool(run.backbone_state))
   ckpt = checkpoint.Checkpointer(pathlib.Path(directory or run.workdir))
   histories = [lifecycle.History(lane.workdir) for lane in lanes]
   start = 0
-  restored = ckpt.restore_latest(trainable, opt_state, rng, it)  # unreadable: the one before
+  # the frozen tower's running statistics where the reference trains through it in train mode
+  tower = sharding.replicate(run.backbone_state, mesh)
+  restored = ckpt.restore_latest(trainable, opt_state, rng, it, tower)  # unreadable: one before
   if restored is not None:
-    trainable, opt_state, start, rng = restored
+    trainable, opt_state, start, rng, tower = restored
+    run.backbone_state = tower
     for h in histories:
       h.restore(start)
     for hook in hooks:
@@ -127,8 +130,9 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=(), cost=Non
     for i in bar:
       stop.at(i, "train step", watch=i > start)  # the first step compiles
       batch_i = next(it)
-      trainable, opt_state, m = stepper.traced(lambda: step_fn(trainable, opt_state, frozen,
-                                                               batch_i, rng, jnp.int32(i)))
+      trainable, opt_state, tower, m = stepper.traced(lambda: step_fn(
+          trainable, opt_state, tower, frozen, batch_i, rng, jnp.int32(i)))
+      run.backbone_state = tower  # what the epoch hooks and the final evaluation see
       done = i + 1
       if i == first:  # compilation: out of the bar's and the log's steps/s
         jax.block_until_ready(m)
@@ -156,7 +160,7 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=(), cost=Non
           h.save()
         for hook in hooks:
           hook.save()
-        ckpt.save(done, trainable, opt_state, rng, it)
+        ckpt.save(done, trainable, opt_state, rng, it, tower)
         stop.saved(done)
       if cost is not None:
         cost.after_epoch_work(done)

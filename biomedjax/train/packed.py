@@ -50,7 +50,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from biomedjax.methods.base import Method
-from biomedjax.train import calibrate, checkpoint, loop, sharding, step as step_lib, workdir_lock
+from biomedjax.train import (calibrate, checkpoint, loop, sharding, step as step_lib,
+                             tower as tower_lib, workdir_lock)
 
 log = logging.getLogger("biomedjax")
 LR_KEY = "optim.lr"
@@ -182,22 +183,27 @@ class PackProgram:
       return trainable, self.tx_at(h).init(trainable)
     return jax.jit(jax.vmap(one, in_axes=(0, None, None)))(self.table, rng, frozen)
 
-  def step_fn(self, trainable, opt_state, table, frozen, batch, rng, i):
-    """One step of every point: the batch through the frozen tower once, then vmapped updates."""
-    frozen = jax.lax.stop_gradient(frozen)
-    batch = step_lib.method_batch(self.method, self.backbone, frozen["backbone"], batch)
+  def step_fn(self, trainable, opt_state, tower, table, frozen, batch, rng, i):
+    """One step of every point: the batch through the frozen tower once, then vmapped updates.
+    ``tower`` (train-mode BatchNorm statistics, ``biomedjax/train/tower.py``) depends on the
+    batches alone, which the points share: one state for the pack, updated once per step."""
+    frozen, tower = jax.lax.stop_gradient((frozen, tower))
+    batch, tower = tower_lib.train_batch(self.method, self.backbone, frozen["backbone"], tower,
+                                         batch)
     key = jax.random.fold_in(rng, i)
 
     def one(tr, state, h):
       return step_lib.apply_step(self.method_at(h), self.tx_at(h), tr, state, frozen, batch, key)
-    return jax.vmap(one)(trainable, opt_state, table)
+    trainable, opt_state, metrics = jax.vmap(one)(trainable, opt_state, table)
+    return trainable, opt_state, tower, metrics
 
   def make_step(self, mesh):
-    """The loop's step ``(trainable, opt_state, frozen, batch, rng, i)``, every point at once."""
+    """The loop's step ``(trainable, opt_state, tower, frozen, batch, rng, i)``, every point at
+    once."""
     repl = sharding.replicated(mesh)
-    step = jax.jit(self.step_fn, donate_argnums=(0, 1), out_shardings=(repl, repl, repl))
-    return lambda tr, state, frozen, batch, rng, i: step(tr, state, self.table, frozen, batch,
-                                                         rng, i)
+    step = jax.jit(self.step_fn, donate_argnums=(0, 1), out_shardings=(repl,) * 4)
+    return lambda tr, state, tower, frozen, batch, rng, i: step(tr, state, tower, self.table,
+                                                                frozen, batch, rng, i)
 
   # -- the training loop's stepper protocol (``biomedjax.train.loop.train``) -------------------
   def lane_metrics(self, m: dict) -> list[dict]:
@@ -295,6 +301,8 @@ def run_pack(points: list[Point], directory) -> list[dict]:
   trainable, histories, diverged = loop.train(
       first, prog, [loop.Lane(r.workdir, r.writer) for r in runs], directory)
   train_minutes = (time.time() - t0) / 60
+  for r in runs[1:]:  # the pack's one tower state (train-mode statistics) is every point's
+    r.backbone_state = first.backbone_state
   cache = {}
 
   def lane_logits(p):

@@ -7,8 +7,10 @@ workdir's config (the resume lock) and opens its writer; ``Run.logits`` is the O
 evaluation chooses between cached image features and pixels; ``Run.finish`` writes the trained
 state, evaluates every target and writes ``results.json``.
 
-``backbone_state``: the backbone's mutable state (e.g. BatchNorm statistics of a convolutional
-tower), carried next to the trainable state and checkpointed with it; empty for the CLIP towers.
+``backbone_state``: the frozen tower's mutable state, ``{"batch_stats": ...}`` when the method's
+reference trains through a BatchNorm tower in train mode (``biomedjax/train/tower.py``; ``{}``
+otherwise): threaded through the train step, checkpointed with the trainable state, used by every
+evaluation (the feature cache keys on it) and written into the trained-state file.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from biomedjax.data import epoch_batches, views
 from biomedjax.methods import METHODS
 from biomedjax.methods.base import FeatureSet, Method
 from biomedjax.train import (calibrate, checkpoint, distributed, evaluate, lifecycle, phases,
-                             setup, sharding, step as step_lib, test_selection, view_stream)
+                             setup, sharding, step as step_lib, test_selection, tower as tower_lib,
+                             view_stream)
 
 log = logging.getLogger("biomedjax")
 
@@ -159,14 +162,15 @@ class Run:
     t = self.target(split)
     if t.method is not self.method:
       state = self.method.transfer(state, t.method)
-    if t.method.inputs == "features":
-      feats, labels = self.image_features(t.cache_key, t.source)
+    if t.method.inputs == "features":  # the tower's features under the run's tower state
+      feats, labels = self.image_features(t.cache_key, t.source, self.backbone_state)
       if self.lane_logits is not None and t.method is self.method:
         return self.lane_logits(t.cache_key, feats), labels
       return np.asarray(self._logits_fn(t.method)(state, t.frozen, jnp.asarray(feats))), labels
     fn = self._logits_fn(t.method)
+    frozen = tower_lib.with_tower(t.frozen, self.backbone_state)
     progress = self.config.train.progress if progress is None else progress
-    return evaluate.map_images(lambda px: fn(state, t.frozen, px), t.source, self.mesh,
+    return evaluate.map_images(lambda px: fn(state, frozen, px), t.source, self.mesh,
                                self.config.data, f"eval {split}", progress)
 
   # -- a "fit" stage ------------------------------------------------------------------------------
@@ -219,7 +223,7 @@ class Run:
     trainable = sharding.replicate(trainable, self.mesh)
     if jax.process_index() == 0:  # what predict/export use; before results.json marks the end
       trained.save(self.workdir / trained.STATE_FILE, trainable, trained.run_meta(
-          config, method.task, setup.vocabulary_words(config, data)))
+          config, method.task, setup.vocabulary_words(config, data)), self.backbone_state)
     results = self._header(trainable, history)
     results.update(extra_results or {})
     self._evaluate(trainable, results)
@@ -295,17 +299,21 @@ def short_classes(data, shots: int) -> dict:
 
 
 def feature_cache(backbone, params, mesh, config):
-  """``image_features(split, source) -> FeatureSet``: a split's eval-transform features, encoded
-  on its first use and kept (val, test, a fit stage and a pack's points all reuse them)."""
+  """``image_features(split, source, tower={}) -> FeatureSet``: a split's eval-transform features,
+  encoded on its first use and kept (val, test, a fit stage and a pack's points all reuse them).
+  ``tower``: the tower state they are encoded under (``tower.py``); the cache keeps each split's
+  features of the last state asked for, so drifted statistics are never served stale ones."""
   feature_fn = step_lib.make_feature_fn(backbone)
   features = {}
 
-  def image_features(split, examples) -> FeatureSet:
-    if split not in features:
-      features[split] = FeatureSet(*evaluate.map_images(
-          lambda px: feature_fn(params, px), examples, mesh, config.data, f"features {split}",
+  def image_features(split, examples, tower=None) -> FeatureSet:
+    key = tower_lib.digest(tower)
+    if split not in features or features[split][0] != key:
+      p = tower_lib.merged(params, tower)
+      features[split] = key, FeatureSet(*evaluate.map_images(
+          lambda px: feature_fn(p, px), examples, mesh, config.data, f"features {split}",
           config.train.progress))
-    return features[split]
+    return features[split][1]
   return image_features
 
 
@@ -347,7 +355,12 @@ def prepare(config, workdir, like: Run | None = None) -> Run:
     else:
       backbone, params = like.backbone, like.params
   method = build_method(config, backbone, data.classnames, data.kind)
-  view_stream.check(config, method)  # data.views: refused before anything is written
+  tower = tower_lib.initial(config, method, params)  # model.tower_mode: refused before writing
+  if tower and view_stream.parse_views(config.data.get("views", "online"))[0] != view_stream.ONLINE:
+    log.info("data.views=%s: the frozen tower's features of a batch depend on its train-mode "
+             "BatchNorm (model.tower_mode=reference), so nothing can be encoded ahead; training "
+             "encodes the pixels online", config.data.views)
+  view_stream.check(config, method, bool(tower))  # data.views: refused before anything is written
   n_train = len(data.splits["train"])
   steps = batch_and_steps(n_train, config)
   last_batch = config.data.get("last_batch", "drop")
@@ -368,5 +381,5 @@ def prepare(config, workdir, like: Run | None = None) -> Run:
     method.transfer(jax.eval_shape(method.init, jax.random.key(0), frozen),
                     targets["novel"].method)
   return Run(config, workdir, data, backbone, params, method, mesh, steps, frozen, targets,
-             image_features)
+             image_features, sharding.replicate(tower, mesh))
 

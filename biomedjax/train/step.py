@@ -1,9 +1,12 @@
 """The compiled functions of a run: one train step for every method, and feature extraction.
 
-The step is a pure function ``(trainable, opt_state, frozen, batch, rng, step) -> (trainable,
-opt_state, metrics)``, jitted once. ``trainable`` and ``opt_state`` are donated (updated in
-place); ``frozen`` (the backbone and the method's constants) is an *argument*, so 196M weights
-are never baked into the program, is wrapped in ``stop_gradient`` and is never donated.
+The step is a pure function ``(trainable, opt_state, tower, frozen, batch, rng, step) ->
+(trainable, opt_state, tower, metrics)``, jitted once. ``trainable`` and ``opt_state`` are donated
+(updated in place); ``frozen`` (the backbone and the method's constants) is an *argument*, so 196M
+weights are never baked into the program, is wrapped in ``stop_gradient`` and is never donated.
+``tower`` is the frozen tower's mutable state (BatchNorm running statistics of a tower the
+reference trains through in train mode, ``biomedjax/train/tower.py``; ``{}`` otherwise): run
+state, updated by the step, never differentiated and not in the optimizer's pytree.
 Gradients are taken with respect to ``trainable`` only, through the method's declared
 ``value_and_grad`` hook.
 
@@ -20,7 +23,7 @@ import jax
 import optax
 
 from biomedjax.methods.base import Backbone, Method, unit_range
-from biomedjax.train import sharding
+from biomedjax.train import sharding, tower as tower_lib
 
 
 def method_batch(method: Method, backbone: Backbone, backbone_params, batch: dict) -> dict:
@@ -48,14 +51,15 @@ def apply_step(method: Method, tx: optax.GradientTransformation, trainable, opt_
 
 
 def make_train_step(method: Method, backbone: Backbone, tx: optax.GradientTransformation, mesh):
-  def step(trainable, opt_state, frozen, batch, rng, step):
-    frozen = jax.lax.stop_gradient(frozen)
-    batch = method_batch(method, backbone, frozen["backbone"], batch)
-    return apply_step(method, tx, trainable, opt_state, frozen, batch,
-                      jax.random.fold_in(rng, step))
+  def step(trainable, opt_state, tower, frozen, batch, rng, step):
+    frozen, tower = jax.lax.stop_gradient((frozen, tower))
+    batch, tower = tower_lib.train_batch(method, backbone, frozen["backbone"], tower, batch)
+    trainable, opt_state, metrics = apply_step(method, tx, trainable, opt_state, frozen, batch,
+                                               jax.random.fold_in(rng, step))
+    return trainable, opt_state, tower, metrics
 
   repl = sharding.replicated(mesh)
-  return jax.jit(step, donate_argnums=(0, 1), out_shardings=(repl, repl, repl))
+  return jax.jit(step, donate_argnums=(0, 1), out_shardings=(repl, repl, repl, repl))
 
 
 def make_feature_fn(backbone: Backbone):

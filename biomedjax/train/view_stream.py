@@ -75,12 +75,16 @@ def parse_views(value: str) -> tuple[str, int]:
                    "(V >= 1 augmented views per training image)")
 
 
-def check(config, method) -> str:
-  """The mode of ``config.data.views``; a clear error where it does not apply to ``method``."""
+def check(config, method, drifting: bool = False) -> str:
+  """The mode of ``config.data.views``; a clear error where it does not apply to ``method``.
+
+  ``drifting``: the frozen tower runs in train mode (``biomedjax/train/tower.py``), so its
+  features of a batch are not a function of the images alone and nothing can be encoded ahead:
+  online (``prepare`` logs that once)."""
   value = config.data.get("views", ONLINE)
   mode, _ = parse_views(value)
-  if mode == ONLINE:
-    return mode
+  if mode == ONLINE or drifting:
+    return ONLINE
   if method.inputs != "features":
     raise ValueError(f"config.data.views={value!r}: method {method.name!r} trains on pixels "
                      "(inputs='pixels'), so there are no frozen features to precompute; use "
@@ -416,10 +420,12 @@ class StreamIterator:
     pass
 
 
-def train_iterator(config, method, backbone_params, data, mesh, steps, online):
+def train_iterator(config, method, backbone_params, data, mesh, steps, online,
+                   drifting: bool = False):
   """The training loop's iterator: ``online`` (the grain iterator) unless ``data.views`` asks
-  for a precomputed or cached stream. ``steps``: (global batch, steps per epoch, total)."""
-  mode = check(config, method)
+  for a precomputed or cached stream (and the tower is not ``drifting``, see ``check``).
+  ``steps``: (global batch, steps per epoch, total)."""
+  mode = check(config, method, drifting)
   if mode == ONLINE:
     return online
   batch, _, total = steps
