@@ -14,7 +14,7 @@ import tempfile
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One cache for the session, its pytest-xdist workers and the launcher subprocesses (they inherit
 # the environment); a size limit turns on JAX's file lock around cache writes.
-# The process that creates it (the pytest process; the xdist workers inherit it) removes it at the end.
+# The process that creates it (pytest; its xdist workers inherit it) removes it at the end.
 _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWN_CACHE:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="biomedjax_jit_cache_")
