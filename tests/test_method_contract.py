@@ -162,8 +162,7 @@ def test_method_contract(name, family, full_size, tmp_path):
     assert any(jax.tree.leaves(changed)), "no trainable leaf changed"
     assert jax.tree.map(np.shape, trained) == jax.tree.map(np.shape, trainable)
     if name in DECLARED:  # what the method's own tests used to repeat of this contract
-      inputs, stages, keys = DECLARED[name]
-      assert (method.inputs, method.stages, sorted(trained)) == (inputs, stages, keys)
+      assert (method.inputs, method.stages, sorted(trained)) == DECLARED[name]
     # The checkpoint round trip of what the engine saves.
     with ocp.StandardCheckpointer() as ckptr:
       ckptr.save(tmp_path / "ckpt", {"trainable": trained, "opt_state": opt_state})
