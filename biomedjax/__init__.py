@@ -55,5 +55,6 @@ def load(path=None, *, preset=None, words=(), seed=0):
   if preset not in model_config.PRESETS:
     raise ValueError(f"biomedjax.load: preset={preset!r}; one of {sorted(model_config.PRESETS)}")
   cfg = model_config.PRESETS[preset]()
-  tokenizer = families.random_tokenizer(cfg, tempfile.mkdtemp(prefix="biomedjax-vocab-"), words)
+  with tempfile.TemporaryDirectory(prefix="biomedjax-vocab-") as vocab:  # read in full, then gone
+    tokenizer = families.random_tokenizer(cfg, vocab, words)
   return bc.BiomedCLIP(cfg, bc.init_params(cfg, seed), tokenizer)

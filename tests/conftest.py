@@ -14,7 +14,10 @@ import tempfile
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One cache for the session, its pytest-xdist workers and the launcher subprocesses (they inherit
 # the environment); a size limit turns on JAX's file lock around cache writes.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="biomedjax_jit_cache_"))
+# The process that creates it (pytest; its xdist workers inherit it) removes it at the end.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="biomedjax_jit_cache_")
 try:
   import filelock  # noqa: F401  (JAX needs it for the lock; torch and huggingface_hub bring it)
 except ImportError:
@@ -26,6 +29,7 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 
 import pathlib  # noqa: E402
+import shutil  # noqa: E402
 
 import biomedjax  # noqa: E402,F401  (adds its XLA CPU flag before JAX starts)
 import jax  # noqa: E402
@@ -53,17 +57,62 @@ def tiny(tmp_path_factory):
   return tiny_backbone.make(tmp_path_factory.mktemp("shared_tiny_vocab"))
 
 
+def pytest_unconfigure(config):
+  if _OWN_CACHE:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
 FULL_SIZE_FIXTURES = {"full_checkpoint", "full_model", "full_side"}
 SPREAD_MODULES = {"test_method_contract.py"}  # many independent cases on cheap fixtures
+# Work groups that take minutes, costliest first (measured with --durations=0 on 2 cores): xdist
+# hands groups out in collection order, so these start first and the cheap ones fill in behind
+# them on whichever worker is free (one long group started last would leave the other worker idle).
+FIRST = ("tests/test_train.py", "full_size", "tests/faults/test_faults.py", "tests/test_vr_e2e.py",
+         "tests/test_journey.py", "tests/test_vr_natural.py", "tests/test_packed.py",
+         "tests/test_iuxray_study.py", "tests/test_calib_study.py", "tests/test_engine_families.py")
 
 
-def pytest_collection_modifyitems(items):
+def _group(item) -> str | None:
+  if FULL_SIZE_FIXTURES & set(getattr(item, "fixturenames", ())):
+    return "full_size"
+  if item.path.name in SPREAD_MODULES:
+    return None
+  return str(item.path.relative_to(REPO))
+
+
+def _rank(group: str | None) -> int:
+  if group is None:
+    return len(FIRST) + 1  # the spread cases last: short, they even out the two workers' ends
+  return FIRST.index(group) if group in FIRST else len(FIRST)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config, items):
   """Work groups for pytest-xdist (``-n 2 --dist loadgroup``): every test of the one shared
   full-size model runs in the same worker, so the 196M model is built once; the tests of a
   module stay together, so its module-scoped runs (one finished run serving many assertions)
-  are not repeated in the other worker."""
+  are not repeated in the other worker. The costliest groups come first (``FIRST``)."""
+  rank = {}
   for item in items:
-    if FULL_SIZE_FIXTURES & set(getattr(item, "fixturenames", ())):
-      item.add_marker(pytest.mark.xdist_group("full_size"))
-    elif item.path.name not in SPREAD_MODULES:
-      item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(REPO))))
+    group = _group(item)
+    if group is not None:
+      item.add_marker(pytest.mark.xdist_group(group))
+    rank[item.path] = min(rank.get(item.path, len(FIRST) + 1), _rank(group))
+  items.sort(key=lambda item: rank[item.path])  # stable: a module's tests stay together, in order
+
+
+def pytest_configure(config):
+  # Groups in collection order (costliest first), not xdist's default of most tests first.
+  if getattr(config.option, "dist", None) == "loadgroup":
+    config.option.loadscopereorder = False
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker sends the collected ids
+def pytest_collection_finish(session):
+  """pytest-xdist 3.8 marks an item's group by appending '@group' to ``item._nodeid``; pytest 9.2
+  reads the node id from ``item._id`` instead, so without this the groups never reach the
+  scheduler and each module's fixtures are built again in the other worker."""
+  for item in session.items:
+    grouped = getattr(item, "_nodeid", None)
+    if grouped and grouped != item.nodeid and hasattr(item, "_id"):
+      item._id = type(item._id).parse(grouped)

@@ -1,9 +1,10 @@
-"""Shared by the KgCoOp and ProGrad tests: independent text features, engine steps, a tiny run.
+"""Shared by the KgCoOp and ProGrad tests: independent text features, a tiny run.
 
 ``reference_text_features`` rebuilds the reference's "end" prompts at 256 tokens in numpy (word
 embeddings of "X X X X {name}.", context rows spliced at positions 1..n_ctx), independently of
-the prompt learner's bucketed ids and device-side scatter. The training helpers go through the
-engine's own jitted step and ``train_and_evaluate``, so the methods are checked as they run.
+the prompt learner's bucketed ids and device-side scatter. ``tiny_run`` goes through
+``train_and_evaluate``, so the methods are checked as they run (the engine's step on every method:
+tests/test_method_contract.py).
 """
 
 from __future__ import annotations
@@ -11,13 +12,10 @@ from __future__ import annotations
 import json
 import pathlib
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from biomedjax.train import sharding, step as step_lib
 from biomedjax.train.loop import train_and_evaluate
-from biomedjax.train.optim import make_optimizer
 from tests import tiny_backbone
 
 
@@ -52,25 +50,6 @@ def synthetic_batch(n=8, num_classes=4, seed=0):
   return {"image": rng.integers(0, 256, size=(n, 224, 224, 3), dtype=np.uint8),
           "label": (np.arange(n) % num_classes).astype(np.int32),
           "mask": np.ones(n, bool)}
-
-
-def engine_steps(method, frozen, batch, steps, lr=0.5):
-  """Runs the engine's jitted train step ``steps`` times; -> (trainable, [loss per step])."""
-  import ml_collections
-  cfg = ml_collections.ConfigDict(dict(name="sgd", lr=lr, momentum=0.9, weight_decay=5e-4,
-                                       epochs=steps, warmup_epochs=0, warmup_lr=1e-5,
-                                       schedule="constant", grad_clip=0.0))
-  tx, _ = make_optimizer(cfg, 1)
-  mesh = sharding.make_mesh(len(batch["label"]))
-  trainable = sharding.replicate(method.init(jax.random.key(0), frozen), mesh)
-  opt_state = sharding.replicate(tx.init(trainable), mesh)
-  step = step_lib.make_train_step(method, method.backbone, tx, mesh)
-  losses = []
-  for i in range(steps):
-    trainable, opt_state, _, metrics = step(trainable, opt_state, {}, frozen, batch,
-                                            jax.random.key(0), jnp.int32(i))
-    losses.append(float(metrics["loss"]))
-  return trainable, losses
 
 
 def tiny_run(config, workdir: pathlib.Path, epochs: int, lr: float) -> dict:

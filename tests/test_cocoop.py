@@ -101,7 +101,8 @@ def test_sgd_reduces_loss_and_changes_only_trainable(tiny):
   trainable = method.init(jax.random.key(0), frozen)
   trainable["meta_net"]["linear1"]["bias"] += 0.5  # 2 hidden units: keep ReLU alive (see above)
   start = jax.tree.map(np.array, trainable)
-  trainable, losses = tiny_backbone.sgd_steps(method, trainable, frozen, _batch(4))
+  batch = jax.tree.map(jnp.asarray, _batch(4))
+  trainable, _, losses = tiny_backbone.engine_steps(method, trainable, frozen, batch, n=5, lr=0.5)
   assert losses[-1] < losses[0] - 0.05, losses
   changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), trainable, start)
   assert all(jax.tree.leaves(changed)), changed  # ctx and every meta-net leaf train

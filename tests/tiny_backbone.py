@@ -48,25 +48,23 @@ def image_batch(n: int, num_classes: int, seed: int = 0, size: int = 224) -> dic
           "label": np.arange(n, dtype=np.int32) % num_classes}
 
 
-def sgd_steps(method, trainable, frozen, batch, steps: int = 5, lr: float = 0.5):
-  """A few jitted SGD-momentum steps on one batch -> (trainable, losses).
-
-  For the "loss falls, only the trainable pytree changes" checks of every method test; the
-  engine's own step is exercised by tests/test_train.py.
-  """
+def engine_steps(method, trainable, frozen, batch, n: int = 2, lr: float = 0.02):
+  """``n`` steps of the engine's own jitted train step (SGD with momentum) on one batch of
+  images -> (trainable, opt_state, losses): ``n + 1`` losses, the last one measured after the
+  ``n`` updates with the first step's rng (a method with dropout draws the same mask), like for
+  like. The one step helper of the method tests (the contract test and the per-method ones)."""
+  import jax.numpy as jnp
   import optax
+  from biomedjax.train import step as step_lib
   tx = optax.sgd(lr, momentum=0.9)
-
-  @jax.jit
-  def step(trainable, opt_state, frozen, batch):
-    (loss, _), grads = jax.value_and_grad(method.loss, has_aux=True)(
-        trainable, frozen, batch, jax.random.key(0))
-    updates, opt_state = tx.update(grads, opt_state, trainable)
-    return optax.apply_updates(trainable, updates), opt_state, loss
-
-  batch = with_features(method, batch, frozen)
+  step = step_lib.make_train_step(method, method.backbone, tx,
+                                  jax.sharding.Mesh(jax.devices()[:1], ("data",)))
   opt_state, losses = tx.init(trainable), []
-  for _ in range(steps):
-    trainable, opt_state, loss = step(trainable, opt_state, frozen, batch)
-    losses.append(float(loss))
-  return trainable, losses
+  copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731  (the step donates its inputs)
+  for i in range(n + 1):
+    new, new_opt, _, metrics = step(copy(trainable), copy(opt_state), {}, frozen, batch,
+                                    jax.random.key(1), jnp.int32(i if i < n else 0))
+    losses.append(float(metrics["loss"]))
+    if i < n:
+      trainable, opt_state = new, new_opt
+  return trainable, opt_state, losses

@@ -123,9 +123,8 @@ class BiomedCoOp(coop.CoOp):
 
   def train_logits(self, trainable, frozen, batch, rng):
     text = self.text_features(trainable, frozen, rng if self.opts.text_dropout else None)
-    image = l2_normalize(batch["features"])
-    scale = self.backbone.logit_scale(frozen["backbone"])
-    return scale * image @ text.T, {"text_features": text, "image": image}
+    logits = self.backbone.cosine_logits(frozen["backbone"], batch["features"], text)
+    return logits, {"text_features": text, "image": l2_normalize(batch["features"])}
 
   def regularizer(self, trainable, frozen, batch, logits, extras):
     """lambda_SCCM * MSE(t, mean LLM features) + lambda_KDSP * KL(teacher || student)."""

@@ -113,7 +113,7 @@ class CalibPrompt(Method):
         frozen["backbone"], trainable["ctx"], frozen["token_embeddings"]))
 
   def _logits(self, text, frozen, image_features):
-    return self.backbone.logit_scale(frozen["backbone"]) * l2_normalize(image_features) @ text.T
+    return self.backbone.cosine_logits(frozen["backbone"], image_features, text)
 
   def logits(self, trainable, frozen, image_features) -> jax.Array:
     return self._logits(self.text_features(trainable, frozen), frozen, image_features)

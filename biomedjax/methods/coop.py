@@ -63,9 +63,8 @@ class CoOp(Method):
         frozen["backbone"], trainable["ctx"], frozen["token_embeddings"], dropout_rng))
 
   def features_logits(self, frozen, image_features, text) -> jax.Array:
-    """scale * normalise(image) @ text.T with ``text`` already normalised (n_cls, D)."""
-    scale = self.backbone.logit_scale(frozen["backbone"])
-    return scale * l2_normalize(image_features) @ text.T
+    """scale * cos(image, text), ``text`` (n_cls, D): ``Backbone.cosine_logits``."""
+    return self.backbone.cosine_logits(frozen["backbone"], image_features, text)
 
   def logits(self, trainable, frozen, image_features) -> jax.Array:
     return self.features_logits(frozen, image_features, self.text_features(trainable, frozen))

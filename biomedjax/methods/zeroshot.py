@@ -132,8 +132,7 @@ class ZeroShot(Method):
   def logits(self, trainable, frozen, image_features):
     if self.opts.score == "dot":
       return image_features @ frozen["text_features"].T
-    scale = self.backbone.logit_scale(frozen["backbone"])
-    return scale * l2_normalize(image_features) @ frozen["text_features"].T
+    return self.backbone.cosine_logits(frozen["backbone"], image_features, frozen["text_features"])
 
   def transfer(self, trainable, novel):
     return trainable  # nothing trained; the novel method encodes its own class prompts

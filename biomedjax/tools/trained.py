@@ -143,10 +143,11 @@ def load_backbone(meta: dict, backbone_dir=None):
     from biomedjax.models.tokenizer import Tokenizer
     from biomedjax.models.vocab import write_vocab
     cfg = model_config.PRESETS[b["preset"]]()
-    vocab = write_vocab(pathlib.Path(tempfile.mkdtemp(prefix="biomedjax-vocab-")),
-                        meta["vocabulary_words"], size=cfg.text.vocab_size,
-                        context_length=cfg.text.context_length)
-    return bc.BiomedCLIP(cfg, bc.init_params(cfg), Tokenizer(vocab, cfg.text.context_length))
+    with tempfile.TemporaryDirectory(prefix="biomedjax-vocab-") as out:  # read in full, then gone
+      vocab = write_vocab(pathlib.Path(out), meta["vocabulary_words"], size=cfg.text.vocab_size,
+                          context_length=cfg.text.context_length)
+      tokenizer = Tokenizer(vocab, cfg.text.context_length)
+    return bc.BiomedCLIP(cfg, bc.init_params(cfg), tokenizer)
   directory = pathlib.Path(backbone_dir or b["dir"])
   manifest = directory / provenance.MANIFEST_FILE
   if not manifest.is_file():

@@ -29,6 +29,13 @@ def build(tmp_dir: pathlib.Path, preset: str, seed: int = 0):
   return torch_model, fx.openclip_tokenizer(src, cfg.text.context_length), backbone, params
 
 
+def loss_and_grads(method, trainable, frozen, batch):
+  """((loss, aux), d loss / d trainable) of one batch through the method's own
+  ``value_and_grad`` (what the engine's step applies), jitted: our side of every method parity
+  test's ``run_both(side, classnames, opts, batch_size, seed, ...)``."""
+  return jax.jit(method.value_and_grad)(trainable, frozen, batch, jax.random.key(0))
+
+
 def max_rel(a, b) -> float:
   """max |a - b| / max |b|, in float64: the relative error the parity tolerances bound."""
   import numpy as np

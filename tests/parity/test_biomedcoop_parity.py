@@ -31,7 +31,8 @@ def llm_prompts(classnames):
   return {c: tuple(f.format(c) for f in FORMS) for c in classnames}
 
 
-def run_both(backbone, params, torch_model, tokenizer, classnames, opts, batch_size, seed=0):
+def run_both(side, classnames, opts, batch_size=3, seed=0):
+  torch_model, tokenizer, backbone, params = side
   prompts = llm_prompts(classnames)
   # The reference's text-tower dropout is random; parity is checked with it off (its own test
   # is in tests/test_biomedcoop.py).
@@ -46,8 +47,8 @@ def run_both(backbone, params, torch_model, tokenizer, classnames, opts, batch_s
   pixels = rng.normal(size=(batch_size, 224, 224, 3)).astype(np.float32)
   labels = rng.integers(0, len(classnames), batch_size).astype(np.int32)
   feats = backbone.encode_pixels(params, pixels)
-  (loss, aux), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(
-      trainable, frozen, {"features": feats, "label": labels}, jax.random.key(0))
+  (loss, aux), grads = method_fixture.loss_and_grads(method, trainable, frozen,
+                                                     {"features": feats, "label": labels})
   image = biomedcoop.l2_normalize(feats)
   _, keep = biomedcoop.teacher_logits(image, frozen["llm_features"],
                                       backbone.logit_scale(params), method.opts.tau)
@@ -77,13 +78,10 @@ def tiny(tmp_path_factory):
     {"lambda_sccm": 5.0, "lambda_kdsp": 20.0, "tau": 1.0},
 ])
 def test_tiny_matches_reference(tiny, opts):
-  torch_model, tokenizer, backbone, params = tiny
-  run_both(backbone, params, torch_model, tokenizer, BTMRI, dict(opts, n_prompts=len(FORMS)),
-           batch_size=4)
+  run_both(tiny, BTMRI, dict(opts, n_prompts=len(FORMS)), batch_size=4)
 
 
 @pytest.mark.slow
 def test_full_size_matches_reference(full_side):
-  torch_model, tokenizer, backbone, params = full_side
-  run_both(backbone, params, torch_model, tokenizer, BTMRI,
-           {"n_prompts": len(FORMS), "lambda_sccm": 1.0, "lambda_kdsp": 2.0}, batch_size=2)
+  run_both(full_side, BTMRI, {"n_prompts": len(FORMS), "lambda_sccm": 1.0, "lambda_kdsp": 2.0},
+           batch_size=2)

@@ -26,9 +26,10 @@ COVID = ("covid", "normal")
 RSNA18 = ("lung opacity", "no lung opacity, not normal", "normal")
 
 
-def run_both(side, classnames, embed_mode, batch_size=4, seed=0):
+def run_both(side, classnames, opts, batch_size=4, seed=0):
   torch_model, tokenizer, backbone, params = side
-  method = calibprompt.build(backbone, Task(classnames), {"embed_mode": embed_mode})
+  embed_mode = opts["embed_mode"]
+  method = calibprompt.build(backbone, Task(classnames), opts)
   frozen = {"backbone": params, **method.prepare(params)}
   trainable = method.init(jax.random.key(seed), frozen)
   rng = np.random.default_rng(seed)
@@ -36,8 +37,7 @@ def run_both(side, classnames, embed_mode, batch_size=4, seed=0):
   labels = rng.integers(0, len(classnames), batch_size).astype(np.int32)
   feats = backbone.encode_pixels(params, pixels)  # already standardised, as torch sees them
   batch = {"features": feats, "label": labels}
-  (loss, _), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(
-      trainable, frozen, batch, jax.random.key(0))
+  (loss, _), grads = method_fixture.loss_and_grads(method, trainable, frozen, batch)
   logits = method.logits(trainable, frozen, feats)
 
   def torch_side(model, dtype):
@@ -72,7 +72,7 @@ def tiny(tmp_path_factory):
 @pytest.mark.parametrize("classnames,embed_mode", [(RSNA18, "full_embeddings"),
                                                    (COVID, "word_embeddings")])
 def test_tiny_matches_reference(tiny, classnames, embed_mode):
-  _assert_close(run_both(tiny, classnames, embed_mode))
+  _assert_close(run_both(tiny, classnames, {"embed_mode": embed_mode}))
 
 
 def test_tiny_embed_modes_differ(tiny):
@@ -88,4 +88,4 @@ def test_tiny_embed_modes_differ(tiny):
 
 @pytest.mark.slow
 def test_full_size_matches_reference(full_side):
-  _assert_close(run_both(full_side, RSNA18, "full_embeddings", batch_size=2))
+  _assert_close(run_both(full_side, RSNA18, {"embed_mode": "full_embeddings"}, batch_size=2))

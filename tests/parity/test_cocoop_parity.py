@@ -22,8 +22,8 @@ from tests.parity.reference_cocoop import TorchCoCoOp
 BTMRI = ("glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain")
 
 
-def run_both(backbone, params, torch_model, tokenizer, classnames, opts, batch_size,
-             relu_shift=0.0, seed=0):
+def run_both(side, classnames, opts, batch_size=3, seed=0, relu_shift=0.0):
+  torch_model, tokenizer, backbone, params = side
   method = cocoop.build(backbone, Task(classnames), opts)
   frozen = {"backbone": params, **method.prepare(params)}
   trainable = method.init(jax.random.key(seed), frozen)
@@ -32,8 +32,8 @@ def run_both(backbone, params, torch_model, tokenizer, classnames, opts, batch_s
   pixels = rng.normal(size=(batch_size, 224, 224, 3)).astype(np.float32)
   labels = rng.integers(0, len(classnames), batch_size).astype(np.int32)
   feats = backbone.encode_pixels(params, pixels)
-  (loss, _), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(
-      trainable, frozen, {"features": feats, "label": labels}, jax.random.key(0))
+  (loss, _), grads = method_fixture.loss_and_grads(method, trainable, frozen,
+                                                   {"features": feats, "label": labels})
   logits = method.logits(trainable, frozen, feats)
 
   ref = TorchCoCoOp(torch_model, tokenizer, classnames, trainable["ctx"], trainable["meta_net"],
@@ -57,17 +57,13 @@ def tiny(tmp_path_factory):
 
 @pytest.mark.parametrize("opts", [{"ctx_init": "a photo of a"}, {"ctx_init": ""}])
 def test_tiny_matches_reference(tiny, opts):
-  torch_model, tokenizer, backbone, params = tiny
   # The tiny meta-net has 2 hidden units; shift them so that ReLU passes a gradient. Names that
   # share few tokens: with near-identical class features (all "... tumor") the gradient is a
   # cancellation that fp32 resolves only to ~2e-4 (torch fp32 vs float64 alike).
   classnames = ("glioma tumor", "kidney cyst", "normal brain", "x ray of lungs")
-  run_both(backbone, params, torch_model, tokenizer, classnames, opts, batch_size=3,
-           relu_shift=0.5)
+  run_both(tiny, classnames, opts, batch_size=3, relu_shift=0.5)
 
 
 @pytest.mark.slow
 def test_full_size_matches_reference(full_side):
-  torch_model, tokenizer, backbone, params = full_side
-  run_both(backbone, params, torch_model, tokenizer, BTMRI,
-           {"ctx_init": "a photo of a"}, batch_size=2)
+  run_both(full_side, BTMRI, {"ctx_init": "a photo of a"}, batch_size=2)

@@ -34,8 +34,7 @@ def run_both(side, classnames, opts, batch_size=3, seed=0):
   pixels = rng.normal(size=(batch_size, 224, 224, 3)).astype(np.float32)
   labels = rng.integers(0, len(classnames), batch_size).astype(np.int32)
   batch = {"features": backbone.encode_pixels(params, pixels), "label": labels}
-  (loss, _), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(
-      trainable, frozen, batch, jax.random.key(0))
+  (loss, _), grads = method_fixture.loss_and_grads(method, trainable, frozen, batch)
   logits = method.logits(trainable, frozen, batch["features"])
 
   ref = TorchCoOp(torch_model, tokenizer, classnames, trainable["ctx"],

@@ -42,7 +42,8 @@ def torch_kgcoop_loss(ref: TorchCoOp, tokenizer, classnames, pixels, labels, w):
   return ce + w * penalty, ce, penalty
 
 
-def run_both(torch_model, tokenizer, backbone, params, classnames, opts, batch_size, seed=0):
+def run_both(side, classnames, opts, batch_size=3, seed=0):
+  torch_model, tokenizer, backbone, params = side
   method = kgcoop.build(backbone, Task(classnames), opts)
   frozen = {"backbone": params, **method.prepare(params)}
   ctx = method.init(jax.random.key(seed), frozen)["ctx"]
@@ -52,8 +53,7 @@ def run_both(torch_model, tokenizer, backbone, params, classnames, opts, batch_s
   pixels = rng.normal(size=(batch_size, 224, 224, 3)).astype(np.float32)
   labels = rng.integers(0, len(classnames), batch_size).astype(np.int32)
   batch = {"features": backbone.encode_pixels(params, pixels), "label": labels}
-  (loss, aux), grads = jax.jit(jax.value_and_grad(method.loss, has_aux=True))(
-      trainable, frozen, batch, jax.random.key(0))
+  (loss, aux), grads = method_fixture.loss_and_grads(method, trainable, frozen, batch)
 
   ref = TorchCoOp(torch_model, tokenizer, classnames, trainable["ctx"],
                   opts.get("class_token_position", "end"), opts.get("ctx_init", "a photo of a"))
@@ -83,11 +83,10 @@ def tiny(tmp_path_factory):
     {"ctx_init": "", "class_token_position": "middle"},
 ])
 def test_tiny_matches_reference(tiny, opts):
-  run_both(*tiny, ("glioma tumor", "kidney_cyst", "normal brain", "x ray of lungs"), opts, 3)
+  run_both(tiny, ("glioma tumor", "kidney_cyst", "normal brain", "x ray of lungs"), opts,
+           batch_size=3)
 
 
 @pytest.mark.slow
 def test_full_size_matches_reference(full_side):
-  torch_model, tokenizer, backbone, params = full_side
-  run_both(torch_model, tokenizer, backbone, params, BTMRI, {},
-           batch_size=4)
+  run_both(full_side, BTMRI, {}, batch_size=4)

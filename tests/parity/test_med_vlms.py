@@ -32,7 +32,8 @@ from convert import biomedclip as convert_cli
 from tests import tiny_backbone
 from tests.parity import clip_fixture as cf
 from tests.parity import medclip_fixture as mf
-from tests.test_method_contract import CLASSES, _config, _steps
+from tests.test_method_contract import CLASSES, _config
+from tests.tiny_backbone import engine_steps
 
 pytestmark = pytest.mark.slow
 
@@ -168,5 +169,5 @@ def test_coop_trains_on_each_converted_layout(tmp_path):
     size = m.cfg.vision.image_size
     batch = jax.tree.map(jnp.asarray, tiny_backbone.image_batch(4, len(CLASSES), size=size))
     trainable = method.init(jax.random.key(0), frozen)
-    _, _, losses = _steps(method, trainable, loop.split_frozen(method, frozen), batch)
+    _, _, losses = engine_steps(method, trainable, loop.split_frozen(method, frozen), batch)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0], (name, losses)
