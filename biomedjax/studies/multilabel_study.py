@@ -75,23 +75,12 @@ def write_run_setting(run, trainable, minutes: float | None) -> pathlib.Path:
   ``<workdir>/multilabel_setting.npz``. What the scores are (``Method.study_scores``) and the
   setting's name in the tables (``Method.study_name``) are the method's declarations."""
   import jax
-  import jax.numpy as jnp
-  from biomedjax.train import evaluate
 
-  method, data, config, frozen = run.method, run.data, run.config, run.step_frozen
+  method, data = run.method, run.data
   kind, workdir = method.study_scores, run.workdir
   scores, test_y = run.logits(trainable, "test", progress=False)
-  if method.inputs == "features":
-    test_x, _ = run.image_features("test", data.splits["test"])
-    train_x, train_y = run.image_features("train", data.splits["train"])
-  else:
-    tower = jax.jit(lambda t, px: method.features(t["visual"], frozen,
-                                                  px.astype(jnp.float32) / 255.0))
-    test_x, _ = evaluate.map_images(lambda px: tower(trainable, px), data.splits["test"],
-                                    run.mesh, config.data, "test embeddings", False)
-    train_x, train_y = evaluate.map_images(lambda px: tower(trainable, px),
-                                           data.splits["train"], run.mesh, config.data,
-                                           "train embeddings", False)
+  test_x, _ = run.embeddings(trainable, "test")
+  train_x, train_y = run.embeddings(trainable, "train")
   from biomedjax.data import iuxray
   domains = ({d: list(v) for d, v in iuxray.DOMAINS.items()}
              if set(iuxray.LABELS) <= set(data.classnames) else None)

@@ -173,6 +173,17 @@ class Run:
     return evaluate.map_images(lambda px: fn(state, frozen, px), t.source, self.mesh,
                                self.config.data, f"eval {split}", progress)
 
+  def embeddings(self, state, split: str):
+    """(image embeddings, labels) of ``split``: the frozen tower's cached features for a
+    features method; for a method that tunes the tower (pixels), its tower under ``state``
+    (``Method.features``). With ``logits`` the only places that choose features vs pixels."""
+    if self.method.inputs == "features":
+      return self.image_features(split, self.data.splits[split], self.backbone_state)
+    tower = jax.jit(lambda t, px: self.method.features(t["visual"], self.step_frozen,
+                                                       px.astype(jnp.float32) / 255.0))
+    return evaluate.map_images(lambda px: tower(state, px), self.data.splits[split], self.mesh,
+                               self.config.data, f"{split} embeddings", False)
+
   # -- a "fit" stage ------------------------------------------------------------------------------
   def fit_views(self) -> FeatureSet:
     """``method.fit_views`` augmented passes over the training set (the harness transform),
