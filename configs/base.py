@@ -37,6 +37,10 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       tokenizer="",
       compute_dtype="float32",  # dtype the towers compute in: "float32" or "bfloat16"
       remat=False,           # jax.checkpoint the image tower's blocks (memory for recompute)
+      # the mean/std images are standardised with: "model" (the model config's own, e.g.
+      # MedCLIP's grayscale 0.5863/0.2795) or "clip" (OpenAI CLIP's, what a Dassl trainer yaml's
+      # INPUT.PIXEL_MEAN/STD sets for any backbone)
+      pixel_norm="model",
   ))
   c.data = mlc.ConfigDict(dict(
       dataset=a.dataset,     # catalog key, "synthetic", "synthetic_multilabel", or any name

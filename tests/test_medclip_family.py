@@ -73,6 +73,7 @@ def test_resnet_variant_preset_tower_and_statistics():
   params = bc.init_params(cfg, 0)
   visual = params["visual"]
   assert "kernel" in visual["fc"] and "bias" not in visual["fc"]  # modeling_medclip.py:53
-  assert visual["fc"]["kernel"].shape == (256, 512) and visual["conv1"]["kernel"].shape[:2] == (7, 7)
+  assert visual["fc"]["kernel"].shape == (256, 512)  # 8 * 8 * 4 channels after layer4
+  assert visual["conv1"]["kernel"].shape[:2] == (7, 7)
   assert float(np.abs(params["batch_stats"]["visual"]["bn1"]["mean"]).max()) > 0
 
