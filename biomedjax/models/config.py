@@ -275,12 +275,13 @@ def medclip() -> CLIPConfig:
 
 
 def tiny_medclip() -> CLIPConfig:
-  """The MedCLIP layout at tiny widths (2 Swin stages on a 56-px image, 2-layer BERT); the
+  """The MedCLIP layout at tiny widths (2 Swin stages, 2-layer BERT) on 224-px images, what the
+  method configs feed (a pixel-space program needs the tower's canvas to hold its image); the
   projections keep MedCLIP's 512 outputs, which its code fixes (modeling_medclip.py:26, 95)."""
   c = medclip()
   return dataclasses.replace(
       c,
-      vision=SwinConfig(image_size=56, embed_dim=16, depths=(2, 2), heads=(1, 2)),
+      vision=SwinConfig(image_size=224, embed_dim=16, depths=(2, 2), heads=(1, 2)),
       text=dataclasses.replace(c.text, vocab_size=1024, width=64, depth=2, heads=2, mlp_dim=256,
                                max_positions=64))
 
