@@ -184,7 +184,10 @@ def test_method_contract(name, family, full_size, tmp_path):
 
   if method.trains:
     # Full fine-tuning moves every tower weight: SGD at 0.02 with momentum overshoots there.
-    lr = 0.002 if method.trainable_backbone else 0.02
+    # On the tiny ModifiedResNet (frozen BatchNorm statistics, attention pool) 0.002 overshoots
+    # too (loss 2.02 -> 5.94 -> 2.35); the torchvision ResNet and the transformers take it.
+    lr = 0.02 if not method.trainable_backbone else (
+        0.0005 if getattr(backbone.cfg.vision, "tower", "") == "modified_resnet" else 0.002)
     trained, opt_state, losses = _steps(method, trainable, frozen_step, batch, lr=lr)
     assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
     changed = jax.tree.map(lambda a, b: not np.array_equal(a, b), trainable, trained)
