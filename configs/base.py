@@ -40,6 +40,10 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       # "reference": a BatchNorm tower in train mode while training where the method's reference
       # puts it there (BiomedCoOp on PMC-CLIP; biomedjax/train/tower.py); "eval": always eval
       tower_mode="reference",
+      # the mean/std images are standardised with: "model" (the model config's own, e.g.
+      # MedCLIP's grayscale 0.5863/0.2795) or "clip" (OpenAI CLIP's, what a Dassl trainer yaml's
+      # INPUT.PIXEL_MEAN/STD sets for any backbone)
+      pixel_norm="model",
   ))
   c.data = mlc.ConfigDict(dict(
       dataset=a.dataset,     # catalog key, "synthetic", "synthetic_multilabel", or any name

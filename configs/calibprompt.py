@@ -31,7 +31,13 @@ Protocol (``PROTOCOL``, per backbone, from ``configs/trainers/*/*.yaml``, ``trai
 drivers ``run/classification/fewshot/all_fewshot_<backbone>.sh``): 8 shots, seed 1, 50 epochs,
 batch 16 with Dassl's drop-last rule, 16 random context vectors, class token at the end, SGD
 lr 0.002 (momentum 0.9, weight decay 5e-4), cosine after 1 constant warm-up epoch at 1e-5 (MedCLIP
-1e-3), RandomResizedCrop + flip, last-epoch model. Precision: PLIP and QuiltNet train in fp16 in
+1e-3), RandomResizedCrop + flip, last-epoch model, images standardised with OpenAI CLIP's
+mean/std for every backbone (each trainer yaml's ``INPUT.PIXEL_MEAN/STD``, e.g.
+``configs/trainers/CoOp_MedCLIP/vit_b32_medclip_c16_ep50_batch16.yaml:11-12``, applied by Dassl's
+``build_transform``, ``Dassl.pytorch/dassl/data/transforms/transforms.py:198,305-309``).
+quirk: for MedCLIP that is not MedCLIP's own grayscale mean/std (``models/medclip/constants.py``
+lines 8-9, which the converted model's config carries); ``--config.model.pixel_norm=model`` uses
+MedCLIP's own. Precision: PLIP and QuiltNet train in fp16 in
 the reference (CoOp yaml ``PREC: "fp16"`` and ``clip.build_model`` casting to half); biomedjax has
 no fp16 path and runs them in float32 (the results say so: ``config.model.compute_dtype``).
 """
@@ -85,7 +91,8 @@ TABLE = {
 _COMMON = dict(shots=8, seeds=(1,), epochs=50, batch_size=16, test_batch_size=100, n_ctx=16,
                optimizer="sgd", lr=0.002, momentum=0.9, weight_decay=5e-4, schedule="cosine",
                warmup_epochs=1, warmup_type="constant", warmup_lr=1e-5, image_size=224,
-               transforms=("random_resized_crop", "random_flip", "normalize"))
+               transforms=("random_resized_crop", "random_flip", "normalize"),
+               pixel_norm="clip")
 PROTOCOL = {
     "biomedclip": dict(_COMMON, precision="fp32"),   # PREC fp16 default, never cast
     "medclip": dict(_COMMON, warmup_lr=1e-3, precision="fp32"),  # dtype of its fp32 weights
@@ -132,8 +139,9 @@ def get_config(arg=None):
                        backbone="biomedclip", objective="calibprompt")
   c = base.get_config(a)
   c.model.update(model_for(a.backbone, a.runlocal))
-  c.study_cell = calib_study.variant(a.backbone, a.objective)  # the study's row and column
+  c.study_cell = calib_study.study_cell(a.backbone, a.objective)  # the study's row and column
   p = PROTOCOL[a.backbone]
+  c.model.pixel_norm = p["pixel_norm"]
   # the dataset's zero-shot template (the ZS rows, and the ZS inputs of ECCV / TMM terms)
   c.data.template = calibprompt_layout.zero_shot_template(a.dataset)
   # the five study datasets are read from CalibPrompt's layout; any other dataset (a catalog key,

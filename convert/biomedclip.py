@@ -8,8 +8,9 @@ The family comes from the source folder: ``open_clip_config.json`` with a timm v
 HF text tower is BiomedCLIP; one with open_clip's own towers is OpenAI CLIP (e.g. the folder of
 ``timm/vit_base_patch16_clip_224.openai``); a HuggingFace ``CLIPModel`` ``config.json`` (e.g.
 PubMedCLIP, PLIP) is OpenAI CLIP in HF's key layout. A folder with neither holding MedCLIP's
-``pytorch_model.bin`` is MedCLIP, sized from its tensors (``--tokenizer`` = the Bio_ClinicalBERT
-folder; ``convert/medclip_source.py``).
+``pytorch_model.bin`` (``medclip-vit`` or ``medclip-resnet``) is MedCLIP, its vision tower told by
+its keys and sized from its tensors (``--tokenizer`` = the Bio_ClinicalBERT folder;
+``convert/medclip_source.py``).
 
 Everything is checked before anything is written: every source key is consumed or deliberately
 ignored, every Flax parameter is filled, every shape matches. The output is written into a
@@ -95,8 +96,8 @@ def map_state_dict(state_dict: dict[str, np.ndarray], cfg: CLIPConfig, source: s
 
 
 def source_model(src: str, weights: pathlib.Path, cfg: CLIPConfig, name: str | None) -> str:
-  """The name a report gives the source: ``--name``, else the hub id, else "MedCLIP-ViT" for a
-  MedCLIP checkpoint, else ``<folder>/<weights file>``."""
+  """The name a report gives the source: ``--name``, else the hub id, else "MedCLIP-ViT" /
+  "MedCLIP-ResNet" for a MedCLIP checkpoint, else ``<folder>/<weights file>``."""
   if name:
     return name
   if src.startswith("hf-hub:"):

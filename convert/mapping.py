@@ -17,7 +17,7 @@ from typing import Callable
 from biomedjax.models.config import CLIPConfig
 from . import hooks
 
-MAPPING_VERSION = 3  # 2: the OpenAI CLIP layouts; 3: MedCLIP
+MAPPING_VERSION = 3  # 2: the OpenAI CLIP layouts; 3: MedCLIP (ViT and ResNet)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +123,7 @@ def _batchnorm(flax: str, torch: str, stats_root: str) -> dict[str, Rule]:
 
 
 def resnet_rules(layers, flax: str = "visual", torch: str = "visual.",
-                 variant: str = "clip") -> dict[str, Rule]:
+                 variant: str = "clip", fc_bias: bool = True) -> dict[str, Rule]:
   """``ResNet`` under Flax ``flax`` <- a torch ResNet state dict with keys ``{torch}conv1.weight``
   (open_clip ``ModifiedResNet``: ``visual.``; PMC-CLIP's ``image_encoder(resnet50).pth``: no
   prefix; torchvision ``resnet50``: ``fc``). The running statistics go to ``batch_stats/{flax}``;
@@ -154,7 +154,7 @@ def resnet_rules(layers, flax: str = "visual", torch: str = "visual.",
     for n in ("q_proj", "k_proj", "v_proj", "c_proj"):
       rules.update(_linear(f"{flax}/attnpool/{n}", f"{torch}attnpool.{n}"))
   else:
-    rules.update(_linear(f"{flax}/fc", f"{torch}fc"))
+    rules.update(_linear(f"{flax}/fc", f"{torch}fc", fc_bias))
   return rules
 
 
@@ -263,9 +263,15 @@ HF_CLIP_IGNORED = {
 def medclip_rules(cfg: CLIPConfig) -> dict[str, Rule]:
   """MedCLIP's ``pytorch_model.bin`` (CalibPrompt models/medclip/modeling_medclip.py):
   ``vision_model.model`` = HF SwinModel (transformers 4.x key names; 5.x names are renamed to
-  them first, ``convert/medclip_source.py``), ``vision_model.projection_head``,
+  them first, ``convert/medclip_source.py``) + ``vision_model.projection_head``, or for
+  MedCLIP-ResNet torchvision's resnet50 with its bias-free ``fc`` (lines 50-53);
   ``text_model.model`` = HF BertModel, ``text_model.projection_head``, ``logit_scale``."""
   v, s = cfg.vision, "vision_model.model"
+  text = {**bert_rules(cfg.text.depth, "text_model.model"),
+          **_linear("text/proj_0", "text_model.projection_head", bias=False),
+          "logit_scale": Rule(("logit_scale",))}
+  if v.arch == "resnet50":
+    return {**resnet_rules(v.depths, "visual", f"{s}.", "torchvision", fc_bias=False), **text}
   rules = {
       "visual/swin/patch_embed/kernel": Rule(
           (f"{s}.embeddings.patch_embeddings.projection.weight",), hooks.conv_oihw_to_hwio),
@@ -273,9 +279,7 @@ def medclip_rules(cfg: CLIPConfig) -> dict[str, Rule]:
       **_norm("visual/swin/embed_norm", f"{s}.embeddings.norm"),
       **_norm("visual/swin/norm", f"{s}.layernorm"),
       **_linear("visual/head", "vision_model.projection_head", bias=False),
-      **bert_rules(cfg.text.depth, "text_model.model"),
-      **_linear("text/proj_0", "text_model.projection_head", bias=False),
-      "logit_scale": Rule(("logit_scale",)),
+      **text,
   }
   for st, depth in enumerate(v.depths):
     for i in range(depth):
@@ -309,6 +313,8 @@ def medclip_ignored(cfg: CLIPConfig) -> dict[str, str]:
       f"{t}.pooler.dense.weight": "BERT pooler, unused by MedCLIP's hidden-state mean",
       f"{t}.pooler.dense.bias": "BERT pooler, unused by MedCLIP's hidden-state mean",
   }
+  if cfg.vision.arch != "swin":
+    return ignored
   for st, depth in enumerate(cfg.vision.depths):
     for i in range(depth):
       key = (f"vision_model.model.encoder.layers.{st}.blocks.{i}"
@@ -335,9 +341,7 @@ def ignored_keys(cfg: CLIPConfig, layout: str) -> dict[str, str]:
   the BatchNorm step counters of a ResNet tower."""
   rules_fn, ignored = LAYOUTS[(cfg.family, layout)]
   ignored = ignored(cfg) if callable(ignored) else ignored
-  if getattr(cfg.vision, "tower", "") != "modified_resnet":
-    return ignored
-  return {**ignored, **bn_counters(rules_fn(cfg))}
+  return {**ignored, **bn_counters(rules_fn(cfg))}  # empty without BatchNorm
 
 
 # (family, layout) -> (rules, ignored keys with the reason each can be dropped: a dict, or a

@@ -1,6 +1,7 @@
 """CalibPrompt's whole study: per-pair settings and protocol against the reference files (one test
 per entry, each quoting the file:line it transcribes), the study datasets, and a runlocal run of
-each of the five datasets in the reference layout with the CalibPrompt objective and with CE,
+each of the five datasets (and of MedCLIP on COVID and RSNA18, tiny_medclip) in the reference
+layout with the CalibPrompt objective and with CE,
 reported through ``biomedjax.report`` with the paper-shaped study table.
 
 Reference files: ``iabh1shekbasu/CalibPrompt`` at its released commit.
@@ -49,7 +50,8 @@ PROTOCOL = [(b, key, value, f"{(_D if key in ('shots', 'seeds') else _Y)[b]}:{li
             for b in ("plip", "quiltnet")
             for key, value, line in (("shots", 8, 10), ("seeds", (1,), 9), ("batch_size", 16, 4),
                                      ("lr", 0.002, 17), ("epochs", 50, 18), ("warmup_lr", 1e-5, 22),
-                                     ("n_ctx", 16, 33), ("precision", "fp16", 35))] + [
+                                     ("n_ctx", 16, 33), ("precision", "fp16", 35),
+                                     ("pixel_norm", "clip", "11-12"))] + [
     ("biomedclip", "shots", 8, f"{_D['biomedclip']}:13"),
     ("biomedclip", "seeds", (1,), f"{_D['biomedclip']}:11"),
     ("biomedclip", "batch_size", 16, f"{_Y['biomedclip']}:4"),
@@ -64,6 +66,11 @@ PROTOCOL = [(b, key, value, f"{(_D if key in ('shots', 'seeds') else _Y)[b]}:{li
     ("medclip", "epochs", 50, f"{_Y['medclip']}:18"),
     ("medclip", "warmup_lr", 1e-3, f"{_Y['medclip']}:22"),
     ("medclip", "n_ctx", 16, "train.py:92 (the yaml sets none)"),
+    # INPUT.PIXEL_MEAN/STD = OpenAI CLIP's, applied by Dassl's build_transform
+    # (Dassl.pytorch/dassl/data/transforms/transforms.py:198,305-309); for MedCLIP not its own
+    # grayscale mean/std (models/medclip/constants.py:8-9)
+    ("biomedclip", "pixel_norm", "clip", f"{_Y['biomedclip']}:11-12"),
+    ("medclip", "pixel_norm", "clip", f"{_Y['medclip']}:11-12"),
 ]
 # every backbone: Dassl SGD defaults (Dassl.pytorch/dassl/config/defaults.py:153-154), cosine with
 # one constant warm-up epoch (each trainer yaml, OPTIM block)
@@ -107,7 +114,7 @@ def test_protocol_entry(backbone, key, value, where):
   applied = {"shots": c.data.shots, "seeds": (c.seed,), "batch_size": c.data.batch_size,
              "lr": c.optim.lr, "epochs": c.optim.epochs, "warmup_lr": c.optim.warmup_lr,
              "n_ctx": c.method.n_ctx, "precision": "fp32" if c.model.compute_dtype == "float32"
-             else c.model.compute_dtype}
+             else c.model.compute_dtype, "pixel_norm": c.model.pixel_norm}
   if key == "precision" and value == "fp16":  # no fp16 path: float32, stated in the config doc
     assert applied[key] == "fp32"
   else:
@@ -136,6 +143,23 @@ def test_backbones_and_baselines():
   with pytest.raises(ValueError, match="backbone='clip'"):
     cfg_module.get_config("backbone=clip")
   assert calibration_losses.canonical("ZS_NORM") == "eccv_zs"
+
+
+def test_pixel_norm_is_the_reference_yamls_with_medclips_own_as_an_option():
+  """MedCLIP's study runs standardise with OpenAI CLIP's mean/std (CoOp_MedCLIP yaml:11-12), not
+  MedCLIP's grayscale values; ``model.pixel_norm=model`` keeps the model's own."""
+  from biomedjax.models import preprocess
+  from biomedjax.train import setup
+  c = cfg_module.get_config("backbone=medclip,dataset=covid,objective=zeroshot")
+  assert c.model.pixel_norm == "clip"  # the zero-shot row too (ZeroshotCLIP yaml:11-12)
+  medclip = model_config.medclip()
+  assert medclip.image_mean == model_config.MEDCLIP_MEAN
+  clip = setup.pixel_norm(medclip, "clip")
+  assert (clip.image_mean, clip.image_std) == (preprocess.OPENAI_MEAN, preprocess.OPENAI_STD)
+  assert clip.vision == medclip.vision and clip.text == medclip.text
+  assert setup.pixel_norm(medclip, "model") is medclip
+  with pytest.raises(ValueError, match=r"pixel_norm=imagenet: use one of \('model', 'clip'\)"):
+    setup.pixel_norm(medclip, "imagenet")
 
 
 # (dataset, classes in label order, template), from asif-hanif/baple
@@ -181,7 +205,8 @@ def test_wrong_classnames_are_refused(tmp_path):
 
 
 STUDY_RUNS = [("biomedclip", "covid"), ("biomedclip", "rsna18"), ("plip", "kather"),
-              ("plip", "pannuke"), ("quiltnet", "digestpath")]
+              ("plip", "pannuke"), ("quiltnet", "digestpath"), ("medclip", "covid"),
+              ("medclip", "rsna18")]
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +236,7 @@ def study(tmp_path_factory):
 
 def test_study_runs_report_calibration(study):
   _, runs = study
-  assert len(runs) == 11
+  assert len(runs) == 15
   assert runs[("plip", "kather", "zeroshot")]["method"] == "zeroshot"
   for (backbone, dataset, objective), r in runs.items():
     cal = r["test"]["calibration"]
@@ -239,7 +264,10 @@ def test_study_table_written(study):
   assert f"{ece:.2f} ± 0.00 [pub 17.82]" in row["CE"]
   ece = runs[("biomedclip", "rsna18", "calibprompt")]["test"]["calibration"]["ece"]
   assert f"{ece:.2f} ± 0.00 [pub 5.74]" in row["calibprompt"]
-  assert "— [pub 27.41]" in row["calibprompt"]   # MedCLIP: published, not run here
+  ece = runs[("medclip", "covid", "calibprompt")]["test"]["calibration"]["ece"]
+  assert f"{ece:.2f} ± 0.00 [pub 27.41]" in row["calibprompt"]
+  ece = runs[("medclip", "rsna18", "CE")]["test"]["calibration"]["ece"]
+  assert f"{ece:.2f} ± 0.00 [pub 17.21]" in row["CE"]
   ece = runs[("plip", "kather", "zeroshot")]["test"]["calibration"]["ece"]
   assert f"| {ece:.2f} ± 0.00 |" in row["zeroshot"]
 

@@ -58,3 +58,22 @@ def test_model_logits_clamp_the_scale_methods_read_it_raw(tiny_medclip):
   assert float(backbone.logit_scale(params)) == pytest.approx(np.exp(5.0), rel=1e-6)
   pixels = np.zeros((1, 56, 56, 3), np.uint8)
   assert backbone.image_features(params, pixels).shape == (1, 512)
+
+
+def test_resnet_variant_preset_tower_and_statistics():
+  """MedCLIP-ResNet (vision.arch "resnet50"): torchvision layout with a bias-free fc to 512 and
+  BatchNorm statistics in the backbone pytree, set from random pixels (not the 0 / 1 init)."""
+  cfg = model_config.tiny_medclip_resnet()
+  assert model_config.CLIPConfig.from_json(cfg.to_json()) == cfg
+  assert model_config.medclip_resnet().vision.depths == (3, 4, 6, 3)
+  with pytest.raises(ValueError, match=r"'vision.depths'=\[2, 2\]: MedCLIP's ResNet needs 4"):
+    dataclasses.replace(cfg.vision, depths=(2, 2))
+  with pytest.raises(ValueError, match=r"'vision.arch'='vit': use one of"):
+    dataclasses.replace(cfg.vision, arch="vit")
+  params = bc.init_params(cfg, 0)
+  visual = params["visual"]
+  assert "kernel" in visual["fc"] and "bias" not in visual["fc"]  # modeling_medclip.py:53
+  assert visual["fc"]["kernel"].shape == (256, 512)  # 8 * 8 * 4 channels after layer4
+  assert visual["conv1"]["kernel"].shape[:2] == (7, 7)
+  assert float(np.abs(params["batch_stats"]["visual"]["bn1"]["mean"]).max()) > 0
+

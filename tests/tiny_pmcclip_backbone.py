@@ -17,10 +17,13 @@ from biomedjax.models.clip import CLIP
 from tests.tiny_backbone import CLASSNAMES, WORDS  # noqa: F401  (same task for every family)
 
 
-def make(tmp_dir: pathlib.Path, seed: int = 0):
-  """-> (backbone, params) of the ``tiny_pmcclip`` preset."""
-  cfg = model_config.tiny_pmcclip()
-  tokenizer = families.random_tokenizer(cfg, tmp_dir, WORDS)
+def make(tmp_dir: pathlib.Path, seed: int = 0, preset: str = "tiny_pmcclip"):
+  """-> (backbone, params) of the ``tiny_pmcclip`` preset, or of another tiny random-weight
+  ``preset`` with a generated vocabulary (the method contract's other ResNet / MedCLIP towers:
+  ``tiny_clip_rn``, ``tiny_medclip``, ``tiny_medclip_resnet``)."""
+  cfg = model_config.PRESETS[preset]()
+  words = WORDS if cfg.family == "pmcclip" else [w for w in WORDS if not w.startswith("##")]
+  tokenizer = families.random_tokenizer(cfg, tmp_dir, words)
   return Backbone(CLIP(cfg), tokenizer), bc.init_params(cfg, seed)
 
 

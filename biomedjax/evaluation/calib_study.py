@@ -47,7 +47,7 @@ PUBLISHED_ECE = {
 }
 
 
-def variant(backbone: str, objective: str) -> str:
+def study_cell(backbone: str, objective: str) -> str:
   """The ``config.study_cell`` label of a study run."""
   return f"{PREFIX}{backbone}:{objective}"
 

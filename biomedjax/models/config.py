@@ -14,7 +14,8 @@ eps); ``CLIPConfig.family`` names the layout of the towers and the tokenizer:
 * ``"pmcclip"``: PMC-CLIP as BiomedCoOp loads it (``trainers/*/*_pmcclip.py``): ModifiedResNet-50
   + HF BERT (BiomedBERT-base-uncased-abstract) whose ``pooler_output`` (dense + tanh on [CLS]) is
   multiplied by a bias-free projection (``text.proj="pooler"``), WordPiece tokenizer at 77.
-* ``"medclip"``: MedCLIP: HF ``SwinModel`` (``SwinConfig`` below) + post-norm BERT
+* ``"medclip"``: MedCLIP: HF ``SwinModel`` (``SwinConfig`` below; or torchvision's resnet50,
+  ``SwinConfig.arch="resnet50"``) + post-norm BERT
   (Bio_ClinicalBERT) pooled as the mean of hidden states 1, 2 and -1, WordPiece tokenizer
   (``biomedjax.models.medclip``).
 
@@ -89,9 +90,11 @@ class SwinConfig:
   """A Swin Transformer as HuggingFace's ``SwinModel`` builds it (``swin-tiny-patch4-window7-224``
   by default), pooled by the mean over tokens (``pooler_output``) and projected without bias.
 
-  ``arch`` names the vision tower of the MedCLIP family: "swin" (MedCLIP-ViT). MedCLIP's
-  ResNet-50 variant ("resnet50") is a hook for the shared ResNet tower
-  (``biomedjax.models.medclip.vision_tower``)."""
+  ``arch`` names the vision tower of the MedCLIP family: "swin" (MedCLIP-ViT) or "resnet50"
+  (MedCLIP-ResNet: torchvision's resnet50, ``biomedjax.models.medclip.vision_tower``). For
+  "resnet50" the same fields size the ResNet: ``depths`` are the bottleneck blocks per stage
+  ((3, 4, 6, 3)), ``embed_dim`` the stem width (64), ``image_size`` the input; ``heads``,
+  ``window_size``, ``patch_size`` and ``mlp_ratio`` are Swin's only."""
   arch: str = "swin"
   image_size: int = 224
   patch_size: int = 4
@@ -104,12 +107,20 @@ class SwinConfig:
   act: str = "gelu"
   qkv_bias: bool = True
 
+  def __post_init__(self):
+    if self.arch not in MEDCLIP_ARCHS:
+      raise ValueError(f"model config 'vision.arch'={self.arch!r}: use one of {MEDCLIP_ARCHS}")
+    if self.arch == "resnet50" and len(self.depths) != 4:
+      raise ValueError(f"model config 'vision.depths'={list(self.depths)}: MedCLIP's ResNet "
+                       "needs 4 stage depths, e.g. [3, 4, 6, 3]")
+
   @property
   def width(self) -> int:
     """Channels of the last stage (768 for Swin-T), the width pooled and projected."""
     return self.embed_dim * 2 ** (len(self.depths) - 1)
 
 
+MEDCLIP_ARCHS = ("swin", "resnet50")
 FAMILIES = ("biomedclip", "openai", "pmcclip", "medclip")
 # The text pooling each family's towers implement (``TextConfig.pool``).
 FAMILY_POOL = {"biomedclip": "cls", "openai": "eot", "pmcclip": "cls", "medclip": "mean_1_2_last"}
@@ -264,14 +275,31 @@ def medclip() -> CLIPConfig:
 
 
 def tiny_medclip() -> CLIPConfig:
-  """The MedCLIP layout at tiny widths (2 Swin stages on a 56-px image, 2-layer BERT); the
+  """The MedCLIP layout at tiny widths (2 Swin stages, 2-layer BERT) on 224-px images, what the
+  method configs feed (a pixel-space program needs the tower's canvas to hold its image); the
   projections keep MedCLIP's 512 outputs, which its code fixes (modeling_medclip.py:26, 95)."""
   c = medclip()
   return dataclasses.replace(
       c,
-      vision=SwinConfig(image_size=56, embed_dim=16, depths=(2, 2), heads=(1, 2)),
+      vision=SwinConfig(image_size=224, embed_dim=16, depths=(2, 2), heads=(1, 2)),
       text=dataclasses.replace(c.text, vocab_size=1024, width=64, depth=2, heads=2, mlp_dim=256,
                                max_positions=64))
+
+
+def medclip_resnet() -> CLIPConfig:
+  """MedCLIP-ResNet (``MedCLIPVisionModel``, CalibPrompt models/medclip/modeling_medclip.py:45-82):
+  torchvision resnet50 whose ``fc`` is Linear 2048 -> 512 without bias (line 53), the features
+  unnormalised until ``encode_image`` (lines 196-200); the text tower, tokenizer, normalisation and
+  logit scale of ``medclip()``."""
+  return dataclasses.replace(medclip(), vision=SwinConfig(arch="resnet50", depths=(3, 4, 6, 3),
+                                                          embed_dim=64, heads=()))
+
+
+def tiny_medclip_resnet() -> CLIPConfig:
+  """MedCLIP-ResNet at tiny widths: one bottleneck per stage at width 8, 224 px (what the method
+  configs feed), and ``tiny_medclip``'s text tower."""
+  vision = SwinConfig(arch="resnet50", depths=(1, 1, 1, 1), embed_dim=8, heads=())
+  return dataclasses.replace(tiny_medclip(), vision=vision)
 
 
 def plip() -> CLIPConfig:
@@ -288,7 +316,8 @@ def quiltnet() -> CLIPConfig:
 
 PRESETS = {"biomedclip": biomedclip, "tiny": tiny, "clip_vit_b16": clip_vit_b16,
            "clip_vit_b32": clip_vit_b32, "tiny_clip": tiny_clip, "medclip": medclip,
-           "tiny_medclip": tiny_medclip, "pubmedclip": clip_vit_b32, "plip": plip,
+           "tiny_medclip": tiny_medclip, "medclip_resnet": medclip_resnet,
+           "tiny_medclip_resnet": tiny_medclip_resnet, "pubmedclip": clip_vit_b32, "plip": plip,
            "quiltnet": quiltnet}
 
 

@@ -7,8 +7,10 @@ Vision (``MedCLIPVisionModelViT``, lines 84-127): HF ``SwinModel`` of
 to three channels (line 122); here images arrive as three channels already (a grey image as RGB
 is that repeat), normalised with MedCLIP's grayscale mean/std on every channel
 (``config.MEDCLIP_MEAN``). MedCLIP's ResNet-50 variant (``MedCLIPVisionModel``, lines 45-82:
-torchvision resnet50 with ``fc`` = Linear 2048 -> 512 without bias) uses the shared ResNet tower:
-``vision_tower`` is the one place it plugs in.
+torchvision ``resnet50``, ``fc`` replaced by Linear 2048 -> 512 without bias at line 53, its output
+returned as is at line 82) is the shared ResNet tower's torchvision variant (``resnet.py``); the
+reference tells the two apart by the class passed as ``MedCLIPModel(vision_cls=...)`` (line 131),
+here ``vision.arch`` does (``vision_tower``).
 
 Text (``MedCLIPTextModel``, lines 15-43): Bio_ClinicalBERT run with ``output_hidden_states``;
 hidden states 1, 2 and -1 (the outputs of the first, second and last layer) are stacked, averaged
@@ -31,6 +33,7 @@ from flax import linen as nn
 
 from biomedjax.models.bert import TextTransformer
 from biomedjax.models.config import SwinConfig
+from biomedjax.models.resnet import ResNet
 from biomedjax.models.swin import SwinTransformer
 from biomedjax.models.tokenizer import Tokenizer, pad_rows
 
@@ -51,15 +54,14 @@ class SwinVision(nn.Module):
 
 
 def vision_tower(cfg: SwinConfig, embed_dim: int, remat: bool = False) -> nn.Module:
-  """The image tower of ``cfg.arch``: "swin" (MedCLIP-ViT) or "resnet50" (MedCLIP-ResNet).
-
-  MERGE HOOK: "resnet50" is torchvision's resnet50 (BatchNorm, ``fc`` -> 512 without bias), built
-  by the shared ResNet module ``biomedjax/models/resnet.py`` (another branch); connect it here."""
+  """The image tower of ``cfg.arch``: "swin" (MedCLIP-ViT) or "resnet50" (MedCLIP-ResNet:
+  torchvision resnet50 with ``fc`` -> ``embed_dim`` without bias, modeling_medclip.py:50-53;
+  ``cfg.depths`` blocks per stage at stem width ``cfg.embed_dim``)."""
   if cfg.arch == "swin":
     return SwinVision(cfg, embed_dim, remat)
   if cfg.arch == "resnet50":
-    raise NotImplementedError("MedCLIP-ResNet: connect biomedjax/models/resnet.py "
-                              "(torchvision resnet50, fc -> embed_dim) in medclip.vision_tower")
+    return ResNet(layers=tuple(cfg.depths), width=cfg.embed_dim, output_dim=embed_dim,
+                  variant="torchvision", fc_bias=False, remat=remat)
   raise ValueError(f"model config 'vision.arch'={cfg.arch!r}: use 'swin' or 'resnet50'")
 
 

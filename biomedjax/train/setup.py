@@ -22,7 +22,7 @@ from biomedjax.methods import METHODS
 from biomedjax.methods.base import Backbone, Task
 from biomedjax.models import biomedclip as bc
 from biomedjax.models import config as model_config
-from biomedjax.models import families
+from biomedjax.models import families, preprocess
 from biomedjax.models.clip import CLIP
 
 log = logging.getLogger("biomedjax")
@@ -46,6 +46,22 @@ def check_model(model_cfg) -> None:
                      + f" (presets: {', '.join(model_config.PRESETS)})")
 
 
+PIXEL_NORMS = ("model", "clip")
+
+
+def pixel_norm(cfg: model_config.CLIPConfig, norm: str) -> model_config.CLIPConfig:
+  """``cfg`` with the image mean/std of ``model.pixel_norm``: "model" keeps the config's own,
+  "clip" sets OpenAI CLIP's (a Dassl trainer's ``INPUT.PIXEL_MEAN/STD``, e.g. CalibPrompt's
+  MedCLIP yamls, which differ from MedCLIP's own grayscale values). Only the device-side
+  standardisation reads them (``Backbone.normalize``)."""
+  if norm == "model":
+    return cfg
+  if norm == "clip":
+    return dataclasses.replace(cfg, image_mean=preprocess.OPENAI_MEAN,
+                               image_std=preprocess.OPENAI_STD)
+  raise ValueError(f"--config.model.pixel_norm={norm}: use one of {PIXEL_NORMS}")
+
+
 def build_backbone(model_cfg, workdir: pathlib.Path, words=()) -> tuple[Backbone, dict]:
   """The frozen backbone: converted weights from ``model.init``, or random ``model.preset``.
 
@@ -54,10 +70,12 @@ def build_backbone(model_cfg, workdir: pathlib.Path, words=()) -> tuple[Backbone
   """
   dtype = model_cfg.compute_dtype
   remat = bool(model_cfg.get("remat", False))  # jax.checkpoint of the image tower's blocks
+  norm = model_cfg.get("pixel_norm", "model")
   if model_cfg.init:
     m = bc.load(model_cfg.init)
-    return Backbone(m.module.clone(remat=remat), m.tokenizer, dtype), m.params
-  cfg = model_config.PRESETS[model_cfg.preset]()
+    module = m.module.clone(remat=remat, cfg=pixel_norm(m.cfg, norm))
+    return Backbone(module, m.tokenizer, dtype), m.params
+  cfg = pixel_norm(model_config.PRESETS[model_cfg.preset](), norm)
   log.warning("model.init is empty: using RANDOM weights of preset %r (no pretrained knowledge; "
               "for real runs pass --config.model.init=<converted BiomedCLIP dir>)", model_cfg.preset)
   if model_cfg.get("tokenizer", ""):  # a real vocabulary (e.g. bpe.write_openclip_vocab's)

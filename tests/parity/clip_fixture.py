@@ -141,12 +141,12 @@ def encode_all(m, pixels, ids, mask):
   ``CLIP.__call__`` forms them (the module's ``scale()``, with a family's clamp), so a full-size
   parity test compiles each tower once instead of once per entry point."""
   import jax
-  from biomedjax.models.clip import CLIP, l2_normalize
+  from biomedjax.models.clip import CLIP, l2_normalize, variables
 
   def run(module: CLIP, px, t, k):
     img, txt = module.encode_image(px), module.encode_text(t, k)
     return img, txt, module.scale() * l2_normalize(img) @ l2_normalize(txt).T
 
-  out = jax.jit(lambda p, *a: m.module.apply({"params": p}, *a, method=run))(
+  out = jax.jit(lambda p, *a: m.module.apply(variables(p), *a, method=run))(  # + batch_stats
       m.params, pixels, ids, mask.astype(bool))
   return tuple(map(np.asarray, out))

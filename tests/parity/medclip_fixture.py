@@ -1,5 +1,6 @@
 """Writes a random-weight MedCLIP as a user downloads it: the release folder
-(``medclip-vit/pytorch_model.bin``, CalibPrompt docs/MODELS.md) and a Bio_ClinicalBERT folder
+(``medclip-vit/pytorch_model.bin``, CalibPrompt docs/MODELS.md; ``medclip-resnet/`` for the ResNet
+variant, the folder ``MedCLIPModel.from_pretrained`` defaults to) and a Bio_ClinicalBERT folder
 (``config.json`` + ``vocab.txt``, the files ``AutoTokenizer`` reads from the hub).
 """
 
@@ -30,17 +31,19 @@ def write_bert_folder(out: pathlib.Path, bert_cfg: dict) -> pathlib.Path:
   return out
 
 
-def make_release(out: pathlib.Path, full: bool = False, seed: int = 0, logit_scale: float = 4.9):
+def make_release(out: pathlib.Path, full: bool = False, seed: int = 0, logit_scale: float = 4.9,
+                 resnet: bool = False):
   """-> (release folder, Bio_ClinicalBERT folder, torch MedCLIP in eval mode).
 
-  ``logit_scale`` above 4.6052 so the reference's clamp is exercised."""
+  ``logit_scale`` above 4.6052 so the reference's clamp is exercised. ``resnet``: MedCLIP-ResNet
+  (torchvision resnet50, always full size) instead of the Swin."""
   out = pathlib.Path(out)
   swin, bert = (ref.SWIN_TINY, ref.BIO_CLINICAL_BERT) if full else (ref.TINY_SWIN, ref.TINY_BERT)
   torch.manual_seed(seed)
-  model = ref.MedCLIP(swin, bert)
+  model = ref.MedCLIP(None if resnet else swin, bert)
   ref.perturb_(model, seed, logit_scale)
   model.eval()
-  release = out / "medclip-vit"
+  release = out / ("medclip-resnet" if resnet else "medclip-vit")
   release.mkdir(parents=True, exist_ok=True)
   torch.save(ref.release_state_dict(model), release / "pytorch_model.bin")
   bert_dir = write_bert_folder(out / "Bio_ClinicalBERT", bert)

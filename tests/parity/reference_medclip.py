@@ -1,4 +1,5 @@
-"""MedCLIP-ViT as CalibPrompt's ``models/medclip/modeling_medclip.py`` builds it, offline.
+"""MedCLIP (ViT and ResNet) as CalibPrompt's ``models/medclip/modeling_medclip.py`` builds it,
+offline.
 
 The reference classes call ``AutoModel.from_pretrained`` (network); here the same modules are
 built from their configs with random weights, and the forward code is the reference's, line for
@@ -6,6 +7,9 @@ line (line numbers of iabh1shekbasu/CalibPrompt ``models/medclip/modeling_medcli
 
 * ``MedCLIPVisionModelViT.forward`` (118-127): repeat a 1-channel input, ``SwinModel`` ->
   ``pooler_output`` -> ``projection_head`` (Linear 768 -> 512, no bias; line 95).
+* ``MedCLIPVisionModel`` (45-82): torchvision ``resnet50`` (``pretrained=True`` there, random
+  here), ``fc`` replaced by ``nn.Linear(2048, 512, bias=False)`` (lines 50-53); ``forward``
+  repeats a 1-channel input and returns ``self.model(pixel_values)`` (lines 75-82).
 * ``MedCLIPTextModel.forward`` (28-43): BERT with ``output_hidden_states`` (line 23), stack hidden
   states 1, 2, -1, ``.permute(1,0,2,3).mean(2).mean(1)``, ``projection_head`` (no bias, line 26).
 * ``MedCLIPModel.compute_logits`` (228-232): ``logit_scale.data`` clamped to [0, 4.6052], exp.
@@ -56,6 +60,22 @@ class VisionViT(nn.Module):
     return img_embeds
 
 
+class VisionResNet(nn.Module):
+  """MedCLIPVisionModel without the download (modeling_medclip.py:45-82)."""
+
+  def __init__(self):
+    super().__init__()
+    import torchvision
+    self.model = torchvision.models.resnet50(weights=None)
+    num_fts = self.model.fc.in_features
+    self.model.fc = nn.Linear(num_fts, 512, bias=False)
+
+  def forward(self, pixel_values, **kwargs):
+    if pixel_values.shape[1] == 1:
+      pixel_values = pixel_values.repeat((1, 3, 1, 1))
+    return self.model(pixel_values)
+
+
 class Text(nn.Module):
   """MedCLIPTextModel without the download (modeling_medclip.py:15-43)."""
 
@@ -74,11 +94,12 @@ class Text(nn.Module):
 
 
 class MedCLIP(nn.Module):
-  """MedCLIPModel (modeling_medclip.py:129-232): vision_model, text_model, logit_scale."""
+  """MedCLIPModel (modeling_medclip.py:129-232): vision_model, text_model, logit_scale.
+  ``swin_cfg`` None: the ResNet vision class (``vision_cls=MedCLIPVisionModel``, line 131)."""
 
-  def __init__(self, swin_cfg: dict = SWIN_TINY, bert_cfg: dict = TINY_BERT):
+  def __init__(self, swin_cfg: dict | None = SWIN_TINY, bert_cfg: dict = TINY_BERT):
     super().__init__()
-    self.vision_model = VisionViT(swin_cfg)
+    self.vision_model = VisionResNet() if swin_cfg is None else VisionViT(swin_cfg)
     self.text_model = Text(bert_cfg)
     self.logit_scale = nn.Parameter(torch.log(torch.tensor(1 / 0.07)))
 
@@ -104,11 +125,17 @@ class MedCLIP(nn.Module):
 
 def perturb_(model: nn.Module, seed: int, logit_scale: float = math.log(1 / 0.07)) -> None:
   """Every tensor moved off its init (LayerNorm ones, zero biases and Swin's zero bias tables
-  would hide a wrong mapping)."""
+  would hide a wrong mapping); BatchNorm running statistics (ResNet) off 0 / 1 too, positive
+  variances kept."""
   g = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for _, p in model.named_parameters():
       p.add_(torch.randn(p.shape, generator=g) * (0.1 if p.ndim <= 1 else 0.02))
+    for name, b in model.named_buffers():
+      if name.endswith("running_mean"):
+        b.add_(torch.randn(b.shape, generator=g) * 0.1)
+      elif name.endswith("running_var"):
+        b.mul_(torch.rand(b.shape, generator=g) + 0.5)
     model.logit_scale.fill_(logit_scale)
 
 
@@ -123,7 +150,7 @@ def release_state_dict(model: MedCLIP) -> dict:
       for new, old in medclip_source.RENAMES:
         key = key.replace(new, old)
     sd[key] = value
-  for name, module in model.vision_model.model.named_modules():
+  for name, module in model.vision_model.model.named_modules():  # Swin only
     if hasattr(module, "relative_position_bias"):
       rpb = module.relative_position_bias
       key = f"vision_model.model.{name}.relative_position_index".replace(
