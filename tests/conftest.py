@@ -4,8 +4,8 @@ The device count must be fixed before JAX initialises its backends, hence the en
 variables at import time rather than in a fixture. The suite launches many short runs of the same
 tiny programs (``launch.py`` in subprocesses, the same backbone in many modules); a persistent
 compilation cache, fresh for each session and inherited by the subprocesses, compiles each once.
-SIGKILL-and-resume of one process is checked in tests/test_multihost.py (both processes killed),
-graceful interruption in tests/test_train.py.
+SIGKILL-and-resume of one process is checked in tests/train/test_multihost.py (both processes
+killed), graceful interruption in tests/train/test_train.py.
 """
 
 import os
@@ -67,9 +67,10 @@ SPREAD_MODULES = {"test_method_contract.py"}  # many independent cases on cheap 
 # Work groups that take minutes, costliest first (measured with --durations=0 on 2 cores): xdist
 # hands groups out in collection order, so these start first and the cheap ones fill in behind
 # them on whichever worker is free (one long group started last would leave the other worker idle).
-FIRST = ("tests/test_train.py", "full_size", "tests/faults/test_faults.py", "tests/test_vr_e2e.py",
-         "tests/test_journey.py", "tests/test_vr_natural.py", "tests/test_packed.py",
-         "tests/test_iuxray_study.py", "tests/test_calib_study.py", "tests/test_engine_families.py")
+FIRST = ("tests/train/test_train.py", "full_size", "tests/faults/test_faults.py",
+         "tests/test_vr_e2e.py", "tests/tools/test_journey.py", "tests/test_vr_natural.py",
+         "tests/train/test_packed.py", "tests/studies/test_iuxray_study.py",
+         "tests/evaluation/test_calib_study.py", "tests/train/test_engine_families.py")
 
 
 def _group(item) -> str | None:

@@ -4,7 +4,7 @@
 embeddings of "X X X X {name}.", context rows spliced at positions 1..n_ctx), independently of
 the prompt learner's bucketed ids and device-side scatter. ``tiny_run`` goes through
 ``train_and_evaluate``, so the methods are checked as they run (the engine's step on every method:
-tests/test_method_contract.py).
+tests/methods/test_method_contract.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 by hand). The engine builds one with ``METHODS[name].build(backbone, task, config.method,
 objective)`` and learns everything else from the class's declarations (``methods/base.py``).
 
-Every method registered here is checked by tests/test_method_contract.py.
+Every method registered here is checked by tests/methods/test_method_contract.py.
 """
 
 from biomedjax.methods import (ar, attrvr, biomedcoop, biomedvr, calibprompt, clip_adapter,

@@ -50,7 +50,7 @@ The options contract: a method reads its float options from ``self.opts`` when i
 (in ``prepare``, ``init``, ``loss``, ``logits``...), never copies them into attributes or
 closures at construction. A packed sweep (``biomedjax.train.packed``) trains several points as
 one program by swapping ``opts`` for one holding traced floats; a copied value would silently
-train every point with the first point's. tests/test_method_contract.py checks it: a method
+train every point with the first point's. tests/methods/test_method_contract.py checks it: a method
 whose ``opts`` are swapped after construction computes what one built with them computes.
 
 The data term of the training loss is not the method's choice: ``objective`` (built from

@@ -18,7 +18,7 @@ option (``n_ctx``, ``ctx_init``, ``text_dropout``) before anything is written; a
 branches on in Python when the first step traces (the points' config.json files are written by
 then; ``--sweep=run`` over the same workdirs accepts them). This relies on the options contract
 of ``biomedjax/methods/base.py`` (float options read from ``self.opts`` when the method
-computes), which tests/test_method_contract.py checks for every registered method.
+computes), which tests/methods/test_method_contract.py checks for every registered method.
 
 What each point gets: its own workdir (the one ``--sweep=run`` would use) with config.json,
 fewshot_selection.json, tensorboard, train_history.json, trained_state, predictions, reliability

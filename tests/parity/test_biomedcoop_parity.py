@@ -35,7 +35,7 @@ def run_both(side, classnames, opts, batch_size=3, seed=0):
   torch_model, tokenizer, backbone, params = side
   prompts = llm_prompts(classnames)
   # The reference's text-tower dropout is random; parity is checked with it off (its own test
-  # is in tests/test_biomedcoop.py).
+  # is in tests/methods/test_biomedcoop.py).
   method = biomedcoop.build(backbone, Task(classnames, llm_prompts=prompts),
                             dict(opts, text_dropout=False))
   frozen = {"backbone": params, **method.prepare(params)}

@@ -32,7 +32,7 @@ from convert import biomedclip as convert_cli
 from tests import tiny_backbone
 from tests.parity import clip_fixture as cf
 from tests.parity import medclip_fixture as mf
-from tests.test_method_contract import CLASSES, _config
+from tests.methods.test_method_contract import CLASSES, _config
 from tests.tiny_backbone import engine_steps
 
 pytestmark = pytest.mark.slow

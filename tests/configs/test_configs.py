@@ -7,7 +7,7 @@ import pytest
 
 from biomedjax.methods import METHODS
 
-CONFIG_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
 SHARED_MODULES = ("common", "base")
 FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.py")
                if p.stem not in SHARED_MODULES and not p.stem.startswith("_"))

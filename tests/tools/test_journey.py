@@ -20,7 +20,7 @@ import pytest
 
 from biomedjax.tools import export, predict
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 METHODS = {"coop": "configs/coop.py:shots=4,runlocal",
            "linear_probe": "configs/linear_probe.py:shots=4"}
 

@@ -45,7 +45,7 @@ from tests import tiny_backbone, tiny_clip_backbone, tiny_pmcclip_backbone, vr_a
 
 CLASSES = tiny_backbone.CLASSNAMES
 NOVEL = ("pituitary tumor", "normal brain")
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _prompt_file(tmp: pathlib.Path, classnames) -> str:

@@ -118,7 +118,7 @@ def test_train_and_evaluate_end_to_end(tmp_path):
   config.data.synthetic.per_class = 24
   config.data.batch_size = 8
   config.optim.lr, config.optim.epochs = 0.02, 8
-  config.method.csc = True  # random tiny text tower: see tests/test_biomedcoop.py
+  config.method.csc = True  # random tiny text tower: see tests/methods/test_biomedcoop.py
   config.train.progress = False
   results = train_and_evaluate(config, tmp_path / "run")
   assert (tmp_path / "run" / "results.json").is_file()

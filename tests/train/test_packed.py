@@ -22,9 +22,9 @@ from safetensors.numpy import load_file
 
 from biomedjax.evaluation import report
 from biomedjax.train import lifecycle, loop, packed
-from tests.test_biomedcoop import synthetic_prompts
+from tests.methods.test_biomedcoop import synthetic_prompts
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 CLASSES = [f"class_{c:02d}" for c in range(4)]
 # (lambda_sccm, lambda_kdsp, tau, lr): every packable kind of difference at once.
 POINTS = {"p0": (0.5, 0.25, 1.5, 0.02), "p1": (2.0, 4.0, 0.75, 0.01), "p2": (1.0, 0.25, 1.5, 0.02)}

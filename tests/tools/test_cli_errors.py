@@ -17,7 +17,7 @@ from biomedjax.data import readers, sources, splits, transforms
 from biomedjax.train import setup
 from tests.data.conftest import write_png
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _launch(*args, timeout=300):

@@ -20,7 +20,7 @@ from biomedjax.sweep import array, plan
 from configs.paper import (biomedcoop_base2novel, biomedcoop_fewshot, biomedvr_16shot,
                            calibprompt_ece, iuxray)
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 ELEVEN = ("btmri", "busi", "chmnist", "covid_19", "ctkidney", "dermamnist", "kneexray", "kvasir",
           "lungcolon", "octmnist", "retina")
 

@@ -74,7 +74,7 @@ def test_options_errors(tiny):
 def test_config_reference_values_and_sweeps():
   c = kgcoop_config.get_config("dataset=busi,shots=4,seed=2")
   assert (c.method.name, c.method.w, c.method.n_ctx, c.method.ctx_init) == (
-      "kgcoop", 10.0, 4, "a photo of a")  # W per dataset: tests/test_config_tables.py
+      "kgcoop", 10.0, 4, "a photo of a")  # W per dataset: tests/configs/test_config_tables.py
   assert (c.data.batch_size, c.optim.lr, c.optim.epochs, c.optim.name) == (128, 0.002, 100, "sgd")
   assert (c.data.dataset, c.data.shots, c.seed) == ("busi", 4, 2)
   b2n = kgcoop_config.get_config("setting=base2novel")
@@ -88,7 +88,7 @@ def test_config_reference_values_and_sweeps():
   n_datasets = len(common.DATASETS)
   assert len(few) == n_datasets * 5 * 3 and len(set(few)) == len(few)
   assert len(base2novel) == n_datasets * 3
-  # launch.py merges the command's own args (model=...) into each point (tests/test_train.py)
+  # launch.py merges the command's own args (model=...) into each point (tests/train/test_train.py)
   assert all("shots=16" in p and "setting=base2novel" in p for p in base2novel)
   for point in few[:3] + base2novel[:3]:
     kgcoop_config.get_config(point)  # every point parses back

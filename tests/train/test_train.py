@@ -18,7 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 COOP = "configs/demo.py:method=coop"
 FAST = ["--config.optim.epochs=10", "--config.train.ckpt_every_steps=2",
         "--config.train.log_every_steps=2", "--config.train.progress=False"]

@@ -34,7 +34,7 @@ from biomedjax.train import distributed
 
 pytestmark = pytest.mark.multiprocess  # two JAX processes per test: run apart from xdist
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 SHORT = ["--config.optim.epochs=6", "--config.train.ckpt_every_steps=2",
          "--config.train.log_every_steps=2", "--config.train.progress=False"]
 DEMO = ["--config=configs/demo.py", *SHORT]

@@ -231,7 +231,7 @@ def test_train_and_evaluate_end_to_end(tmp_path):
 def test_config_tables_and_sweeps():
   from configs import biomedcoop as cfg_lib
   # Typed here from the spec: (lambda_sccm, lambda_kdsp, tau) few-shot (the base-to-novel table
-  # is checked against the spec's text in tests/test_config_tables.py).
+  # is checked against the spec's text in tests/configs/test_config_tables.py).
   spec = {"btmri": (0.5, 0.25, 1.5), "busi": (0.75, 0.75, 1.5), "chmnist": (0.25, 0.25, 1.5),
           "covid_19": (0.5, 2.0, 1.5), "ctkidney": (1.0, 0.5, 1.5),
           "dermamnist": (5.0, 20.0, 1.5), "kneexray": (5.0, 20.0, 1.75),
@@ -254,7 +254,8 @@ def test_config_tables_and_sweeps():
   assert len(points) == 11 * 5 * 3 and len(set(points)) == len(points)
   points = []
   cfg_lib.sweep(lambda **kw: points.append(kw["arg"]), "setting=base2novel,prompts=/x.json")
-  # launch.py merges the command's own args (prompts=...) into each point (tests/test_train.py)
+  # launch.py merges the command's own args (prompts=...) into each point
+  # (tests/train/test_train.py)
   assert len(points) == 10 * 3 and all("setting=base2novel" in p and "shots=16" in p
                                        for p in points)
   assert not any("dataset=busi" in p for p in points)  # no base-to-novel config for BUSI
