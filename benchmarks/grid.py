@@ -155,7 +155,7 @@ def main(argv=None):
   if args.tiny:
     args.torch_steps = 2
   from tests.parity import method_fixture
-  from tests.test_biomedcoop import synthetic_prompts
+  from tests.methods.test_biomedcoop import synthetic_prompts
   prompts = {c: tuple(f"a photo of a {c}, description number {i}." for i in range(n_prompts))
              for c in BTMRI}
   if args.tiny:  # the tiny vocabulary has no "description"/"number": its own prompt forms

@@ -67,10 +67,11 @@ SPREAD_MODULES = {"test_method_contract.py"}  # many independent cases on cheap 
 # Work groups that take minutes, costliest first (measured with --durations=0 on 2 cores): xdist
 # hands groups out in collection order, so these start first and the cheap ones fill in behind
 # them on whichever worker is free (one long group started last would leave the other worker idle).
-FIRST = ("tests/train/test_train.py", "full_size", "tests/faults/test_faults.py",
+FIRST = ("tests/evaluation/test_calib_study.py", "tests/train/test_train.py", "full_size",
+         "tests/train/test_tower_state.py", "tests/faults/test_faults.py",
          "tests/test_vr_e2e.py", "tests/tools/test_journey.py", "tests/test_vr_natural.py",
          "tests/train/test_packed.py", "tests/studies/test_iuxray_study.py",
-         "tests/evaluation/test_calib_study.py", "tests/train/test_engine_families.py")
+         "tests/train/test_engine_families.py")
 
 
 def _group(item) -> str | None:

@@ -45,7 +45,7 @@ from biomedjax.train import lifecycle, loop, setup as run_setup, sharding
 from configs import biomedcoop
 from tests.parity import pmcclip_fixture as fx
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 EPOCHS, STOP_AFTER = 2, 3  # 8 images (2 shots x 4 classes), batch 4: 2 steps per epoch
 TOTAL = 2 * EPOCHS
 
