@@ -17,11 +17,7 @@ import numpy as np
 
 from biomedjax.train.loop import train_and_evaluate
 from tests import tiny_backbone
-
-
-def normalize(x):
-  x = np.asarray(x, np.float64)
-  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+from tests.tiny_backbone import normalize  # noqa: F401  (the KgCoOp/ProGrad tests' pmc.normalize)
 
 
 def reference_text_features(backbone, params, classnames, ctx, length=256):
@@ -46,10 +42,7 @@ def template_features(backbone, params, classnames):
 
 
 def synthetic_batch(n=8, num_classes=4, seed=0):
-  rng = np.random.default_rng(seed)
-  return {"image": rng.integers(0, 256, size=(n, 224, 224, 3), dtype=np.uint8),
-          "label": (np.arange(n) % num_classes).astype(np.int32),
-          "mask": np.ones(n, bool)}
+  return {**tiny_backbone.image_batch(n, num_classes, seed), "mask": np.ones(n, bool)}
 
 
 def tiny_run(config, workdir: pathlib.Path, epochs: int, lr: float) -> dict:

@@ -41,6 +41,12 @@ def with_features(method, batch, frozen):
   return step_lib.method_batch(method, method.backbone, frozen["backbone"], batch)
 
 
+def normalize(x):
+  """Rows scaled to unit L2 norm in float64: the independent side of the method tests."""
+  x = np.asarray(x, np.float64)
+  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
 def image_batch(n: int, num_classes: int, seed: int = 0, size: int = 224) -> dict:
   """Random uint8 images (what the input pipeline yields) with cycling labels."""
   rng = np.random.default_rng(seed)

@@ -23,13 +23,10 @@ def tiny(tmp_path_factory):
 
 
 def _batch(n=3, seed=0):
-  rng = np.random.default_rng(seed)
-  return {"image": rng.integers(0, 256, size=(n, 224, 224, 3), dtype=np.uint8),
-          "label": np.arange(n, dtype=np.int32) % len(CLASSES)}
+  return tiny_backbone.image_batch(n, len(CLASSES), seed)
 
 
-def _normalize(x):
-  return x / np.linalg.norm(x, axis=-1, keepdims=True)
+_normalize = tiny_backbone.normalize
 
 
 def reference_logits(method, trainable, frozen, image_features):

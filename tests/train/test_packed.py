@@ -10,9 +10,7 @@ The same runs serve every test."""
 
 import json
 import logging
-import os
 import pathlib
-import signal
 import subprocess
 import sys
 
@@ -22,6 +20,7 @@ from safetensors.numpy import load_file
 
 from biomedjax.evaluation import report
 from biomedjax.train import lifecycle, loop, packed
+from tests import interrupt
 from tests.methods.test_biomedcoop import synthetic_prompts
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -66,24 +65,9 @@ def pack(root):
   """The pack, stopped by SIGINT after STOP_AFTER steps, then run again to the end."""
   points = _points(root, "sweep")
   directory = packed.pack_dir(root / "sweep", points)
-  make_step = packed.PackProgram.make_step
-
-  def interrupting(self, mesh):
-    step, calls = make_step(self, mesh), []
-
-    def run(*args):
-      calls.append(1)
-      if len(calls) == STOP_AFTER:
-        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: the step finishes, then a checkpoint
-      return step(*args)
-    return run
-
-  packed.PackProgram.make_step = interrupting
-  try:
+  with interrupt.sigint_at_step(packed.PackProgram, STOP_AFTER):
     with pytest.raises(lifecycle.Interrupted, match=f"step {STOP_AFTER} of {TOTAL}"):
       packed.run_sweep(points, root / "sweep")
-  finally:
-    packed.PackProgram.make_step = make_step
   interrupted = {"steps": sorted(int(p.name) for p in (directory / "checkpoints").iterdir()),
                  "results": [(p.workdir / "results.json").exists() for p in points]}
   packed.run_sweep(points, root / "sweep")

@@ -25,9 +25,7 @@ eval mode (``tower_train_passes = 0``, the default).
 import copy
 import json
 import logging
-import os
 import pathlib
-import signal
 import subprocess
 import sys
 
@@ -43,6 +41,7 @@ from biomedjax.models import config as model_config
 from biomedjax.tools import trained
 from biomedjax.train import lifecycle, loop, setup as run_setup, sharding
 from configs import biomedcoop
+from tests import interrupt
 from tests.parity import pmcclip_fixture as fx
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -87,24 +86,9 @@ def runs(setup, tmp_path_factory):
   config, _, _ = setup
   root = tmp_path_factory.mktemp("tower_runs")
   loop.train_and_evaluate(config(), root / "whole")
-  make_step = loop.SingleStepper.make_step
-
-  def interrupting(self, mesh):
-    step, calls = make_step(self, mesh), []
-
-    def run(*args):
-      calls.append(1)
-      if len(calls) == STOP_AFTER:
-        os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C: the step finishes, then a checkpoint
-      return step(*args)
-    return run
-
-  loop.SingleStepper.make_step = interrupting
-  try:
+  with interrupt.sigint_at_step(loop.SingleStepper, STOP_AFTER):
     with pytest.raises(lifecycle.Interrupted, match=f"step {STOP_AFTER} of {TOTAL}"):
       loop.train_and_evaluate(config(), root / "resumed")
-  finally:
-    loop.SingleStepper.make_step = make_step
   loop.train_and_evaluate(config(), root / "resumed")
   return root / "whole", root / "resumed"
 
