@@ -12,7 +12,7 @@ sides (256 for BiomedCLIP, 77 for CLIP: what open_clip does, 25 for MedCLIP: Cal
 the Flax line at a bucketed length
 shows what prompt learning uses.
 
-  python benchmarks/encode.py [--model biomedclip|clip_vit_b16|clip_rn50|pmcclip|medclip]
+  python benchmarks/encode.py [--model biomedclip|clip_vit_b16|clip_rn50|pmcclip|medclip|medclip_resnet]
                               [--batch 32] [--repeats 5]
 """
 
@@ -76,12 +76,13 @@ class _MedCLIPTorch(torch.nn.Module):
     return self.model.text_model(ids, (ids != 0).long())
 
 
-def _medclip():
+def _medclip(resnet: bool = False):
+  """MedCLIP-ViT, or with ``resnet`` MedCLIP-ResNet (torchvision resnet50 whose fc -> 512)."""
   from biomedjax.models.medclip import PaddedTokenizer
   from tests.parity import medclip_fixture, reference_medclip as ref
-  cfg = model_config.medclip()
+  cfg = model_config.medclip_resnet() if resnet else model_config.medclip()
   torch.manual_seed(0)
-  torch_model = ref.MedCLIP(ref.SWIN_TINY, ref.BIO_CLINICAL_BERT)
+  torch_model = ref.MedCLIP(None if resnet else ref.SWIN_TINY, ref.BIO_CLINICAL_BERT)
   ref.perturb_(torch_model, 0)
   torch_model.eval()
   sd = {k: v.numpy() for k, v in ref.release_state_dict(torch_model).items()}
@@ -122,13 +123,14 @@ LAYOUT = {"pmcclip": "pmcclip"}
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--model", choices=("biomedclip", "clip_vit_b16", "clip_rn50", "pmcclip",
-                                      "medclip"),
+                                      "medclip", "medclip_resnet"),
                   default="biomedclip")
   ap.add_argument("--batch", type=int, default=32)
   ap.add_argument("--repeats", type=int, default=5)
   args = ap.parse_args()
   jax.config.update("jax_default_matmul_precision", "highest")
   builders = {"biomedclip": _biomedclip, "pmcclip": _pmcclip, "medclip": _medclip,
+              "medclip_resnet": lambda: _medclip(resnet=True),
               "clip_vit_b16": lambda: _openclip("clip_vit_b16"),
               "clip_rn50": lambda: _openclip("clip_rn50")}
   cfg, torch_model, sd, tok = builders[args.model]()
