@@ -459,6 +459,7 @@ def load_runs(paths, metric: str = "accuracy") -> list[dict]:
 
 
 _VARIANT_KEYS_SHOWN = 3
+_NAMING_KEYS = ("study_cell",)
 _GROUP_KEYS = ("data.shots", "data.dataset", "data.setting", "method.name")
 
 
@@ -477,8 +478,13 @@ def _variant_labels(loaded) -> list[str]:
     differ = [k for k in names if len({json.dumps(keys[i].get(k)) for i in idx}) > 1]
     if not differ:
       continue
+    # A key that names the run's cell itself (CalibPrompt's study_cell, "calib:plip:CE") and
+    # tells every run of the group apart is the label alone: the objective's own keys add nothing.
+    named = [k for k in differ if k in _NAMING_KEYS
+             and len({json.dumps(keys[i].get(k)) for i in idx}) == len(idx)]
     for i in idx:
-      parts = [f"{k.rsplit('.', 1)[-1]}={keys[i].get(k)}" for k in differ]
+      parts = ([str(keys[i].get(named[0]))] if named else
+               [f"{k.rsplit('.', 1)[-1]}={keys[i].get(k)}" for k in differ])
       if len(parts) > _VARIANT_KEYS_SHOWN:
         parts = parts[:_VARIANT_KEYS_SHOWN] + [f"+{len(parts) - _VARIANT_KEYS_SHOWN} more"]
       labels[i] += f" [{', '.join(parts)}]"

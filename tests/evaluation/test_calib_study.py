@@ -254,6 +254,9 @@ def test_study_table_written(study):
   assert text == (root / "report" / "report.md").read_text()
   assert "## CalibPrompt study: ECE (%) by objective" in text
   assert "RANDOM weights in some study runs" in text   # tiny presets: said beside the table
+  # a study run's row is named by its cell, not by the three config keys that make it differ
+  assert "| calibprompt [calib:medclip:CE] | covid | 2 | test |" in text
+  assert "terms=ce:1.0" not in text and "study_cell=" not in text
   table = text.split("## CalibPrompt study: ECE")[1]
   header = [line for line in table.splitlines() if line.startswith("| objective |")][0]
   for col in ("PLIP · Kather", "PLIP · PanNuke", "QuiltNet · DigestPath", "BiomedCLIP · COVID",
