@@ -209,10 +209,10 @@ class TrainedClassifier:
     ``backbone_dir``: where the converted backbone is now, if it moved since training."""
     from biomedjax.methods import METHODS
     from biomedjax.methods.base import Backbone
-    trainable, meta = load(path)
+    trainable, meta = _load(path)  # the file read once: trainable and tower state
     model = load_backbone(meta, backbone_dir)
     # a tower that trained in the reference's train mode: its drifted statistics
-    params = {**model.params, **load_backbone_state(path)}
+    params = {**model.params, **trainable.pop(BACKBONE_STATE, {})}
     backbone = Backbone(model.module, model.tokenizer)
     task = task_of(meta)
     method = METHODS[meta["method"]["name"]].build(backbone, task, method_config(meta),

@@ -101,7 +101,7 @@ def train(run: Run, stepper=None, lanes=None, directory=None, hooks=(), cost=Non
   histories = [lifecycle.History(lane.workdir) for lane in lanes]
   start = 0
   # the frozen tower's running statistics where the reference trains through it in train mode
-  tower = sharding.replicate(run.backbone_state, mesh)
+  tower = run.backbone_state  # replicated on run.mesh by prepare
   restored = ckpt.restore_latest(trainable, opt_state, rng, it, tower)  # unreadable: one before
   if restored is not None:
     trainable, opt_state, start, rng, tower = restored
