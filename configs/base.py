@@ -66,6 +66,7 @@ def get_config(a: mlc.ConfigDict) -> mlc.ConfigDict:
       test_batch_size=100,
       image_size=224,
       workers=0,             # grain worker processes for decoding/augmentation
+      read_ahead=-1,         # batches decoded ahead per process (-1: 2 per core; 0: none)
       # Training views of inputs="features" methods (biomedjax/train/view_stream.py): "online"
       # (the tower runs in every step), "precomputed" (the same views encoded once, cached and
       # shared by runs with the same key), or "cached:V" (V views per image, one drawn per

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 from absl import flags
 import grain
@@ -63,10 +64,35 @@ def _allow_unparsed_absl_flags():
     flags.FLAGS.mark_as_parsed()
 
 
+def read_options(read_ahead: int = -1) -> grain.ReadOptions:
+  """How far each process decodes ahead of the step, in batches (``config.data.read_ahead``).
+
+  grain's default (16 threads, a buffer of 500) counts elements, and the elements here are whole
+  batches: it decoded and augmented up to 500 batches ahead (1.2 GB of uint8 images at batch 16),
+  several times what a short run uses, on the cores the step needs. That halved the speed of a
+  4-step run on 2 cores (benchmarks/README.md, "Reading ahead"). -1: one thread per core (at most
+  16), each one batch ahead plus one waiting; 0: decoded in the training thread, nothing ahead;
+  n > 0: n batches ahead in min(n, cores, 16) threads. The batches and their order do not depend
+  on it.
+  """
+  if read_ahead < 0:
+    threads = min(16, _cores())
+    return grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
+  return grain.ReadOptions(num_threads=min(read_ahead, _cores(), 16),
+                           prefetch_buffer_size=read_ahead)
+
+
+def _cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))  # the cores this process may use (a cgroup, taskset)
+  except AttributeError:  # not on Linux
+    return os.cpu_count() or 1
+
+
 def _finish(ds: grain.MapDataset, local_batch_size: int, drop_remainder: bool,
-            worker_count: int) -> grain.IterDataset:
+            worker_count: int, read_ahead: int) -> grain.IterDataset:
   ds = ds.batch(local_batch_size, drop_remainder=drop_remainder, batch_fn=_stack)
-  return _finish_batches(ds, worker_count)
+  return _finish_batches(ds, worker_count, read_ahead)
 
 
 def _drop_last_per_epoch(ds: grain.MapDataset, n: int, batch: int, seed: int
@@ -98,13 +124,15 @@ def train_dataset(source, *, global_batch_size: int, seed: int, image_size: int 
                   num_epochs: int | None = None, process_index: int | None = None,
                   process_count: int | None = None, worker_count: int = 0,
                   epoch_drop_last: bool = False, random_flip: bool = False,
-                  last_batch: str = "drop", resize_first: bool = False) -> grain.IterDataset:
+                  last_batch: str = "drop", resize_first: bool = False,
+                  read_ahead: int = -1) -> grain.IterDataset:
   """Shuffled, augmented, repeated (forever unless ``num_epochs``) batches; last partial dropped.
 
   ``epoch_drop_last``: drop each epoch's partial batch instead (Dassl's loader; see
   ``_drop_last_per_epoch``). ``last_batch="keep"``: every epoch cut into batches with its
   partial batch kept (``biomedjax.data.epoch_batches``). ``random_flip``: horizontal flip with
-  p 0.5 after the crop. ``resize_first``: Resize(image_size) before the crop.
+  p 0.5 after the crop. ``resize_first``: Resize(image_size) before the crop. ``read_ahead``:
+  batches decoded ahead (``read_options``).
   """
   if len(source) == 0:
     raise ValueError(f"empty training source {source!r}")
@@ -117,12 +145,13 @@ def train_dataset(source, *, global_batch_size: int, seed: int, image_size: int 
   ds = ds.random_map(transforms.TrainTransform(image_size, random_flip, resize_first))
   if last_batch == "keep":
     batches = epoch_batches.keep_last_batches(ds, len(source), global_batch_size, pi, pc, _stack)
-    return _finish_batches(batches, worker_count)
-  return _finish(ds[pi::pc], local, True, worker_count)
+    return _finish_batches(batches, worker_count, read_ahead)
+  return _finish(ds[pi::pc], local, True, worker_count, read_ahead)
 
 
-def _finish_batches(ds: grain.MapDataset, worker_count: int) -> grain.IterDataset:
-  it = ds.to_iter_dataset()
+def _finish_batches(ds: grain.MapDataset, worker_count: int, read_ahead: int
+                    ) -> grain.IterDataset:
+  it = ds.to_iter_dataset(read_options(read_ahead))
   if worker_count > 0:
     _allow_unparsed_absl_flags()
     it = it.mp_prefetch(grain.multiprocessing.MultiprocessingOptions(num_workers=worker_count))
@@ -147,13 +176,14 @@ class _Padded:
 
 def eval_dataset(source, *, global_batch_size: int, image_size: int = 224,
                  process_index: int | None = None, process_count: int | None = None,
-                 worker_count: int = 0) -> grain.IterDataset:
+                 worker_count: int = 0, read_ahead: int = -1) -> grain.IterDataset:
   """One pass in source order, padded to whole global batches; ``mask`` marks real examples."""
   pi, pc = _process(process_index, process_count)
   local = _local_batch_size(global_batch_size, pc)
   padded_len = math.ceil(len(source) / global_batch_size) * global_batch_size
   ds = grain.MapDataset.source(_Padded(source, padded_len))[pi::pc]
-  return _finish(ds.map(transforms.EvalTransform(image_size)), local, False, worker_count)
+  return _finish(ds.map(transforms.EvalTransform(image_size)), local, False, worker_count,
+                 read_ahead)
 
 
 def to_global(batch: dict, mesh: jax.sharding.Mesh) -> dict:
@@ -173,6 +203,7 @@ def train_options(data_cfg) -> dict:
   """The ``train_dataset`` keyword arguments a run's ``config.data`` block asks for: the one
   reading of those keys for every stream of the engine (a single run and a packed sweep)."""
   return dict(image_size=data_cfg.image_size, worker_count=data_cfg.workers,
+              read_ahead=data_cfg.get("read_ahead", -1),
               epoch_drop_last=data_cfg.get("epoch_drop_last", False),
               random_flip=data_cfg.get("random_flip", False),
               last_batch=data_cfg.get("last_batch", "drop"),

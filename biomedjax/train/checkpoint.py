@@ -33,7 +33,7 @@ CONFIG_FILE = "config.json"
 # Keys that may change between a run and its resumption without changing its result.
 OPERATIONAL_KEYS = ("train.log_every_steps", "train.ckpt_every_steps",
                     "train.ckpt_every_minutes",
-                    "train.ckpt_min_seconds", "train.progress", "data.workers",
+                    "train.ckpt_min_seconds", "train.progress", "data.workers", "data.read_ahead",
                     "data.encode_batch", "data.view_cache", "pack")
 
 

@@ -203,12 +203,12 @@ def _publish(tmp: pathlib.Path, final: pathlib.Path) -> None:
 
 def encode_stream(source, encode, chunk: int, out_dir: pathlib.Path, *, batch: int, total: int,
                   seed: int, image_size: int, random_flip: bool, epoch_drop_last: bool,
-                  workers: int = 0) -> None:
+                  workers: int = 0, read_ahead: int = -1) -> None:
   """The online stream's first ``total`` batches (single-process order), encoded chunk by chunk
   into ``out_dir/features.npy`` (total, batch, D) and ``labels.npy``."""
   ds = pipeline.train_dataset(source, global_batch_size=batch, seed=seed, image_size=image_size,
                               process_index=0, process_count=1, worker_count=workers,
-                              epoch_drop_last=epoch_drop_last, random_flip=random_flip)
+                              read_ahead=read_ahead, epoch_drop_last=epoch_drop_last, random_flip=random_flip)
   it = iter(ds)
   feats = labels = None
   pending, rows, written = [], 0, 0
@@ -272,7 +272,7 @@ def precomputed_stream(config, data, backbone, backbone_params, mesh, batch: int
     encode_stream(data.splits["train"], encode, chunk, out, batch=batch, total=total,
                   seed=config.seed, image_size=config.data.image_size,
                   random_flip=fields["random_flip"], epoch_drop_last=fields["epoch_drop_last"],
-                  workers=config.data.workers)
+                  workers=config.data.workers, read_ahead=config.data.get("read_ahead", -1))
 
   path = _cached(config, key, fields, build)
   feats = np.load(path / FEATURES_FILE, mmap_mode="r")

@@ -135,3 +135,41 @@ def test_epoch_drop_last_is_dasslike():
   assert sorted(stream[0] + stream[1][:8]) == list(range(24))  # default: batches cross epochs
   same = labels_of(pipeline.train_dataset(IndexSource(32), epoch_drop_last=True, **kw), 2)
   assert same == labels_of(pipeline.train_dataset(IndexSource(32), **kw), 2)
+
+
+class _CountingSource(IndexSource):
+  """IndexSource that counts the records read (by any thread)."""
+
+  def __init__(self, n):
+    super().__init__(n)
+    self.reads = 0
+
+  def __getitem__(self, i):
+    self.reads += 1
+    return super().__getitem__(i)
+
+
+def test_read_ahead_bounds_the_batches_decoded_ahead_and_not_the_batches():
+  """grain's default buffer (500 elements) is 500 whole batches here; ``read_ahead`` bounds it,
+  and no setting changes a batch."""
+  import time
+  kwargs = dict(global_batch_size=4, seed=5, image_size=SIZE)
+  expected = [next(it) for it in [iter(pipeline.train_dataset(IndexSource(40), read_ahead=0,
+                                                              **kwargs))] for _ in range(6)]
+  for read_ahead in (-1, 1, 3):
+    it = iter(pipeline.train_dataset(IndexSource(40), read_ahead=read_ahead, **kwargs))
+    for e in expected:
+      got = next(it)
+      for k in e:
+        np.testing.assert_array_equal(got[k], e[k])
+  for read_ahead, most in ((0, 1), (2, 1 + 2 + 1)):  # + one batch a thread may be decoding
+    source = _CountingSource(4000)
+    it = iter(pipeline.train_dataset(source, read_ahead=read_ahead, **kwargs))
+    next(it)
+    time.sleep(1.0)  # time to run far ahead, as grain's default did
+    assert source.reads <= most * 4, (read_ahead, source.reads)
+  options = pipeline.read_options(-1)
+  assert options.prefetch_buffer_size == 2 * options.num_threads
+  assert 1 <= options.num_threads <= 16
+  assert (pipeline.read_options(0).num_threads, pipeline.read_options(0).prefetch_buffer_size) \
+      == (0, 0)
