@@ -92,6 +92,12 @@ def one_line(e: BaseException, argv=(), hints=None) -> str:
   return f"error: {text}  [{DEBUG_FLAG} shows the traceback]"
 
 
+# A Ctrl-C outside the training steps (preparing, evaluating, reporting): only the loop saves on
+# a signal, and what was written before stays (a run resumes from its newest checkpoint).
+AFTER_STEPS = ("stopped outside the training steps; nothing already written was removed: run the "
+               "same command again to finish (a run resumes from its newest checkpoint)")
+
+
 def run_guarded(fn, argv=None, hints=None) -> int:
   """Calls ``fn()``; an exception becomes one line on stderr and exit status 2, unless
   ``--debug`` is in argv (then it propagates with its traceback). ``hints``: see ``one_line``."""
@@ -99,7 +105,7 @@ def run_guarded(fn, argv=None, hints=None) -> int:
   try:
     result = fn()
   except KeyboardInterrupt as e:  # lifecycle.Interrupted: a checkpoint was saved first
-    print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
+    print(f"interrupted: {str(e) or AFTER_STEPS}", file=sys.stderr)
     logging.shutdown()
     sys.stderr.flush()
     sys.stdout.flush()

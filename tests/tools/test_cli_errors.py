@@ -64,6 +64,26 @@ def _examples(tmp_path, n_bad):
   return out
 
 
+@pytest.mark.parametrize("raised,line", [
+    (KeyboardInterrupt(), "interrupted: " + cli.AFTER_STEPS),
+    (KeyboardInterrupt("SIGINT: stopped at step 4 of 20 with a checkpoint in W"),
+     "interrupted: SIGINT: stopped at step 4 of 20 with a checkpoint in W")])
+def test_ctrl_c_is_one_line_saying_what_is_kept_and_exit_130(monkeypatch, capsys, raised, line):
+  """A Ctrl-C in the loop says where its checkpoint is; one outside the steps (preparing,
+  evaluating, reporting) says that nothing was removed and the same command finishes the run."""
+  def exit_now(code):
+    raise SystemExit(code)
+  monkeypatch.setattr(cli.os, "_exit", exit_now)
+  monkeypatch.setattr(cli.logging, "shutdown", lambda: None)  # pytest's handlers stay open
+
+  def interrupted():
+    raise raised
+  with pytest.raises(SystemExit) as exited:
+    cli.run_guarded(interrupted, argv=[])
+  assert exited.value.code == 130
+  assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
 def test_all_bad_images_are_listed_with_the_skip_hint(tmp_path):
   examples = _examples(tmp_path, 23)
   with pytest.raises(transforms.BadImageError) as e:
