@@ -54,6 +54,9 @@ def image_batch(n: int, num_classes: int, seed: int = 0, size: int = 224) -> dic
           "label": np.arange(n, dtype=np.int32) % num_classes}
 
 
+_LAST_STEP = [None, None]  # (method, its jitted step): the last method's, reused for its next lr
+
+
 def engine_steps(method, trainable, frozen, batch, n: int = 2, lr: float = 0.02):
   """``n`` steps of the engine's own jitted train step (SGD with momentum) on one batch of
   images -> (trainable, opt_state, losses): ``n + 1`` losses, the last one measured after the
@@ -62,9 +65,13 @@ def engine_steps(method, trainable, frozen, batch, n: int = 2, lr: float = 0.02)
   import jax.numpy as jnp
   import optax
   from biomedjax.train import step as step_lib
-  tx = optax.sgd(lr, momentum=0.9)
-  step = step_lib.make_train_step(method, method.backbone, tx,
-                                  jax.sharding.Mesh(jax.devices()[:1], ("data",)))
+  # lr as optimizer state, not a constant of the program: one compiled step per method serves
+  # every lr (the contract's second run at 0.5 does not compile again).
+  tx = optax.inject_hyperparams(optax.sgd)(learning_rate=lr, momentum=0.9)
+  if _LAST_STEP[0] is not method:
+    _LAST_STEP[:] = method, step_lib.make_train_step(
+        method, method.backbone, tx, jax.sharding.Mesh(jax.devices()[:1], ("data",)))
+  step = _LAST_STEP[1]
   opt_state, losses = tx.init(trainable), []
   copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731  (the step donates its inputs)
   for i in range(n + 1):

@@ -251,10 +251,13 @@ def _check_options_read_at_call_time(method, params, trainable, frozen, batch):
   swapped = copy.copy(method)
   swapped.opts = dataclasses.replace(method.opts, **other)
   b = step_lib.method_batch(method, method.backbone, params, batch)
-  want, _ = built.loss(trainable, loop.split_frozen(built, {"backbone": params,
-                                                           **built.prepare(params)}),
-                       b, jax.random.key(3))
-  got, _ = swapped.loss(trainable, loop.split_frozen(method, frozen), b, jax.random.key(3))
+  # Jitted: one compilation (the second method's program, when the options are read at call
+  # time, is the same program, found in the compilation cache) instead of hundreds of eager ops.
+  want, _ = jax.jit(built.loss)(trainable, loop.split_frozen(built, {"backbone": params,
+                                                                    **built.prepare(params)}),
+                                b, jax.random.key(3))
+  got, _ = jax.jit(swapped.loss)(trainable, loop.split_frozen(method, frozen), b,
+                                 jax.random.key(3))
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6,
                              err_msg=f"{method.name} keeps a float option from construction")
 
