@@ -22,6 +22,8 @@ import re
 import sys
 import tokenize
 
+from biomedjax.train import distributed, lifecycle
+
 DEBUG_FLAG = "--debug"
 
 # Exception types whose message is written for the user (it names the file/key/value at fault).
@@ -106,6 +108,8 @@ def run_guarded(fn, argv=None, hints=None) -> int:
     result = fn()
   except KeyboardInterrupt as e:  # lifecycle.Interrupted: a checkpoint was saved first
     print(f"interrupted: {str(e) or AFTER_STEPS}", file=sys.stderr)
+    if isinstance(e, lifecycle.Interrupted):  # an agreed stop: every process is here
+      distributed.leave_together()
     logging.shutdown()
     sys.stderr.flush()
     sys.stdout.flush()

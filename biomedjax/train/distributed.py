@@ -157,6 +157,22 @@ def initialize(settings: Settings | None) -> None:
            settings.coordinator_address or "detected")
 
 
+def leave_together() -> None:
+  """Before a multi-process run's processes exit at once on an agreed stop (``os._exit``): JAX's
+  shutdown barrier, so that no process outlives the coordinator. Process 0 hosts the
+  coordination service; when it left first, a peer still finishing its last line found the
+  service gone and aborted (SIGABRT, status -6, seen under load in the SIGTERM test of
+  tests/faults/test_two_processes.py). Every process reaches this together (the stop is agreed
+  at one step); a peer that does not arrive within the timeout is not waited for longer."""
+  import jax
+  if jax.process_count() == 1:
+    return
+  try:
+    jax.distributed.shutdown()
+  except Exception as e:  # noqa: BLE001  (a peer gone: exiting is all that is left to do)
+    log.warning("leaving the other processes: %s", str(e).splitlines()[0][:200] if str(e) else e)
+
+
 def timeout_s() -> int:
   """The run's distributed timeout in seconds (``--distributed_timeout``; 60 by default): how
   long a process waits for another before it counts as stuck or dead."""

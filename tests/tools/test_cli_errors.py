@@ -14,7 +14,7 @@ import pytest
 
 from biomedjax.tools import cli
 from biomedjax.data import readers, sources, splits, transforms
-from biomedjax.train import setup
+from biomedjax.train import lifecycle, setup
 from tests.data.conftest import write_png
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -66,7 +66,7 @@ def _examples(tmp_path, n_bad):
 
 @pytest.mark.parametrize("raised,line", [
     (KeyboardInterrupt(), "interrupted: " + cli.AFTER_STEPS),
-    (KeyboardInterrupt("SIGINT: stopped at step 4 of 20 with a checkpoint in W"),
+    (lifecycle.Interrupted("SIGINT: stopped at step 4 of 20 with a checkpoint in W"),
      "interrupted: SIGINT: stopped at step 4 of 20 with a checkpoint in W")])
 def test_ctrl_c_is_one_line_saying_what_is_kept_and_exit_130(monkeypatch, capsys, raised, line):
   """A Ctrl-C in the loop says where its checkpoint is; one outside the steps (preparing,
