@@ -69,8 +69,8 @@ def read_options(read_ahead: int = -1) -> grain.ReadOptions:
 
   grain's default (16 threads, a buffer of 500) counts elements, and the elements here are whole
   batches: it decoded and augmented up to 500 batches ahead (1.2 GB of uint8 images at batch 16),
-  several times what a short run uses, on the cores the step needs. That halved the speed of a
-  4-step run on 2 cores (benchmarks/README.md, "Reading ahead"). -1: one thread per core (at most
+  several times what a short run uses, on the cores the step needs: a 4-step run took 2-3x the
+  CPU time (benchmarks/README.md, "Reading ahead"). -1: one thread per core (at most
   16), each one batch ahead plus one waiting; 0: decoded in the training thread, nothing ahead;
   n > 0: n batches ahead in min(n, cores, 16) threads. The batches and their order do not depend
   on it.
