@@ -41,7 +41,6 @@ DEMO = ["--config=configs/demo.py", *SHORT]
 TOTAL = 12  # 6 epochs x 2 steps (64 few-shot images, batch 32)
 TIMEOUT_S = 10  # heartbeat timeout of the test runs
 STOP_BOUND_S = 120  # a survivor must be gone this long after its peer's death (10 s + load)
-_CACHE = {}  # the module's persistent compilation cache: later runs reuse the first's programs
 
 
 def _env(devices: int = 1, **extra) -> dict:
@@ -52,7 +51,7 @@ def _env(devices: int = 1, **extra) -> dict:
            if not f.startswith("--xla_force_host_platform_device_count")]  # conftest's 8
   if devices > 1:
     flags.append(f"--xla_force_host_platform_device_count={devices}")
-  env.update(XLA_FLAGS=" ".join(flags), JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", **_CACHE,
+  env.update(XLA_FLAGS=" ".join(flags), JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
              **{distributed.ENV_TIMEOUT: str(TIMEOUT_S)}, **extra)
   return env
 
@@ -111,14 +110,6 @@ def _final_trainable(workdir, step=TOTAL):
   tree = checkpointer.metadata(path).item_metadata.tree
   args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
   return checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))["trainable"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _compilation_cache(tmp_path_factory):
-  """Seven launches compile the same few programs: compile them once (CI time)."""
-  _CACHE["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
-  yield
-  _CACHE.clear()
 
 
 @pytest.fixture(scope="module")
