@@ -199,11 +199,16 @@ def _check_mesh(mesh, global_batch_size):
                      "devices of the mesh's 'data' axis")
 
 
+def reading(data_cfg) -> dict:
+  """How a run's ``config.data`` block asks every stream (train, eval, view encoding) to read:
+  ``worker_count`` and ``read_ahead``, the keyword arguments of both datasets."""
+  return dict(worker_count=data_cfg.workers, read_ahead=data_cfg.get("read_ahead", -1))
+
+
 def train_options(data_cfg) -> dict:
   """The ``train_dataset`` keyword arguments a run's ``config.data`` block asks for: the one
   reading of those keys for every stream of the engine (a single run and a packed sweep)."""
-  return dict(image_size=data_cfg.image_size, worker_count=data_cfg.workers,
-              read_ahead=data_cfg.get("read_ahead", -1),
+  return dict(image_size=data_cfg.image_size, **reading(data_cfg),
               epoch_drop_last=data_cfg.get("epoch_drop_last", False),
               random_flip=data_cfg.get("random_flip", False),
               last_batch=data_cfg.get("last_batch", "drop"),

@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from biomedjax.evaluation import calibration, metrics
-from biomedjax.data.pipeline import make_eval_iterator
+from biomedjax.data import pipeline
 
 
 def eval_batch_size(requested: int, mesh) -> int:
@@ -30,9 +30,8 @@ def eval_batch_size(requested: int, mesh) -> int:
 def map_images(fn, source, mesh, data_cfg, desc: str, progress: bool = True):
   """Applies ``fn(pixels) -> (B, ...)`` to every example of a source once -> (outputs, labels)."""
   batch = eval_batch_size(data_cfg.test_batch_size, mesh)
-  it = make_eval_iterator(source, mesh=mesh, global_batch_size=batch,
-                          image_size=data_cfg.image_size, worker_count=data_cfg.workers,
-                          read_ahead=data_cfg.get("read_ahead", -1))
+  it = pipeline.make_eval_iterator(source, mesh=mesh, global_batch_size=batch,
+                                   image_size=data_cfg.image_size, **pipeline.reading(data_cfg))
   outs, labels = [], []
   for b in tqdm(it, total=math.ceil(len(source) / batch), desc=desc, disable=not progress,
                 leave=False):

@@ -203,12 +203,13 @@ def _publish(tmp: pathlib.Path, final: pathlib.Path) -> None:
 
 def encode_stream(source, encode, chunk: int, out_dir: pathlib.Path, *, batch: int, total: int,
                   seed: int, image_size: int, random_flip: bool, epoch_drop_last: bool,
-                  workers: int = 0, read_ahead: int = -1) -> None:
+                  reading: dict | None = None) -> None:
   """The online stream's first ``total`` batches (single-process order), encoded chunk by chunk
-  into ``out_dir/features.npy`` (total, batch, D) and ``labels.npy``."""
+  into ``out_dir/features.npy`` (total, batch, D) and ``labels.npy``. ``reading``:
+  ``pipeline.reading`` of the run's config (default: in-process, the default read-ahead)."""
   ds = pipeline.train_dataset(source, global_batch_size=batch, seed=seed, image_size=image_size,
-                              process_index=0, process_count=1, worker_count=workers,
-                              read_ahead=read_ahead, epoch_drop_last=epoch_drop_last, random_flip=random_flip)
+                              process_index=0, process_count=1, epoch_drop_last=epoch_drop_last,
+                              random_flip=random_flip, **(reading or {}))
   it = iter(ds)
   feats = labels = None
   pending, rows, written = [], 0, 0
@@ -272,7 +273,7 @@ def precomputed_stream(config, data, backbone, backbone_params, mesh, batch: int
     encode_stream(data.splits["train"], encode, chunk, out, batch=batch, total=total,
                   seed=config.seed, image_size=config.data.image_size,
                   random_flip=fields["random_flip"], epoch_drop_last=fields["epoch_drop_last"],
-                  workers=config.data.workers, read_ahead=config.data.get("read_ahead", -1))
+                  reading=pipeline.reading(config.data))
 
   path = _cached(config, key, fields, build)
   feats = np.load(path / FEATURES_FILE, mmap_mode="r")
