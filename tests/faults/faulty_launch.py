@@ -6,6 +6,7 @@
   kill:eval        SIGKILL in the first evaluation of a split
   kill:report      SIGKILL between results.md and results.json
   sleep:S          sleep S seconds in every train step (a slow process)
+  hold:PATH        wait in the first train step until PATH exists (a run that is surely busy)
   enospc:ckpt:N    the N-th checkpoint save fails with "No space left on device" (a full disk)
 
 The faults wrap library functions from outside (nothing in the library knows of them), so the
@@ -52,7 +53,7 @@ def wrap(owner, name, before=None, after=None):
   setattr(owner, name, wrapper)
 
 
-if kind in ("kill", "sleep") and (arg.startswith("step") or kind == "sleep"):
+if kind in ("kill", "sleep", "hold") and (arg.startswith("step") or kind != "kill"):
   make = step_lib.make_train_step
   count = [0]
 
@@ -65,6 +66,8 @@ if kind in ("kill", "sleep") and (arg.startswith("step") or kind == "sleep"):
         die()
       if kind == "sleep":
         time.sleep(float(arg))
+      while kind == "hold" and not os.path.exists(arg):
+        time.sleep(0.05)
       return fn(*args)
     return step
   step_lib.make_train_step = make_train_step

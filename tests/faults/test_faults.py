@@ -65,16 +65,23 @@ def _assert_same_results(ours: dict, ref: dict) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-  """The uninterrupted run, and a second launch on its workdir while it runs (-> its output)."""
+  """The uninterrupted run, and a second launch on its workdir while it runs (-> its output).
+
+  The first run waits in its first step until the second launch has ended, so the second always
+  meets a busy workdir however fast the run is (waiting changes none of its results)."""
   workdir = tmp_path_factory.mktemp("faults") / "reference"
-  first = subprocess.Popen(_cmd(workdir), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+  go_on = workdir.parent / "second-launch-done"
+  first = subprocess.Popen(_cmd(workdir), cwd=REPO, env=_env(f"hold:{go_on}"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   lock = workdir / LOCK_FILE
   deadline = time.time() + 600
   while not (lock.exists() or (workdir / "config.json").exists()):
     assert first.poll() is None and time.time() < deadline, "the first run ended early"
     time.sleep(0.05)
-  second = _run(workdir, rc=None)
+  try:
+    second = _run(workdir, rc=None)
+  finally:
+    go_on.touch()
   stderr = first.communicate(timeout=600)[1]
   assert first.returncode == 0, stderr[-3000:]
   return workdir, second
