@@ -114,9 +114,13 @@ AGREE = textwrap.dedent("""
     distributed.initialize(distributed.resolve())
     me = jax.process_index()
     agree = agreement.Agreement("test", timeout_s=3)
-    print(agree.decide(1, any_of={"stop": me == 1, "n": me}, from_zero={"save": me == 0}))
+    print(agree.decide(1, any_of={"stop": me == 1, "n": me}, from_zero={"save": me == 0}),
+          flush=True)
+    client = agreement._client()
     if me == 1:
+      client.key_value_set("printed", "1")  # process 0 may leave (and end the service) now
       time.sleep(600)  # stuck: never reaches step 2
+    client.blocking_key_value_get("printed", 60_000)
     try:
       agree.decide(2, any_of={"stop": False})
     except agreement.AgreementTimeout as e:

@@ -17,7 +17,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 SCRIPT = textwrap.dedent("""
     import ctypes, sys, threading, time
     from biomedjax.train import watchdog
-    watchdog.GRACE_S = 1.0
+    watchdog.GRACE_S = float(sys.argv[3])
     libc = ctypes.CDLL(None)
 
     def block_in_c():  # like a collective waiting for a peer: no Python runs, signals or not
@@ -45,15 +45,20 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _start(mode: str, hang_timeout_s: float) -> subprocess.Popen:
-  proc = subprocess.Popen([sys.executable, "-c", SCRIPT, mode, str(hang_timeout_s)], cwd=REPO,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  assert proc.stdout.readline().strip() == "READY", proc.stderr.read()
+def _start(mode: str, hang_timeout_s: float, grace_s: float = 1.0,
+           ready: bool = True) -> subprocess.Popen:
+  """The script; with ``ready``, once it is blocked (or busy). The watchdog's grace is
+  ``grace_s``: 1 s keeps the exits quick, a long one keeps a starved handler from counting as
+  blocked where the test is about something else."""
+  proc = subprocess.Popen([sys.executable, "-c", SCRIPT, mode, str(hang_timeout_s), str(grace_s)],
+                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  if ready:
+    assert proc.stdout.readline().strip() == "READY", proc.stderr.read()
   return proc
 
 
 def test_a_hang_is_an_error_naming_the_step_and_what_it_waited_in():
-  proc = _start("blocked", 1)
+  proc = _start("blocked", 1, ready=False)  # it may end (~2 s) before a starved READY thread
   stderr = proc.communicate(timeout=120)[1]
   assert proc.returncode == 1, stderr
   assert "no progress for" in stderr and "in checkpoint save at step 3" in stderr, stderr
@@ -70,7 +75,7 @@ def test_a_signal_while_blocked_exits_at_once_saying_what_is_not_saved():
 
 
 def test_a_second_signal_exits_at_once():
-  proc = _start("busy", 0)
+  proc = _start("busy", 0, grace_s=60)
   proc.send_signal(signal.SIGINT)
   line = proc.stderr.readline()
   while "SIGINT received: saving a checkpoint" not in line:  # the first one was handled
